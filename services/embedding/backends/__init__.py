@@ -1,0 +1,1 @@
+"""Runtimes that execute the exported embedding graph, behind one small interface."""

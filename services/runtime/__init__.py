@@ -1,0 +1,1 @@
+"""What every rosemesh service shares: bootstrap, config, telemetry, errors, clients."""

@@ -1,0 +1,66 @@
+"""Service configuration from flags and environment, validated at start.
+
+Every service subclasses ``ServiceSettings``; values come from (highest first) command-line
+flags, ``ROSEMESH_<SERVICE>_*`` variables, then defaults. A bad value stops the process
+with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_models_dir() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "rosemesh" / "models"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="forbid", cli_kebab_case=True, cli_implicit_flags=True)
+
+    host: str = Field("127.0.0.1", description="address the gRPC and metrics servers bind to")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one)")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics port (0 picks a free one)")
+    grace_period_s: float = Field(10.0, gt=0, le=300, description="time in-flight RPCs get to finish on SIGTERM")
+    max_message_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024, description="largest gRPC message accepted or sent"
+    )
+    max_concurrent_rpcs: int = Field(
+        256, ge=1, description="RPCs served at once; beyond this, calls get RESOURCE_EXHAUSTED"
+    )
+    keepalive_time_s: float = Field(30.0, gt=0, description="interval of server keepalive pings")
+    keepalive_timeout_s: float = Field(10.0, gt=0, description="time to wait for a keepalive ack")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    models_dir: Path = Field(default_factory=default_models_dir, description="where model artefacts are cached")
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ServiceSettings:
+        if self.port and self.port == self.metrics_port:
+            raise ValueError(f"port and metrics_port must differ (both are {self.port})")
+        return self
+
+
+class ConfigError(SystemExit):
+    """Raised with a readable message when settings do not validate."""
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def load_settings(cls: type[SettingsT], args: list[str] | None = None, **overrides: object) -> SettingsT:
+    """Build settings from flags (``args``), environment and defaults, or exit with a clear message."""
+    try:
+        return cls(_cli_parse_args=args or [], **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        env_prefix = cls.model_config.get("env_prefix", "")
+        lines = [f"invalid configuration for {cls.__name__}:"]
+        for error in exc.errors():
+            name = ".".join(str(p) for p in error["loc"]) or "settings"
+            where = f"--{name.replace('_', '-')} / {env_prefix}{name.upper()}" if error["loc"] else name
+            lines.append(f"  {where}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigError("\n".join(lines)) from None

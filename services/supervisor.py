@@ -1,0 +1,101 @@
+"""`rosemesh up`: every implemented service as its own process, watched until told to stop."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+from rich.table import Table
+
+from services.registry import SERVICES, service_class
+from services.runtime.config import ServiceSettings, load_settings
+
+
+@dataclass
+class RunningService:
+    name: str
+    settings: ServiceSettings
+    process: subprocess.Popen[bytes]
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+
+def wait_until_serving(address: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Poll grpc.health.v1 until the server says SERVING; fail fast if the process exits."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{address}: process exited with code {process.returncode} before serving")
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"{address}: not SERVING after {timeout_s:.0f}s")
+
+
+def stop_all(running: list[RunningService], console: Console) -> None:
+    for service in running:
+        if service.process.poll() is None:
+            service.process.send_signal(signal.SIGTERM)
+    for service in running:
+        try:
+            code = service.process.wait(timeout=service.settings.grace_period_s + 5)
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            code = service.process.wait()
+        console.print(f"stopped {service.name} (exit {code})")
+
+
+def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
+    console = Console(stderr=True)
+    running: list[RunningService] = []
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        for name in names or list(SERVICES):
+            cls = service_class(name)
+            settings = load_settings(cls.settings_class)
+            cls.prepare(settings)
+            process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name])
+            running.append(RunningService(name, settings, process))
+            wait_until_serving(running[-1].address, process, startup_timeout_s)
+        table = Table(title="rosemesh is up (Ctrl-C stops it)")
+        for column in ("service", "gRPC", "metrics", "pid"):
+            table.add_column(column)
+        for s in running:
+            metrics = f"http://{s.settings.host}:{s.settings.metrics_port}/metrics"
+            table.add_row(s.name, s.address, metrics, str(s.process.pid))
+        Console().print(table)
+        while not stopping:
+            for s in running:
+                if s.process.poll() is not None:
+                    console.print(f"[red]{s.name} exited with code {s.process.returncode}; stopping the mesh")
+                    stop_all(running, console)
+                    return 1
+            time.sleep(0.2)
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]{exc}")
+        stop_all(running, console)
+        return 1
+    stop_all(running, console)
+    return 0
