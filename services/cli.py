@@ -99,7 +99,7 @@ def bench_embedding(
     sentences: Annotated[int, typer.Option(help="real sentences per round")] = 512,
     batch_size: Annotated[int, typer.Option(help="texts per request and per baseline batch")] = 32,
     rounds: Annotated[int, typer.Option(help="alternating rounds of each side")] = 3,
-    concurrency: Annotated[int, typer.Option(help="requests in flight through gRPC")] = 4,
+    concurrency: Annotated[int, typer.Option(help="requests in flight through gRPC")] = 16,
 ) -> None:
     """gRPC embedding service against sentence-transformers in process, same sentences, one run."""
     from services.embedding.bench import run_benchmark

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
@@ -29,6 +32,39 @@ class RunningService:
         return f"{self.settings.host}:{self.settings.port}"
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def spawn_service(name: str, flags: Sequence[str] = (), startup_timeout_s: float = 120.0) -> RunningService:
+    """Start ``rosemesh serve NAME FLAGS`` as a child process (it inherits this environment)
+    and wait until it is SERVING."""
+    cls = service_class(name)
+    settings = load_settings(cls.settings_class, list(flags))
+    cls.prepare(settings)
+    process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name, *flags])
+    service = RunningService(name, settings, process)
+    try:
+        wait_until_serving(service.address, process, startup_timeout_s)
+    except BaseException:
+        stop_all([service])
+        raise
+    return service
+
+
+@contextmanager
+def service_process(name: str, flags: Sequence[str] = ()) -> Iterator[RunningService]:
+    """A service on free 127.0.0.1 ports for the length of the block (tests and benchmarks)."""
+    ports = ["--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", str(free_port())]
+    service = spawn_service(name, [*ports, *flags])
+    try:
+        yield service
+    finally:
+        stop_all([service])
+
+
 def wait_until_serving(address: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
     """Poll grpc.health.v1 until the server says SERVING; fail fast if the process exits."""
     deadline = time.monotonic() + timeout_s
@@ -47,7 +83,7 @@ def wait_until_serving(address: str, process: subprocess.Popen[bytes], timeout_s
     raise TimeoutError(f"{address}: not SERVING after {timeout_s:.0f}s")
 
 
-def stop_all(running: list[RunningService], console: Console) -> None:
+def stop_all(running: list[RunningService], console: Console | None = None) -> None:
     for service in running:
         if service.process.poll() is None:
             service.process.send_signal(signal.SIGTERM)
@@ -57,7 +93,8 @@ def stop_all(running: list[RunningService], console: Console) -> None:
         except subprocess.TimeoutExpired:
             service.process.kill()
             code = service.process.wait()
-        console.print(f"stopped {service.name} (exit {code})")
+        if console is not None:
+            console.print(f"stopped {service.name} (exit {code})")
 
 
 def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
@@ -73,12 +110,7 @@ def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         for name in names or list(SERVICES):
-            cls = service_class(name)
-            settings = load_settings(cls.settings_class)
-            cls.prepare(settings)
-            process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name])
-            running.append(RunningService(name, settings, process))
-            wait_until_serving(running[-1].address, process, startup_timeout_s)
+            running.append(spawn_service(name, startup_timeout_s=startup_timeout_s))
         table = Table(title="rosemesh is up (Ctrl-C stops it)")
         for column in ("service", "gRPC", "metrics", "pid"):
             table.add_column(column)

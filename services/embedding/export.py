@@ -97,7 +97,8 @@ def _export_fp32(source: Path, target: Path) -> None:
 def _quantize_int8(fp32: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8)
+    # Per-channel weights keep the cosine to fp32 near 0.99; per-tensor drops it to about 0.96.
+    quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def ensure_exported(models_dir: Path, *, int8: bool = True, force: bool = False) -> ExportedModel:

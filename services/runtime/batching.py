@@ -36,7 +36,7 @@ class BatchingConfig:
     max_wait_s: float = 0.002
     max_queue: int = 2048
     #: How many batches' worth of waiting items are sorted together.
-    sort_window_batches: int = 8
+    sort_window_batches: int = 16
 
 
 class MicroBatcher(Generic[ItemT, ResultT]):

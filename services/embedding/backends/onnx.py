@@ -26,6 +26,8 @@ class OnnxRuntimeBackend(EmbeddingBackend):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
+        # Idle threads must sleep, not spin: the event loop and the gRPC threads share these cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(model_path), options, providers=available_providers())
         # One inference at a time: the session already uses every core for a batch.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")

