@@ -28,7 +28,7 @@ def serve(ctx: typer.Context, service: Annotated[str, typer.Argument(help="servi
         cls = service_class(service)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="SERVICE") from None
-    settings = load_settings(cls.settings_class, list(ctx.args))
+    settings = load_settings(cls.settings_class, list(ctx.args), prog=f"rosemesh serve {service}")
     run(cls(settings), settings)
 
 

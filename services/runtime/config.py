@@ -52,10 +52,10 @@ class ConfigError(SystemExit):
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 
-def load_settings(cls: type[SettingsT], args: list[str] | None = None, **overrides: object) -> SettingsT:
+def load_settings(cls: type[SettingsT], args: list[str] | None = None, prog: str = "rosemesh serve") -> SettingsT:
     """Build settings from flags (``args``), environment and defaults, or exit with a clear message."""
     try:
-        return cls(_cli_parse_args=args or [], **overrides)  # type: ignore[call-arg]
+        return cls(_cli_parse_args=args or [], _cli_prog_name=prog)  # type: ignore[call-arg]
     except ValidationError as exc:
         env_prefix = cls.model_config.get("env_prefix", "")
         lines = [f"invalid configuration for {cls.__name__}:"]

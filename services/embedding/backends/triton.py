@@ -7,6 +7,7 @@ The model (``deploy/triton/embedding``) takes ``input_ids`` and ``attention_mask
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
@@ -36,24 +37,26 @@ class TritonBackend(EmbeddingBackend):
     async def start(self) -> None:
         # The aio channel binds to the running loop, so it is created here, not in __init__.
         self._client = grpcclient.InferenceServerClient(self.url)
+        try:
+            config = await self._ready_model_config(self._client)
+        except BaseException:
+            await self.close()
+            raise
+        self.max_batch_size = int(config.get("max_batch_size", 0))
+
+    async def _ready_model_config(self, client: grpcclient.InferenceServerClient) -> dict[str, Any]:
         where = f"Triton at {self.url}"
         try:
-            if not await self._client.is_server_ready(client_timeout=self.timeout_s):
+            if not await client.is_server_ready(client_timeout=self.timeout_s):
                 raise BackendUnavailable(f"{where} is not ready")
-            if not await self._client.is_model_ready(
-                self.model_name, self.model_version, client_timeout=self.timeout_s
-            ):
+            if not await client.is_model_ready(self.model_name, self.model_version, client_timeout=self.timeout_s):
                 raise BackendUnavailable(f"{where} has no ready model {self.model_name!r}")
-            config = await self._client.get_model_config(
+            response = await client.get_model_config(
                 self.model_name, self.model_version, as_json=True, client_timeout=self.timeout_s
             )
         except InferenceServerException as exc:
-            await self.close()
             raise BackendUnavailable(f"{where} cannot be reached: {exc.message()}") from exc
-        except BackendUnavailable:
-            await self.close()
-            raise
-        self.max_batch_size = int(config["config"].get("max_batch_size", 0))
+        return response["config"]
 
     async def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if self._client is None:

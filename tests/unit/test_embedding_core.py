@@ -1,0 +1,28 @@
+"""Tokenization, truncation and padding in the embedding core."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.embedding.core.embedder import EncodedText, TextEncoder, pad_batch
+from services.embedding.export import MAX_TOKENS, source_model_dir
+
+
+def test_long_text_is_truncated_and_flagged() -> None:
+    encoder = TextEncoder(source_model_dir() / "tokenizer.json", MAX_TOKENS)
+    short, long = encoder.encode(["a short review", "word " * 1000])
+    assert not short.truncated and len(short.ids) == 5  # [CLS] a short review [SEP]
+    assert long.truncated and len(long.ids) == MAX_TOKENS
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=12))
+def test_pad_batch_keeps_every_token_and_masks_the_rest(lengths: list[int]) -> None:
+    encoded = [EncodedText(np.arange(1, n + 1, dtype=np.int64), False) for n in lengths]
+    ids, mask = pad_batch(encoded)
+    assert ids.shape == mask.shape == (len(lengths), max(lengths))
+    assert mask.sum(axis=1).tolist() == lengths
+    for row, n in enumerate(lengths):
+        assert ids[row, :n].tolist() == list(range(1, n + 1))
+        assert not ids[row, n:].any()
