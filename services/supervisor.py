@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from rich.table import Table
 
 from services.registry import SERVICES, service_class
 from services.runtime.config import ServiceSettings, load_settings
+from services.runtime.net import free_port
 
 
 @dataclass
@@ -30,12 +30,6 @@ class RunningService:
     @property
     def address(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def spawn_service(name: str, flags: Sequence[str] = (), startup_timeout_s: float = 120.0) -> RunningService:

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
+
+from services.runtime.net import free_port
 
 Profile = Literal["local", "production"]
 PROFILES: tuple[Profile, ...] = ("local", "production")
@@ -72,7 +73,8 @@ def find_distribution() -> TritonDistribution:
         if not path.exists():
             raise TritonError(f"nvidia-pytriton is incomplete or lacks a stub for this Python: {path}")
     # The stub links libpython dynamically; a static-only interpreter cannot run python models.
-    libpython = Path(sysconfig.get_config_var("LIBDIR") or "") / (sysconfig.get_config_var("INSTSONAME") or "")
+    libdir, soname = sysconfig.get_config_var("LIBDIR") or "", sysconfig.get_config_var("INSTSONAME") or ""
+    libpython = Path(libdir) / soname
     if not libpython.is_file():
         raise TritonError(f"the python backend stub needs a shared libpython, not found at {libpython}")
     return dist
@@ -126,16 +128,11 @@ def stage_backends(work_dir: Path, dist: TritonDistribution | None = None) -> Pa
     dist = dist or find_distribution()
     backends = work_dir / "backends"
     python = backends / "python"
-    shutil.copytree(dist.python_backend, python, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    shutil.copytree(
+        dist.python_backend, python, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True
+    )
     shutil.copy2(dist.stub, python / dist.stub.name)
     return backends
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS considers free now, from the ephemeral range, so away from Triton's defaults."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 # glog's error prefix, e.g. "E1123 00:42:08.742291 5749 model_lifecycle.cc:642] ...".
@@ -229,7 +226,9 @@ class TritonServer:
             while True:
                 code = self._process.poll()
                 if code is not None:
-                    raise TritonError(f"tritonserver exited with code {code} while starting:\n{self.log_excerpt()}")
+                    raise TritonError(
+                        f"tritonserver exited with code {code} while starting:\n{self.log_excerpt()}"
+                    )
                 try:
                     if client.is_server_ready(client_timeout=1.0):
                         return

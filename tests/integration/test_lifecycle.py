@@ -13,7 +13,8 @@ import grpc
 import pytest
 
 from services.embedding.client import EmbeddingClient
-from services.supervisor import free_port, service_process, wait_until_serving
+from services.runtime.net import free_port
+from services.supervisor import service_process, wait_until_serving
 
 ROSEMESH = [sys.executable, "-m", "services.cli"]
 

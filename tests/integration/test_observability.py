@@ -19,7 +19,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.embedding.client import EmbeddingClient
-from services.supervisor import RunningService, free_port, service_process
+from services.runtime.net import free_port
+from services.supervisor import RunningService, service_process
 
 EMBED_METHOD = "/rosemesh.embedding.v1.EmbeddingService/Embed"
 

@@ -26,7 +26,9 @@ _UNAVAILABLE_CODES = frozenset(
 class TritonBackend(EmbeddingBackend):
     runtime = "triton"
 
-    def __init__(self, url: str, model_name: str, *, model_version: str = "", timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, url: str, model_name: str, *, model_version: str = "", timeout_s: float = 30.0
+    ) -> None:
         self.url = url
         self.model_name = model_name
         self.model_version = model_version
@@ -49,7 +51,9 @@ class TritonBackend(EmbeddingBackend):
         try:
             if not await client.is_server_ready(client_timeout=self.timeout_s):
                 raise BackendUnavailable(f"{where} is not ready")
-            if not await client.is_model_ready(self.model_name, self.model_version, client_timeout=self.timeout_s):
+            if not await client.is_model_ready(
+                self.model_name, self.model_version, client_timeout=self.timeout_s
+            ):
                 raise BackendUnavailable(f"{where} has no ready model {self.model_name!r}")
             response = await client.get_model_config(
                 self.model_name, self.model_version, as_json=True, client_timeout=self.timeout_s
