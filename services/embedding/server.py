@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import grpc
@@ -38,14 +39,14 @@ class EmbeddingSettings(ServiceSettings):
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads (0: one per core)")
 
 
-def build_backend(settings: EmbeddingSettings, onnx_path: object) -> EmbeddingBackend:
+def build_backend(settings: EmbeddingSettings, onnx_path: Path) -> EmbeddingBackend:
     if settings.backend == "triton":
         from services.embedding.backends.triton import TritonBackend
 
         return TritonBackend(settings.triton_url, settings.triton_model)
     from services.embedding.backends.onnx import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(onnx_path, intra_op_threads=settings.intra_op_threads)  # type: ignore[arg-type]
+    return OnnxRuntimeBackend(onnx_path, intra_op_threads=settings.intra_op_threads)
 
 
 class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):

@@ -119,9 +119,6 @@ class ServiceRunner:
         provider.shutdown()
         log.info("stopped")
 
-    def request_stop(self) -> None:
-        self._stopping.set()
-
 
 def serve(service: Service, settings: ServiceSettings) -> None:
     """Run ``service`` in this process until it is told to stop; returns normally (exit 0)."""
