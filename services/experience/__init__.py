@@ -1,0 +1,1 @@
+"""The RoSE experience pool: record answered questions, orchestrate demonstrations for new ones."""

@@ -1,0 +1,1 @@
+"""Storage engines for the pool, behind one small interface."""

@@ -1,0 +1,158 @@
+"""RoSE's Orchestrate step and the baselines it is A/B-tested against.
+
+Everything works on arrays over a tenant's pool, index-aligned:
+``similarity`` (cosine to the new question), ``uncertainty``, ``complexity`` and ``keys``
+(a stable per-experience integer that breaks exact ties the same way in every process).
+Selections are returned as pool indices with their bucket, in prompt order.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_UNCERTAINTY_RATIO = 1.2
+DEFAULT_MMR_LAMBDA = 0.5
+# Relative slack on λ·min so that float noise never drops the bucket's own minimum.
+_RATIO_SLACK = 1e-9
+
+
+class Bucketing(enum.Enum):
+    EQUAL_WIDTH = "equal_width"
+    EQUAL_COUNT = "equal_count"
+
+
+@dataclass(frozen=True)
+class Pick:
+    index: int  # row in the pool arrays
+    bucket: int | None  # 0 = least similar bucket; None for the baselines
+
+
+def _similarity_order(similarity: np.ndarray, keys: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """``members`` sorted by similarity ascending, exact ties by key."""
+    return members[np.lexsort((keys[members], similarity[members]))]
+
+
+def divide_into_buckets(
+    similarity: np.ndarray, keys: np.ndarray, k: int, bucketing: Bucketing = Bucketing.EQUAL_WIDTH
+) -> list[np.ndarray]:
+    """Divide the pool into at most k non-empty buckets of member indices, least similar first.
+
+    Equal width: k equal intervals from the lowest similarity to the highest; empty ones are
+    dropped, then the largest bucket is split in two (halving its members in similarity order,
+    the more similar half taking the odd one) until there are k again or none can be split.
+    Equal count: k buckets of equal size in similarity order, the first ones taking the remainder.
+    """
+    n = len(similarity)
+    if n == 0:
+        return []
+    if bucketing is Bucketing.EQUAL_COUNT:
+        ordered = _similarity_order(similarity, keys, np.arange(n))
+        return [b for b in np.array_split(ordered, min(k, n)) if len(b)]
+
+    low, high = float(similarity.min()), float(similarity.max())
+    if high > low:
+        position = np.floor((similarity - low) / (high - low) * k).astype(np.int64)
+        position = np.minimum(position, k - 1)  # the highest similarity closes the last interval
+    else:
+        position = np.zeros(n, dtype=np.int64)
+    buckets = [members for b in range(k) if len(members := np.flatnonzero(position == b))]
+    while len(buckets) < k:
+        largest = max(range(len(buckets)), key=lambda i: (len(buckets[i]), -i))
+        members = buckets[largest]
+        if len(members) < 2:
+            break
+        ordered = _similarity_order(similarity, keys, members)
+        cut = len(ordered) - math.ceil(len(ordered) / 2)
+        buckets[largest : largest + 1] = [ordered[:cut], ordered[cut:]]
+    return buckets
+
+
+def pick_in_bucket(
+    members: np.ndarray,
+    similarity: np.ndarray,
+    uncertainty: np.ndarray,
+    complexity: np.ndarray,
+    keys: np.ndarray,
+    uncertainty_ratio: float,
+) -> int:
+    """Keep members whose uncertainty is at most λ × the bucket's minimum, then take the most
+    complex; ties go to the more similar, then to the smaller key."""
+    bucket_uncertainty = uncertainty[members]
+    threshold = uncertainty_ratio * float(bucket_uncertainty.min())
+    kept = members[bucket_uncertainty <= threshold * (1 + _RATIO_SLACK) + _RATIO_SLACK]
+    order = np.lexsort((keys[kept], -similarity[kept], -complexity[kept]))
+    return int(kept[order[0]])
+
+
+def rose(
+    similarity: np.ndarray,
+    uncertainty: np.ndarray,
+    complexity: np.ndarray,
+    keys: np.ndarray,
+    k: int,
+    uncertainty_ratio: float = DEFAULT_UNCERTAINTY_RATIO,
+    bucketing: Bucketing = Bucketing.EQUAL_WIDTH,
+) -> list[Pick]:
+    """RoSE: one demonstration per similarity bucket, least similar bucket first."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    if uncertainty_ratio < 1:
+        raise ValueError("the uncertainty ratio λ must be at least 1")
+    buckets = divide_into_buckets(similarity, keys, k, bucketing)
+    return [
+        Pick(pick_in_bucket(members, similarity, uncertainty, complexity, keys, uncertainty_ratio), bucket)
+        for bucket, members in enumerate(buckets)
+    ]
+
+
+def similarity_top_k(similarity: np.ndarray, keys: np.ndarray, k: int) -> list[Pick]:
+    """The k most similar, returned least similar first (the best sits next to the question)."""
+    n = len(similarity)
+    if n == 0:
+        return []
+    k = min(k, n)
+    candidates = np.argpartition(-similarity, k - 1)[:k] if k < n else np.arange(n)
+    ordered = _similarity_order(similarity, keys, candidates)
+    return [Pick(int(i), None) for i in ordered]
+
+
+def mmr(
+    similarity: np.ndarray,
+    vectors: np.ndarray,
+    keys: np.ndarray,
+    k: int,
+    trade_off: float = DEFAULT_MMR_LAMBDA,
+    fetch: int | None = None,
+) -> list[Pick]:
+    """Maximal marginal relevance among the ``fetch`` most similar (default max(20k, 100)):
+    greedily maximise trade_off·sim(q, x) − (1 − trade_off)·max sim(x, chosen)."""
+    n = len(similarity)
+    if n == 0:
+        return []
+    fetch = min(n, fetch or max(20 * k, 100))
+    candidates = similarity_top_k(similarity, keys, fetch)
+    pool = np.array([p.index for p in candidates])
+    redundancy = np.full(len(pool), -np.inf)
+    chosen: list[int] = []
+    for _ in range(min(k, n)):
+        score = trade_off * similarity[pool] - (1 - trade_off) * np.where(np.isinf(redundancy), 0, redundancy)
+        score[chosen] = -np.inf
+        best = int(np.lexsort((keys[pool], -score))[0])
+        chosen.append(best)
+        redundancy = np.maximum(redundancy, vectors[pool] @ vectors[pool[best]])
+    ordered = _similarity_order(similarity, keys, pool[chosen])
+    return [Pick(int(i), None) for i in ordered]
+
+
+def random_k(similarity: np.ndarray, keys: np.ndarray, k: int, seed: int) -> list[Pick]:
+    """k distinct experiences drawn uniformly with ``seed``, least similar first."""
+    n = len(similarity)
+    if n == 0:
+        return []
+    by_key = np.argsort(keys, kind="stable")  # row order varies between processes; keys do not
+    drawn = by_key[np.random.default_rng(seed).choice(n, size=min(k, n), replace=False)]
+    return [Pick(int(i), None) for i in _similarity_order(similarity, keys, drawn)]
