@@ -9,6 +9,7 @@ from services.runtime.server import Service
 # name -> "module:ServiceClass"; `rosemesh up` starts them in this order.
 SERVICES: dict[str, str] = {
     "embedding": "services.embedding.server:EmbeddingService",
+    "experience": "services.experience.server:ExperienceService",
 }
 
 

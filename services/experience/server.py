@@ -304,7 +304,7 @@ class ExperienceService(Service):
 
     def __init__(self, settings: ExperienceSettings) -> None:
         self.settings = settings
-        self.embedding = EmbeddingClient(settings.embedding_target, timeout_s=settings.embedding_timeout_s)
+        self.embedding: EmbeddingClient | None = None
         self.store: ExperienceStore | None = None
         self.pool: ExperiencePool | None = None
         self.embedding_model = ""
@@ -319,6 +319,7 @@ class ExperienceService(Service):
         experience_pb2_grpc.add_ExperienceServiceServicer_to_server(servicer, server)
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
+        assert self.embedding is not None
         try:
             return (await self.embedding.embed(texts)).vectors
         except grpc.aio.AioRpcError as exc:
@@ -329,6 +330,8 @@ class ExperienceService(Service):
             raise
 
     async def start(self) -> None:
+        # grpc.aio channels belong to the loop that creates them: this one.
+        self.embedding = EmbeddingClient(self.settings.embedding_target, timeout_s=self.settings.embedding_timeout_s)
         models = await self.embedding.list_models()
         default = next((m for m in models if m.is_default), models[0])
         self.embedding_model = default.name
@@ -339,4 +342,5 @@ class ExperienceService(Service):
     async def stop(self) -> None:
         if self.store is not None:
             self.store.close()
-        await self.embedding.close()
+        if self.embedding is not None:
+            await self.embedding.close()

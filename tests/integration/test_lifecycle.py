@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -56,12 +57,20 @@ def test_unknown_service_is_refused() -> None:
     assert done.returncode == 2 and "unknown service 'nonsense'" in done.stderr
 
 
-def test_up_starts_the_mesh_prints_addresses_and_stops_cleanly(embedding_model: object) -> None:
-    port, metrics_port = free_port(), free_port()
-    env = {**os.environ, "ROSEMESH_EMBEDDING_PORT": str(port), "ROSEMESH_EMBEDDING_METRICS_PORT": str(metrics_port)}
+def test_up_starts_the_mesh_prints_addresses_and_stops_cleanly(embedding_model: object, tmp_path: Path) -> None:
+    port, experience_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "ROSEMESH_EMBEDDING_PORT": str(port),
+        "ROSEMESH_EMBEDDING_METRICS_PORT": str(free_port()),
+        "ROSEMESH_EXPERIENCE_PORT": str(experience_port),
+        "ROSEMESH_EXPERIENCE_METRICS_PORT": str(free_port()),
+        "ROSEMESH_EXPERIENCE_EMBEDDING_TARGET": f"127.0.0.1:{port}",
+        "ROSEMESH_EXPERIENCE_DATA_DIR": str(tmp_path),
+    }
     mesh = subprocess.Popen([*ROSEMESH, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until_serving(f"127.0.0.1:{port}", mesh, timeout_s=120)
+        wait_until_serving(f"127.0.0.1:{experience_port}", mesh, timeout_s=180)
         embed = subprocess.run(
             [*ROSEMESH, "embed", "hello", "--target", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60
         )
@@ -71,5 +80,5 @@ def test_up_starts_the_mesh_prints_addresses_and_stops_cleanly(embedding_model: 
         mesh.send_signal(signal.SIGTERM)
         stdout, stderr = mesh.communicate(timeout=60)
     assert mesh.returncode == 0, stderr
-    assert f"127.0.0.1:{port}" in stdout and "embedding" in stdout
-    assert "stopped embedding (exit 0)" in stderr
+    assert f"127.0.0.1:{port}" in stdout and f"127.0.0.1:{experience_port}" in stdout
+    assert "stopped embedding (exit 0)" in stderr and "stopped experience (exit 0)" in stderr

@@ -1,0 +1,102 @@
+"""What the two Qdrant adapters share: the stored form of an experience and the paging rules
+of Qdrant's scroll."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, fields
+from typing import Any, TypeVar
+
+import numpy as np
+
+from services.experience.core.model import Experience
+
+# Payload keys with a payload index: tenant filters every read, the other two serve
+# scroll_by_complexity (range filter and order_by).
+TENANT = "tenant"
+UNCERTAINTY = "uncertainty"
+COMPLEXITY = "complexity"
+
+_FIELDS = tuple(f.name for f in fields(Experience) if f.name != "id")
+_FLOATS = frozenset({"uncertainty", "complexity", "create_time", "update_time"})
+_INTS = frozenset({"path_count", "majority_count"})
+
+T = TypeVar("T")
+
+
+def to_payload(experience: Experience) -> dict[str, Any]:
+    """Every field but the id, which is the point id."""
+    payload = asdict(experience)
+    del payload["id"]
+    return payload
+
+
+def from_payload(point_id: object, payload: Mapping[str, Any]) -> Experience:
+    """The experience stored under ``point_id``; payload keys it does not know are ignored."""
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        value = payload[name]
+        # JSON payloads may hand an integral float back as an int, and the reverse.
+        values[name] = float(value) if name in _FLOATS else int(value) if name in _INTS else value
+    return Experience(id=str(point_id), **values)
+
+
+def point_id(experience_id: str) -> str | None:
+    """The canonical point id for ``experience_id``, or None when it is no UUID (so no point has it)."""
+    try:
+        return str(uuid.UUID(experience_id))
+    except ValueError:
+        return None
+
+
+def point_ids(experience_ids: Sequence[str]) -> list[str]:
+    """The distinct canonical ids among ``experience_ids``, invalid ones dropped."""
+    return list(dict.fromkeys(i for i in map(point_id, experience_ids) if i is not None))
+
+
+def vector_values(vector: np.ndarray, dimension: int) -> list[float]:
+    array = np.asarray(vector, dtype=np.float32)
+    if array.shape != (dimension,):
+        raise ValueError(f"expected a vector of shape ({dimension},), got {array.shape}")
+    return array.tolist()
+
+
+def page_after(ids_and_items: Sequence[tuple[str, T]], after_id: str | None, limit: int) -> list[T]:
+    """Qdrant's scroll offset is inclusive: drop the cursor itself from a page fetched with
+    ``limit + 1`` starting at ``after_id``."""
+    return [item for point, item in ids_and_items if point != after_id][:limit]
+
+
+def scroll_pages(fetch: Callable[[Any], tuple[Sequence[T], Any]]) -> Iterator[T]:
+    """Follow Qdrant's next-page offsets: ``fetch(offset)`` returns a page and the next offset."""
+    offset: Any = None
+    while True:
+        page, offset = fetch(offset)
+        yield from page
+        if offset is None:
+            return
+
+
+def descending_pages(
+    fetch: Callable[[float | None, Sequence[str]], Sequence[tuple[str, float, T]]], batch_size: int
+) -> Iterator[T]:
+    """Page through a scroll ordered by a payload value, descending.
+
+    Qdrant gives no offset when it orders by a payload field. ``fetch(start_from, exclude)``
+    returns up to ``batch_size`` (id, value, item) with value <= ``start_from`` (inclusive), ids
+    in ``exclude`` left out; the next page restarts at the last value and excludes the ids already
+    yielded at that value, so that ties are neither repeated nor lost.
+    """
+    start: float | None = None
+    at_start: list[str] = []
+    while True:
+        page = fetch(start, at_start)
+        for _, _, item in page:
+            yield item
+        if len(page) < batch_size:
+            return
+        last = page[-1][1]
+        if last != start:
+            start, at_start = last, []
+        at_start.extend(point for point, value, _ in page if value == last)

@@ -1,0 +1,203 @@
+"""The experience store on a Qdrant server, through qdrant-client (gRPC).
+
+``QdrantClient(":memory:")`` (qdrant-client's local mode) runs the same calls for tests: it
+searches by brute force, ignores payload indexes and HNSW settings, and is not thread-safe,
+so this store skips the index calls and serialises its calls in that mode only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from services.experience.backends.base import ExperienceStore, ScoredExperience, StoredPoint
+from services.experience.backends.payload import (
+    COMPLEXITY,
+    TENANT,
+    UNCERTAINTY,
+    descending_pages,
+    from_payload,
+    page_after,
+    point_id,
+    point_ids,
+    scroll_pages,
+    to_payload,
+    vector_values,
+)
+from services.experience.core.model import Experience
+
+
+def _tenant_filter(
+    tenant: str, *conditions: qm.FieldCondition | qm.HasIdCondition, exclude: Sequence[str] = ()
+) -> qm.Filter:
+    return qm.Filter(
+        must=[qm.FieldCondition(key=TENANT, match=qm.MatchValue(value=tenant)), *conditions],
+        must_not=[qm.HasIdCondition(has_id=list(exclude))] if exclude else None,
+    )
+
+
+def _has_ids(ids: Sequence[str]) -> qm.HasIdCondition:
+    return qm.HasIdCondition(has_id=list(ids))
+
+
+def _experience(point: qm.Record | qm.ScoredPoint) -> Experience:
+    assert point.payload is not None
+    return from_payload(point.id, point.payload)
+
+
+def _stored(record: qm.Record) -> StoredPoint:
+    return StoredPoint(_experience(record), np.asarray(record.vector, dtype=np.float32))
+
+
+class QdrantServerStore(ExperienceStore):
+    backend_name = "qdrant"
+
+    def __init__(self, client: QdrantClient, dimension: int, *, collection: str = "rosemesh_experiences") -> None:
+        """Use ``collection``, creating it (cosine, tenant-partitioned HNSW, payload indexes) if missing."""
+        super().__init__(dimension)
+        self.client = client
+        self.collection = collection
+        options = client.init_options
+        self._local = options.get("location") == ":memory:" or options.get("path") is not None
+        self._serial: AbstractContextManager[Any] = threading.Lock() if self._local else nullcontext()
+        if not client.collection_exists(collection):
+            client.create_collection(
+                collection,
+                vectors_config=qm.VectorParams(size=dimension, distance=qm.Distance.COSINE),
+                # Qdrant's multitenancy layout: one HNSW graph per tenant, none across tenants,
+                # since every search filters on the tenant.
+                hnsw_config=qm.HnswConfigDiff(m=0, payload_m=16),
+            )
+        size = client.get_collection(collection).config.params.vectors
+        if not isinstance(size, qm.VectorParams) or size.size != dimension:
+            raise ValueError(f"collection {collection!r} does not hold one {dimension}-d vector per point")
+        if not self._local:
+            self._create_indexes()
+
+    @classmethod
+    def from_url(cls, url: str, dimension: int, api_key: str | None = None, **kw: Any) -> QdrantServerStore:
+        """A store on the server at ``url`` over gRPC; ``kw`` goes to the constructor (``collection``)."""
+        return cls(QdrantClient(url=url, api_key=api_key, prefer_grpc=True), dimension, **kw)
+
+    def _create_indexes(self) -> None:
+        """Creating an existing index is a no-op on the server, so this runs on every start."""
+        schemas: dict[str, qm.PayloadSchemaType | qm.KeywordIndexParams] = {
+            TENANT: qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
+            UNCERTAINTY: qm.PayloadSchemaType.FLOAT,
+            COMPLEXITY: qm.PayloadSchemaType.FLOAT,
+        }
+        for field, schema in schemas.items():
+            self.client.create_payload_index(self.collection, field, schema, wait=True)
+
+    def upsert(self, points: Sequence[StoredPoint]) -> None:
+        if not points:
+            return
+        structs = [
+            qm.PointStruct(
+                id=p.experience.id, vector=vector_values(p.vector, self.dimension), payload=to_payload(p.experience)
+            )
+            for p in points
+        ]
+        with self._serial:
+            self.client.upsert(self.collection, structs, wait=True)
+
+    def get(self, tenant: str, experience_id: str) -> Experience | None:
+        return next(iter(self.get_many(tenant, [experience_id]).values()), None)
+
+    def get_many(self, tenant: str, experience_ids: Sequence[str]) -> dict[str, Experience]:
+        ids = point_ids(experience_ids)
+        if not ids:
+            return {}
+        records, _ = self._scroll(where=_tenant_filter(tenant, _has_ids(ids)), limit=len(ids))
+        return {e.id: e for e in map(_experience, records)}
+
+    def delete(self, tenant: str, experience_id: str) -> bool:
+        """True when the point existed for ``tenant`` just before: a server has no
+        delete-and-report, so this counts, then deletes by tenant and id."""
+        pid = point_id(experience_id)
+        if pid is None:
+            return False
+        owned = _tenant_filter(tenant, _has_ids([pid]))
+        with self._serial:
+            if self.client.count(self.collection, count_filter=owned, exact=True).count == 0:
+                return False
+            self.client.delete(self.collection, qm.FilterSelector(filter=owned), wait=True)
+        return True
+
+    def list(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
+        if limit <= 0:
+            return []
+        offset = None if after_id is None else point_id(after_id)
+        if after_id is not None and offset is None:
+            raise ValueError(f"after_id {after_id!r} is not an experience id")
+        records, _ = self._scroll(where=_tenant_filter(tenant), limit=limit + 1, offset=offset)
+        return page_after([(str(r.id), _experience(r)) for r in records], offset, limit)
+
+    def count(self, tenant: str) -> int:
+        with self._serial:
+            return self.client.count(self.collection, count_filter=_tenant_filter(tenant), exact=True).count
+
+    def scroll(self, tenant: str | None = None, batch_size: int = 1024) -> Iterator[StoredPoint]:
+        where = None if tenant is None else _tenant_filter(tenant)
+
+        def fetch(offset: Any) -> tuple[list[StoredPoint], Any]:
+            records, next_offset = self._scroll(where=where, limit=batch_size, offset=offset, with_vectors=True)
+            return [_stored(r) for r in records], next_offset
+
+        return scroll_pages(fetch)
+
+    def search(
+        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
+    ) -> list[ScoredExperience]:
+        if limit <= 0:
+            return []
+        with self._serial:
+            hits = self.client.query_points(
+                self.collection,
+                query=vector_values(vector, self.dimension),
+                query_filter=_tenant_filter(tenant),
+                limit=limit,
+                score_threshold=score_threshold,
+                with_payload=True,
+            ).points
+        return [ScoredExperience(_experience(h), h.score) for h in hits]
+
+    def scroll_by_complexity(
+        self, tenant: str, max_uncertainty: float, batch_size: int = 256
+    ) -> Iterator[StoredPoint]:
+        certain_enough = qm.FieldCondition(key=UNCERTAINTY, range=qm.Range(lte=max_uncertainty))
+
+        def fetch(start: float | None, exclude: Sequence[str]) -> list[tuple[str, float, StoredPoint]]:
+            records, _ = self._scroll(
+                where=_tenant_filter(tenant, certain_enough, exclude=exclude),
+                limit=batch_size,
+                order_by=qm.OrderBy(key=COMPLEXITY, direction=qm.Direction.DESC, start_from=start),
+                with_vectors=True,
+            )
+            points = [_stored(r) for r in records]
+            return [(p.experience.id, p.experience.complexity, p) for p in points]
+
+        return descending_pages(fetch, batch_size)
+
+    def indexed_count(self, tenant: str) -> int:
+        """An estimate: the server reports indexed vectors per collection, not per tenant, so
+        this applies the collection's indexed share to the tenant. Local mode indexes nothing."""
+        if self._local:
+            return 0
+        info = self.client.get_collection(self.collection)
+        points, indexed = info.points_count or 0, info.indexed_vectors_count or 0
+        owned = self.count(tenant)
+        return min(owned, owned * indexed // points) if points else 0
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _scroll(self, *, where: qm.Filter | None, limit: int, **kw: Any) -> tuple[list[qm.Record], Any]:
+        with self._serial:
+            return self.client.scroll(self.collection, scroll_filter=where, limit=limit, with_payload=True, **kw)
