@@ -110,6 +110,24 @@ def bench_embedding(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench_app.command("experience")
+def bench_experience(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    million: Annotated[bool, typer.Option("--million", help="also measure a pool of 1,000,000")] = False,
+    sizes: Annotated[list[int] | None, typer.Option("--size", help="pool sizes (default 10k and 100k)")] = None,
+    k: Annotated[int, typer.Option(help="demonstrations per Orchestrate")] = 8,
+    queries: Annotated[int, typer.Option(help="held-out questions timed per strategy")] = 200,
+) -> None:
+    """Orchestrate p50/p99 through gRPC for exact RoSE and the SIMILARITY_TOPK baseline."""
+    from services.experience.bench import run_benchmark
+
+    pool_sizes = sizes or [10_000, 100_000]
+    if million:
+        pool_sizes.append(1_000_000)
+    result = run_benchmark(pool_sizes, k=k, queries=queries, quiet=as_json)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 def main() -> None:
     app()
 

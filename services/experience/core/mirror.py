@@ -78,6 +78,17 @@ class TenantMirror:
         self.ids.pop()
         self.size = last
 
+    def sample(self, size: int, rng: np.random.Generator) -> PoolView:
+        """A uniform sample of at most ``size`` rows, copied (it outlives the event-loop step)."""
+        rows = np.sort(rng.choice(self.size, size=min(size, self.size), replace=False))
+        return PoolView(
+            [self.ids[r] for r in rows],
+            self.vectors[rows],
+            self.uncertainty[rows],
+            self.complexity[rows],
+            self.keys[rows],
+        )
+
     def view(self) -> PoolView:
         """Views, not copies: take it and use it within one step of the event loop."""
         n = self.size

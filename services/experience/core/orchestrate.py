@@ -17,7 +17,7 @@ import numpy as np
 DEFAULT_UNCERTAINTY_RATIO = 1.2
 DEFAULT_MMR_LAMBDA = 0.5
 # Relative slack on λ·min so that float noise never drops the bucket's own minimum.
-_RATIO_SLACK = 1e-9
+RATIO_SLACK = 1e-9
 
 
 class Bucketing(enum.Enum):
@@ -36,6 +36,19 @@ def _similarity_order(similarity: np.ndarray, keys: np.ndarray, members: np.ndar
     return members[np.lexsort((keys[members], similarity[members]))]
 
 
+def _halve(similarity: np.ndarray, keys: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``members`` in similarity order (exact ties by key), the more similar half taking
+    the odd one. A selection around the cut, not a sort: O(len(members))."""
+    values = similarity[members]
+    cut = len(members) - math.ceil(len(members) / 2)
+    pivot = values[np.argpartition(values, cut)[cut]]
+    tied = members[values == pivot]
+    tied = tied[np.argsort(keys[tied], kind="stable")]
+    below = members[values < pivot]
+    need = cut - len(below)
+    return np.concatenate([below, tied[:need]]), np.concatenate([tied[need:], members[values > pivot]])
+
+
 def divide_into_buckets(
     similarity: np.ndarray, keys: np.ndarray, k: int, bucketing: Bucketing = Bucketing.EQUAL_WIDTH
 ) -> list[np.ndarray]:
@@ -43,8 +56,10 @@ def divide_into_buckets(
 
     Equal width: k equal intervals from the lowest similarity to the highest; empty ones are
     dropped, then the largest bucket is split in two (halving its members in similarity order,
-    the more similar half taking the odd one) until there are k again or none can be split.
+    the more similar half taking the odd one) until there are k again or none can be split;
+    among equally large buckets the least similar is split first.
     Equal count: k buckets of equal size in similarity order, the first ones taking the remainder.
+    Members within a bucket are in no particular order.
     """
     n = len(similarity)
     if n == 0:
@@ -55,19 +70,19 @@ def divide_into_buckets(
 
     low, high = float(similarity.min()), float(similarity.max())
     if high > low:
-        position = np.floor((similarity - low) / (high - low) * k).astype(np.int64)
+        position = np.floor((similarity - low) / (high - low) * k).astype(np.int16)
         position = np.minimum(position, k - 1)  # the highest similarity closes the last interval
     else:
-        position = np.zeros(n, dtype=np.int64)
-    buckets = [members for b in range(k) if len(members := np.flatnonzero(position == b))]
+        position = np.zeros(n, dtype=np.int16)
+    # A stable sort of small integers is a radix sort: one O(n) pass groups the buckets.
+    grouped = np.argsort(position, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(position, minlength=k))])
+    buckets = [grouped[bounds[b] : bounds[b + 1]] for b in range(k) if bounds[b + 1] > bounds[b]]
     while len(buckets) < k:
         largest = max(range(len(buckets)), key=lambda i: (len(buckets[i]), -i))
-        members = buckets[largest]
-        if len(members) < 2:
+        if len(buckets[largest]) < 2:
             break
-        ordered = _similarity_order(similarity, keys, members)
-        cut = len(ordered) - math.ceil(len(ordered) / 2)
-        buckets[largest : largest + 1] = [ordered[:cut], ordered[cut:]]
+        buckets[largest : largest + 1] = list(_halve(similarity, keys, buckets[largest]))
     return buckets
 
 
@@ -80,12 +95,16 @@ def pick_in_bucket(
     uncertainty_ratio: float,
 ) -> int:
     """Keep members whose uncertainty is at most λ × the bucket's minimum, then take the most
-    complex; ties go to the more similar, then to the smaller key."""
+    complex; ties go to the more similar, then to the smaller key. O(len(members))."""
     bucket_uncertainty = uncertainty[members]
     threshold = uncertainty_ratio * float(bucket_uncertainty.min())
-    kept = members[bucket_uncertainty <= threshold * (1 + _RATIO_SLACK) + _RATIO_SLACK]
-    order = np.lexsort((keys[kept], -similarity[kept], -complexity[kept]))
-    return int(kept[order[0]])
+    kept = members[bucket_uncertainty <= threshold * (1 + RATIO_SLACK) + RATIO_SLACK]
+    kept_complexity = complexity[kept]
+    best = kept[kept_complexity == kept_complexity.max()]
+    if len(best) > 1:
+        best_similarity = similarity[best]
+        best = best[best_similarity == best_similarity.max()]
+    return int(best[np.argmin(keys[best])])
 
 
 def rose(

@@ -11,9 +11,10 @@ import numpy as np
 
 from services.experience.backends.base import ExperienceStore, StoredPoint
 from services.experience.core import orchestrate as algo
-from services.experience.core.mirror import TenantMirror
+from services.experience.core.mirror import PoolView, TenantMirror
 from services.experience.core.model import Experience, experience_id
 from services.experience.core.record import Path, summarise
+from services.experience.core.sublinear import rose_sublinear
 
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 
@@ -25,12 +26,19 @@ class Strategy:
     RANDOM = "random"
 
 
+class SearchMode:
+    AUTO = "auto"  # exact below the pool's sublinear threshold, sublinear at or above it
+    EXACT = "exact"
+    SUBLINEAR = "sublinear"
+
+
 @dataclass(frozen=True)
 class OrchestrateQuery:
     tenant: str
     question: str
     k: int
     strategy: str = Strategy.ROSE
+    search_mode: str = SearchMode.AUTO
     uncertainty_ratio: float = algo.DEFAULT_UNCERTAINTY_RATIO
     bucketing: algo.Bucketing = algo.Bucketing.EQUAL_WIDTH
     mmr_lambda: float = algo.DEFAULT_MMR_LAMBDA
@@ -48,6 +56,7 @@ class Demonstration:
 class Orchestration:
     demonstrations: list[Demonstration]
     pool_size: int
+    search_mode: str
 
 
 @dataclass(frozen=True)
@@ -66,11 +75,17 @@ class RecordInput:
     paths: list[Path]
 
 
+#: Pool rows sampled per tenant for the sublinear search; resampled as the pool grows.
+SAMPLE_SIZE = 16_384
+
+
 class ExperiencePool:
-    def __init__(self, store: ExperienceStore, embed: Embed) -> None:
+    def __init__(self, store: ExperienceStore, embed: Embed, sublinear_threshold: int = 500_000) -> None:
         self.store = store
         self.embed = embed
+        self.sublinear_threshold = sublinear_threshold
         self.mirrors: dict[str, TenantMirror] = {}
+        self.samples: dict[str, tuple[int, PoolView]] = {}  # tenant -> (pool size when drawn, sample)
         self.last_write: dict[str, float] = {}
         # Writes are serialised so that "created" is exact and create_time survives updates.
         self._write_lock = asyncio.Lock()
@@ -137,14 +152,38 @@ class ExperiencePool:
             found.update(self.store.get_many(tenant, tenant_ids))
         return found
 
+    def _sample(self, tenant: str, mirror: TenantMirror) -> PoolView:
+        drawn = self.samples.get(tenant)
+        if drawn is None or abs(mirror.size - drawn[0]) > 0.05 * drawn[0]:
+            drawn = (mirror.size, mirror.sample(SAMPLE_SIZE, np.random.default_rng(mirror.size)))
+            self.samples[tenant] = drawn
+        return drawn[1]
+
+    def resolve_mode(self, query: OrchestrateQuery, pool_size: int) -> str:
+        """Sublinear serves RoSE only; the baselines are exact (top-k is one index query anyway)."""
+        if query.strategy != Strategy.ROSE:
+            return SearchMode.EXACT
+        if query.search_mode == SearchMode.AUTO:
+            return SearchMode.SUBLINEAR if pool_size >= self.sublinear_threshold else SearchMode.EXACT
+        return query.search_mode
+
     async def orchestrate(self, query: OrchestrateQuery) -> Orchestration:
         (vector,) = await self.embed([query.question])
+        vector = vector.astype(np.float32)
         mirror = self.mirrors.get(query.tenant)
         if mirror is None or mirror.size == 0:
-            return Orchestration([], 0)
+            return Orchestration([], 0, self.resolve_mode(query, 0))
+        mode = self.resolve_mode(query, mirror.size)
+        if mode == SearchMode.SUBLINEAR:
+            sample, pool_size = self._sample(query.tenant, mirror), mirror.size
+            sublinear_picks = await asyncio.to_thread(
+                rose_sublinear, self.store, query.tenant, vector, sample, pool_size, query.k, query.uncertainty_ratio
+            )
+            chosen = [(p.experience_id, p.similarity, p.bucket) for p in sublinear_picks]
+            return await self._demonstrations(query.tenant, chosen, pool_size, mode)
         # From here to the picks' ids, nothing awaits: the view cannot change underneath.
         pool = mirror.view()
-        similarity = pool.vectors @ vector.astype(np.float32)
+        similarity = pool.vectors @ vector
         if query.strategy == Strategy.ROSE:
             picks = algo.rose(
                 similarity,
@@ -163,13 +202,16 @@ class ExperiencePool:
             seed = query.seed if query.seed is not None else int(np.random.default_rng().integers(2**63))
             picks = algo.random_k(similarity, pool.keys, query.k, seed)
         chosen = [(pool.ids[p.index], float(similarity[p.index]), p.bucket) for p in picks]
-        pool_size = len(pool)
+        return await self._demonstrations(query.tenant, chosen, len(pool), mode)
 
-        found = await asyncio.to_thread(self.store.get_many, query.tenant, [eid for eid, _, _ in chosen])
+    async def _demonstrations(
+        self, tenant: str, chosen: list[tuple[str, float, int | None]], pool_size: int, mode: str
+    ) -> Orchestration:
+        found = await asyncio.to_thread(self.store.get_many, tenant, [eid for eid, _, _ in chosen])
         demonstrations = [
             Demonstration(found[eid], similarity, bucket) for eid, similarity, bucket in chosen if eid in found
         ]
-        return Orchestration(demonstrations, pool_size)
+        return Orchestration(demonstrations, pool_size, mode)
 
     async def get(self, tenant: str, eid: str) -> Experience | None:
         return await asyncio.to_thread(self.store.get, tenant, eid)

@@ -1,0 +1,165 @@
+"""Sublinear RoSE for pools of a million or more: no full pass over the pool per call.
+
+1. The pool's lowest and highest similarity come from two vector-index queries (the question
+   and its negation), so the equal-width bucket edges are those of the exact algorithm.
+2. A uniform sample of the pool estimates each bucket's size; empty buckets are dropped and the
+   largest split at its sample median, as the exact algorithm does with true counts.
+3. Each bucket's winner is found one of two ways:
+   - a small bucket at either end of the range is fetched whole with a thresholded
+     vector query, and the exact rule picks from its members;
+   - a large bucket is found by walking the pool most-complex-first under an uncertainty cap
+     (payload indexes, no vectors scanned): the first walked point that falls in the bucket
+     and passes λ × the bucket's minimum uncertainty (estimated from the sample) wins.
+   A bucket the walk never reaches falls back to the exact rule over its sample members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.experience.backends.base import ExperienceStore, ScoredExperience
+from services.experience.core.mirror import PoolView, tie_key
+from services.experience.core.orchestrate import RATIO_SLACK, pick_in_bucket
+
+#: A bucket estimated at most this large, at an end of the range, is fetched whole.
+FETCH_LIMIT = 2048
+#: Points the complexity walk may visit before the sample decides.
+WALK_LIMIT = 50_000
+
+
+@dataclass(frozen=True)
+class SublinearPick:
+    experience_id: str
+    similarity: float
+    bucket: int
+
+
+@dataclass
+class _Bucket:
+    low: float  # inclusive
+    high: float  # exclusive, except for the last bucket
+    members: np.ndarray  # sample rows in the bucket
+    estimated_size: float
+
+
+def _edges(store: ExperienceStore, tenant: str, query: np.ndarray) -> tuple[float, float] | None:
+    top = store.search(tenant, query, 1)
+    bottom = store.search(tenant, -query, 1)
+    if not top or not bottom:
+        return None
+    return -bottom[0].score, top[0].score
+
+
+def _buckets(
+    sample: PoolView, pool_size: int, similarity: np.ndarray, low: float, high: float, k: int
+) -> list[_Bucket]:
+    scale = pool_size / max(len(sample), 1)
+    width = (high - low) / k
+    buckets = []
+    for b in range(k):
+        lo, hi = low + b * width, (low + (b + 1) * width if b < k - 1 else high)
+        inside = (similarity >= lo) & ((similarity < hi) if b < k - 1 else (similarity <= hi))
+        members = np.flatnonzero(inside)
+        # the two ends hold the pool's extreme points even when the sample missed them
+        size = max(len(members) * scale, 1.0 if b in (0, k - 1) else 0.0)
+        if size > 0:
+            buckets.append(_Bucket(lo, hi, members, size))
+    while len(buckets) < k:
+        largest = max(range(len(buckets)), key=lambda i: (buckets[i].estimated_size, -i))
+        bucket = buckets[largest]
+        if len(bucket.members) < 2:
+            break
+        ordered = bucket.members[np.argsort(similarity[bucket.members], kind="stable")]
+        cut = len(ordered) - (len(ordered) + 1) // 2
+        middle = float(similarity[ordered[cut]])
+        half = bucket.estimated_size / 2
+        buckets[largest : largest + 1] = [
+            _Bucket(bucket.low, middle, ordered[:cut], half),
+            _Bucket(middle, bucket.high, ordered[cut:], half),
+        ]
+    return buckets
+
+
+def _fetch_end(
+    store: ExperienceStore, tenant: str, query: np.ndarray, bucket: _Bucket, from_top: bool, limit: int
+) -> list[tuple[str, float, float, float]] | None:
+    """Every member of an end bucket as (id, similarity, uncertainty, complexity), or None if
+    the query hit its limit before reaching the bucket's far edge."""
+    if from_top:
+        hits = store.search(tenant, query, limit, score_threshold=bucket.low)
+    else:
+        reversed_hits = store.search(tenant, -query, limit, score_threshold=-bucket.high)
+        hits = [ScoredExperience(h.experience, -h.score) for h in reversed_hits]
+    if len(hits) >= limit:
+        return None
+    inside = [h for h in hits if bucket.low <= h.score <= bucket.high]
+    return [(h.experience.id, h.score, h.experience.uncertainty, h.experience.complexity) for h in inside]
+
+
+def _exact_pick(members: list[tuple[str, float, float, float]], ratio: float) -> tuple[str, float]:
+    ids = [m[0] for m in members]
+    similarity, uncertainty, complexity = (np.array([m[i] for m in members]) for i in (1, 2, 3))
+    keys = np.array([tie_key(i) for i in ids], dtype=np.int64)
+    row = pick_in_bucket(np.arange(len(ids)), similarity, uncertainty, complexity, keys, ratio)
+    return ids[row], float(similarity[row])
+
+
+def rose_sublinear(
+    store: ExperienceStore, tenant: str, query: np.ndarray, sample: PoolView, pool_size: int, k: int, ratio: float
+) -> list[SublinearPick]:
+    """RoSE picks (one per bucket, least similar bucket first) from ``sample`` and index queries."""
+    edges = _edges(store, tenant, query)
+    if edges is None:
+        return []
+    low, high = edges
+    similarity = sample.vectors @ query
+    buckets = _buckets(sample, pool_size, similarity, low, high, k)
+    winners: dict[int, tuple[str, float]] = {}
+
+    # Small buckets at either end: fetch them whole, stopping at the first larger one.
+    for order, from_top in ((range(len(buckets) - 1, -1, -1), True), (range(len(buckets)), False)):
+        reach = 0.0
+        for b in order:
+            reach += buckets[b].estimated_size
+            if b in winners or reach > FETCH_LIMIT:
+                break
+            members = _fetch_end(store, tenant, query, buckets[b], from_top, int(reach * 2) + 64)
+            if members is None:
+                break
+            if members:
+                winners[b] = _exact_pick(members, ratio)
+
+    # The rest: walk most-complex-first under each bucket's estimated uncertainty cap.
+    caps = {
+        b: ratio * float(sample.uncertainty[bucket.members].min()) * (1 + RATIO_SLACK) + RATIO_SLACK
+        for b, bucket in enumerate(buckets)
+        if b not in winners and len(bucket.members)
+    }
+    lows = np.array([bucket.low for bucket in buckets])
+    if caps:
+        best: dict[int, tuple[str, float, float]] = {}  # bucket -> (id, similarity, complexity)
+        for visited, point in enumerate(store.scroll_by_complexity(tenant, max(caps.values()))):
+            e = point.experience
+            if visited >= WALK_LIMIT or (
+                len(best) == len(caps) and all(e.complexity < c for _, _, c in best.values())
+            ):
+                break
+            s = float(point.vector @ query)
+            b = int(np.searchsorted(lows, s, side="right") - 1)
+            if b not in caps or e.uncertainty > caps[b]:
+                continue
+            current = best.get(b)
+            # walk order is by complexity only: among equals, the more similar wins, as in exact
+            if current is None or (e.complexity == current[2] and s > current[1]):
+                best[b] = (e.id, s, e.complexity)
+        winners.update({b: (eid, s) for b, (eid, s, _) in best.items()})
+
+    for b, bucket in enumerate(buckets):  # never reached: the sample decides
+        if b not in winners and len(bucket.members):
+            row = pick_in_bucket(
+                bucket.members, similarity, sample.uncertainty, sample.complexity, sample.keys, ratio
+            )
+            winners[b] = (sample.ids[row], float(similarity[row]))
+    return [SublinearPick(winners[b][0], winners[b][1], b) for b in sorted(winners)]

@@ -1,0 +1,66 @@
+"""The sublinear RoSE agrees with the exact one on a real embedded-engine pool."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.experience.backends.base import StoredPoint
+from services.experience.backends.qdrant_edge import QdrantEdgeStore
+from services.experience.core.mirror import TenantMirror
+from services.experience.core.model import Experience, experience_id
+from services.experience.core.orchestrate import rose
+from services.experience.core.sublinear import rose_sublinear
+
+TENANT = "agree"
+
+
+def clustered_pool(n: int, dimension: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    centres = rng.normal(size=(40, dimension))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    vectors = centres[rng.integers(40, size=n)] + rng.normal(0, 0.6 / np.sqrt(dimension), size=(n, dimension))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    uncertainty = np.round(rng.choice([0.0, 0.0, 0.33, 0.5, 0.69, 1.1], size=n), 2)
+    complexity = np.round(rng.gamma(4, 1.2, size=n) + 1, 1)
+    return vectors.astype(np.float32), uncertainty, complexity
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> tuple[QdrantEdgeStore, TenantMirror]:
+    rng = np.random.default_rng(0)
+    dimension, n = 64, 6000
+    vectors, uncertainty, complexity = clustered_pool(n, dimension, rng)
+    store = QdrantEdgeStore(Path(tmp_path_factory.mktemp("edge")), dimension, hnsw_threshold=10**9)
+    mirror = TenantMirror(dimension)
+    now = time.time()
+    points = []
+    for i in range(n):
+        eid = experience_id(TENANT, f"question {i}")
+        e = Experience(eid, TENANT, f"question {i}", "r", "a", float(uncertainty[i]), float(complexity[i]), 5, 3, now, now)
+        points.append(StoredPoint(e, vectors[i]))
+        mirror.upsert(eid, vectors[i], uncertainty[i], complexity[i])
+    store.upsert(points)
+    yield store, mirror
+    store.close()
+
+
+def test_sublinear_agrees_with_exact(pool: tuple[QdrantEdgeStore, TenantMirror]) -> None:
+    store, mirror = pool
+    rng = np.random.default_rng(1)
+    view = mirror.view()
+    sample = mirror.sample(2000, rng)
+    agreement = []
+    for _ in range(30):
+        query = view.vectors[rng.integers(len(view))] + rng.normal(0, 0.05, size=view.vectors.shape[1])
+        query = (query / np.linalg.norm(query)).astype(np.float32)
+        similarity = view.vectors @ query
+        exact = {view.ids[p.index] for p in rose(similarity, view.uncertainty, view.complexity, view.keys, 8)}
+        picks = rose_sublinear(store, TENANT, query, sample, len(view), 8, 1.2)
+        assert [p.bucket for p in picks] == list(range(len(picks)))
+        assert len({p.experience_id for p in picks}) == len(picks) == 8
+        agreement.append(len(exact & {p.experience_id for p in picks}) / len(exact))
+    print(f"sublinear agreement with exact over 30 queries: {np.mean(agreement):.3f}")
+    assert np.mean(agreement) >= 0.9
