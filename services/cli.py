@@ -12,7 +12,12 @@ app = typer.Typer(help="rosemesh: gRPC services for reasoning and NLP features."
 bench_app = typer.Typer(help="Side-by-side benchmarks that print one JSON object.", no_args_is_help=True)
 export_app = typer.Typer(help="Export models into the models directory.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+rose_app = typer.Typer(help="The full RoSE loop against an OpenAI-compatible chat endpoint.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
+app.add_typer(rose_app, name="rose")
+
+LLM_ENDPOINT = typer.Option(envvar="ROSEMESH_LLM_ENDPOINT", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1")
+LLM_MODEL = typer.Option(envvar="ROSEMESH_LLM_MODEL", help="model name the endpoint serves")
 
 SETTINGS_FLAGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
@@ -125,6 +130,53 @@ def bench_experience(
     if million:
         pool_sizes.append(1_000_000)
     result = run_benchmark(pool_sizes, k=k, queries=queries, quiet=as_json)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@rose_app.command("run")
+def rose_run(
+    question: Annotated[str, typer.Argument(help="the question to answer")],
+    endpoint: Annotated[str, LLM_ENDPOINT] = "http://127.0.0.1:8080/v1",
+    model: Annotated[str, LLM_MODEL] = "smollm2",
+    tenant: Annotated[str, typer.Option(help="experience pool tenant")] = "default",
+    target: Annotated[str, typer.Option(envvar="ROSEMESH_EXPERIENCE_TARGET")] = "127.0.0.1:50052",
+    k: Annotated[int, typer.Option(help="demonstrations")] = 7,
+    paths: Annotated[int, typer.Option(help="reasoning paths sampled")] = 5,
+) -> None:
+    """Answer QUESTION with RoSE: orchestrate, prompt, sample, vote, record; prints one JSON object."""
+    from openai import AsyncOpenAI
+
+    from services.experience.client import ExperienceClient
+    from services.experience.loop import LoopConfig, RoseLoop
+
+    async def run() -> dict[str, object]:
+        async with ExperienceClient(target, tenant, timeout_s=120) as pool:
+            loop = RoseLoop(AsyncOpenAI(base_url=endpoint, api_key="none"), pool, LoopConfig(model, k, paths))
+            answered = await loop.answer(question)
+        return {
+            "answer": answered.answer,
+            "uncertainty": round(answered.uncertainty, 4),
+            "demonstrations": answered.demonstrations,
+            "paths": [{"answer": p.answer, "reasoning": p.reasoning} for p in answered.paths],
+        }
+
+    typer.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@rose_app.command("eval")
+def rose_eval(
+    endpoint: Annotated[str, LLM_ENDPOINT] = "http://127.0.0.1:8080/v1",
+    model: Annotated[str, LLM_MODEL] = "smollm2",
+    limit: Annotated[int, typer.Option(help="CommonsenseQA questions streamed through both arms")] = 50,
+    window: Annotated[int, typer.Option(help="questions per accuracy window as the pool grows")] = 10,
+    paths: Annotated[int, typer.Option(help="reasoning paths sampled per question")] = 5,
+    k: Annotated[int, typer.Option(help="demonstrations (the paper uses 7 for CSQA)")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+) -> None:
+    """Zero-shot CoT against RoSE on CommonsenseQA, same model and sampling, one run."""
+    from services.experience.evaluate import run_evaluation
+
+    result = run_evaluation(endpoint, model, limit=limit, window=window, paths=paths, k=k, quiet=as_json)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

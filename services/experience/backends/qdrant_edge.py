@@ -12,6 +12,7 @@ replays them on the new shard before switching ``CURRENT`` to it.
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import json
 import logging
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
@@ -103,8 +105,8 @@ class QdrantEdgeStore(ExperienceStore):
     def __init__(self, data_dir: Path, dimension: int, *, hnsw_threshold: int = 20_000) -> None:
         """Open (or create) the store in ``data_dir``; one process at a time may own it.
 
-        An HNSW index is built in the background once ``hnsw_threshold`` points are not covered
-        by one, and rebuilt when the uncovered tail reaches a quarter of the covered points.
+        An HNSW index is built in the background once ``hnsw_threshold`` points are outside
+        one, and rebuilt when the points outside reach a quarter of those inside.
         """
         super().__init__(dimension)
         self.data_dir = Path(data_dir)
@@ -118,6 +120,7 @@ class QdrantEdgeStore(ExperienceStore):
         self._build_process: subprocess.Popen[bytes] | None = None
         self._retry_at = 0.0
         self._closed = False
+        self._unchecked_writes = 0  # points written since _maybe_build last counted
         with self._lock:
             self._maybe_build()
 
@@ -134,7 +137,9 @@ class QdrantEdgeStore(ExperienceStore):
         )
         with self._lock:
             self._apply(operation)
-            self._maybe_build()
+            self._unchecked_writes += len(points)
+            if self._unchecked_writes >= max(1, self.hnsw_threshold // 10):
+                self._maybe_build()
 
     def get(self, tenant: str, experience_id: str) -> Experience | None:
         return next(iter(self.get_many(tenant, [experience_id]).values()), None)
@@ -179,7 +184,7 @@ class QdrantEdgeStore(ExperienceStore):
     def scroll(self, tenant: str | None = None, batch_size: int = 1024) -> Iterator[StoredPoint]:
         where = None if tenant is None else _tenant_filter(tenant)
 
-        def fetch(offset: object) -> tuple[list[StoredPoint], object]:
+        def fetch(offset: Any) -> tuple[list[StoredPoint], Any]:
             request = qe.ScrollRequest(
                 offset=offset, limit=batch_size, filter=where, with_payload=True, with_vector=True
             )
@@ -190,7 +195,7 @@ class QdrantEdgeStore(ExperienceStore):
 
     def search(
         self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
-    ) -> list[ScoredExperience]:
+    ) -> builtins.list[ScoredExperience]:
         if limit <= 0:
             return []
         request = qe.SearchRequest(
@@ -225,8 +230,7 @@ class QdrantEdgeStore(ExperienceStore):
 
     def indexed_count(self, tenant: str) -> int:
         with self._lock:
-            in_index = qe.FieldCondition(_GENERATION, match=qe.MatchValue(self._generation))
-            return self._shard.count(qe.CountRequest(filter=_tenant_filter(tenant, in_index)))
+            return self._shard.count(qe.CountRequest(filter=_tenant_filter(tenant, self._in_index())))
 
     def close(self) -> None:
         with self._lock:
@@ -251,16 +255,22 @@ class QdrantEdgeStore(ExperienceStore):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         current = self.data_dir / _CURRENT
         live = current.read_text().strip() if current.exists() else None
-        # Anything else is what an interrupted build or switch left behind.
-        for path in self.data_dir.iterdir():
-            if path.is_dir() and path.name.startswith(("shard-", "build-")) and path.name != live:
-                shutil.rmtree(path)
-        if live is not None:
+        if live is None:
+            generation, shard = 0, _create_shard(self._shard_dir(0), self.dimension)
+            self._set_current(0)
+        else:
+            # Loading first: the engine's WAL lock fails it while another process owns the store.
+            generation = int(live.removeprefix("shard-"))
             shard = qe.EdgeShard.load(str(self.data_dir / live), _shard_config(self.dimension))
-            return int(live.removeprefix("shard-")), shard
-        shard = _create_shard(self._shard_dir(0), self.dimension)
-        self._set_current(0)
-        return 0, shard
+        # Any other shard or build is what an interrupted build or switch left behind.
+        for path in self.data_dir.iterdir():
+            if (
+                path.is_dir()
+                and path.name.startswith(("shard-", "build-"))
+                and path != self._shard_dir(generation)
+            ):
+                shutil.rmtree(path)
+        return generation, shard
 
     def _set_current(self, generation: int) -> None:
         """Point CURRENT at a generation, atomically and durably."""
@@ -276,7 +286,7 @@ class QdrantEdgeStore(ExperienceStore):
         finally:
             os.close(directory)
 
-    def _scroll(self, request: qe.ScrollRequest) -> tuple[list[qe.Record], object]:
+    def _scroll(self, request: qe.ScrollRequest) -> tuple[builtins.list[qe.Record], Any]:
         with self._lock:
             return self._shard.scroll(request)
 
@@ -288,13 +298,20 @@ class QdrantEdgeStore(ExperienceStore):
 
     # -- background HNSW builds ------------------------------------------------------------
 
+    def _in_index(self) -> qe.FieldCondition:
+        """Points in the live shard's HNSW index (ShardInfo's indexed count keeps replaced and
+        deleted points, so it cannot tell)."""
+        return qe.FieldCondition(_GENERATION, match=qe.MatchValue(self._generation))
+
     def _maybe_build(self) -> None:
-        """Start a build when the points without HNSW are worth one (caller holds the lock)."""
+        """Start a build when the points outside the HNSW index are worth one (caller holds the
+        lock). Counting them costs O(points), hence once per tenth of hnsw_threshold writes."""
+        self._unchecked_writes = 0
         if self._closed or self._builder is not None or time.monotonic() < self._retry_at:
             return
-        info = self._shard.info()
-        uncovered = info.points_count - info.indexed_vectors_count
-        if uncovered < max(self.hnsw_threshold, info.indexed_vectors_count // 4):
+        outside = self._shard.count(qe.CountRequest(filter=qe.Filter(must_not=[self._in_index()])))
+        inside = self._shard.info().points_count - outside
+        if outside < max(self.hnsw_threshold, inside // 4):
             return
         self._delta = []
         self._builder = threading.Thread(

@@ -1,12 +1,14 @@
 """The experience store on a Qdrant server, through qdrant-client (gRPC).
 
-``QdrantClient(":memory:")`` (qdrant-client's local mode) runs the same calls for tests: it
-searches by brute force, ignores payload indexes and HNSW settings, and is not thread-safe,
-so this store skips the index calls and serialises its calls in that mode only.
+``QdrantClient(":memory:")`` (qdrant-client's local mode) runs the same calls for tests,
+order_by included. It searches by brute force, ignores payload indexes (warning on each) and
+HNSW settings, and is not thread-safe: in that mode only, this store skips the index calls,
+serialises its calls and reports no indexed points.
 """
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -31,6 +33,13 @@ from services.experience.backends.payload import (
     vector_values,
 )
 from services.experience.core.model import Experience
+
+# is_tenant keeps each tenant's points together on disk, as Qdrant's multitenancy guide advises.
+_INDEXES: dict[str, qm.PayloadSchemaType | qm.KeywordIndexParams] = {
+    TENANT: qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
+    UNCERTAINTY: qm.PayloadSchemaType.FLOAT,
+    COMPLEXITY: qm.PayloadSchemaType.FLOAT,
+}
 
 
 def _tenant_filter(
@@ -58,7 +67,9 @@ def _stored(record: qm.Record) -> StoredPoint:
 class QdrantServerStore(ExperienceStore):
     backend_name = "qdrant"
 
-    def __init__(self, client: QdrantClient, dimension: int, *, collection: str = "rosemesh_experiences") -> None:
+    def __init__(
+        self, client: QdrantClient, dimension: int, *, collection: str = "rosemesh_experiences"
+    ) -> None:
         """Use ``collection``, creating it (cosine, tenant-partitioned HNSW, payload indexes) if missing."""
         super().__init__(dimension)
         self.client = client
@@ -74,33 +85,28 @@ class QdrantServerStore(ExperienceStore):
                 # since every search filters on the tenant.
                 hnsw_config=qm.HnswConfigDiff(m=0, payload_m=16),
             )
-        size = client.get_collection(collection).config.params.vectors
-        if not isinstance(size, qm.VectorParams) or size.size != dimension:
+        info = client.get_collection(collection)
+        vectors = info.config.params.vectors
+        if not isinstance(vectors, qm.VectorParams) or vectors.size != dimension:
             raise ValueError(f"collection {collection!r} does not hold one {dimension}-d vector per point")
         if not self._local:
-            self._create_indexes()
+            for field, schema in _INDEXES.items():
+                if field not in info.payload_schema:
+                    client.create_payload_index(collection, field, schema, wait=True)
 
     @classmethod
     def from_url(cls, url: str, dimension: int, api_key: str | None = None, **kw: Any) -> QdrantServerStore:
         """A store on the server at ``url`` over gRPC; ``kw`` goes to the constructor (``collection``)."""
         return cls(QdrantClient(url=url, api_key=api_key, prefer_grpc=True), dimension, **kw)
 
-    def _create_indexes(self) -> None:
-        """Creating an existing index is a no-op on the server, so this runs on every start."""
-        schemas: dict[str, qm.PayloadSchemaType | qm.KeywordIndexParams] = {
-            TENANT: qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
-            UNCERTAINTY: qm.PayloadSchemaType.FLOAT,
-            COMPLEXITY: qm.PayloadSchemaType.FLOAT,
-        }
-        for field, schema in schemas.items():
-            self.client.create_payload_index(self.collection, field, schema, wait=True)
-
     def upsert(self, points: Sequence[StoredPoint]) -> None:
         if not points:
             return
         structs = [
             qm.PointStruct(
-                id=p.experience.id, vector=vector_values(p.vector, self.dimension), payload=to_payload(p.experience)
+                id=p.experience.id,
+                vector=vector_values(p.vector, self.dimension),
+                payload=to_payload(p.experience),
             )
             for p in points
         ]
@@ -147,14 +153,16 @@ class QdrantServerStore(ExperienceStore):
         where = None if tenant is None else _tenant_filter(tenant)
 
         def fetch(offset: Any) -> tuple[list[StoredPoint], Any]:
-            records, next_offset = self._scroll(where=where, limit=batch_size, offset=offset, with_vectors=True)
+            records, next_offset = self._scroll(
+                where=where, limit=batch_size, offset=offset, with_vectors=True
+            )
             return [_stored(r) for r in records], next_offset
 
         return scroll_pages(fetch)
 
     def search(
         self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
-    ) -> list[ScoredExperience]:
+    ) -> builtins.list[ScoredExperience]:
         if limit <= 0:
             return []
         with self._serial:
@@ -198,6 +206,10 @@ class QdrantServerStore(ExperienceStore):
     def close(self) -> None:
         self.client.close()
 
-    def _scroll(self, *, where: qm.Filter | None, limit: int, **kw: Any) -> tuple[list[qm.Record], Any]:
+    def _scroll(
+        self, *, where: qm.Filter | None, limit: int, **kw: Any
+    ) -> tuple[builtins.list[qm.Record], Any]:
         with self._serial:
-            return self.client.scroll(self.collection, scroll_filter=where, limit=limit, with_payload=True, **kw)
+            return self.client.scroll(
+                self.collection, scroll_filter=where, limit=limit, with_payload=True, **kw
+            )
