@@ -100,8 +100,9 @@ _BUCKETING_ENUM = {Bucketing.EQUAL_WIDTH: pb.BUCKETING_EQUAL_WIDTH, Bucketing.EQ
 
 
 def _timestamp(seconds: float) -> Timestamp:
+    # Times are kept to the millisecond; rounding absorbs the last-bit drift of stored doubles.
     stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
+    stamp.FromMilliseconds(round(seconds * 1000))
     return stamp
 
 
@@ -277,7 +278,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
                 v.check(False, "page_token", "is not a token this service issued")
         v.raise_if_any()
         size = min(request.page_size or s.default_page_size, s.max_page_size)
-        page = await self.pool.list(request.tenant, after_id, size + 1)
+        page = await self.pool.page(request.tenant, after_id, size + 1)
         more = len(page) > size
         page = page[:size]
         return pb.ListResponse(

@@ -51,7 +51,7 @@ class ExperienceStore(ABC):
         """Remove one experience; False when it did not exist."""
 
     @abstractmethod
-    def list(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
+    def page(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
         """Up to ``limit`` experiences with id > ``after_id``, ordered by id."""
 
     @abstractmethod

@@ -91,7 +91,7 @@ def descending_pages(
     start: float | None = None
     at_start: list[str] = []
     while True:
-        page = fetch(start, [])
+        page = fetch(start, at_start)
         for _, _, item in page:
             yield item
         if len(page) < batch_size:

@@ -12,7 +12,6 @@ replays them on the new shard before switching ``CURRENT`` to it.
 
 from __future__ import annotations
 
-import builtins
 import ctypes
 import json
 import logging
@@ -165,7 +164,7 @@ class QdrantEdgeStore(ExperienceStore):
             self._apply(qe.UpdateOperation.delete_points([pid]))
         return True
 
-    def list(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
+    def page(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
         if limit <= 0:
             return []
         offset = None if after_id is None else point_id(after_id)
@@ -195,7 +194,7 @@ class QdrantEdgeStore(ExperienceStore):
 
     def search(
         self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
-    ) -> builtins.list[ScoredExperience]:
+    ) -> list[ScoredExperience]:
         if limit <= 0:
             return []
         request = qe.SearchRequest(
@@ -286,7 +285,7 @@ class QdrantEdgeStore(ExperienceStore):
         finally:
             os.close(directory)
 
-    def _scroll(self, request: qe.ScrollRequest) -> tuple[builtins.list[qe.Record], Any]:
+    def _scroll(self, request: qe.ScrollRequest) -> tuple[list[qe.Record], Any]:
         with self._lock:
             return self._shard.scroll(request)
 

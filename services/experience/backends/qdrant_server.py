@@ -8,7 +8,6 @@ serialises its calls and reports no indexed points.
 
 from __future__ import annotations
 
-import builtins
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -136,7 +135,7 @@ class QdrantServerStore(ExperienceStore):
             self.client.delete(self.collection, qm.FilterSelector(filter=owned), wait=True)
         return True
 
-    def list(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
+    def page(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
         if limit <= 0:
             return []
         offset = None if after_id is None else point_id(after_id)
@@ -162,7 +161,7 @@ class QdrantServerStore(ExperienceStore):
 
     def search(
         self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
-    ) -> builtins.list[ScoredExperience]:
+    ) -> list[ScoredExperience]:
         if limit <= 0:
             return []
         with self._serial:
@@ -208,7 +207,7 @@ class QdrantServerStore(ExperienceStore):
 
     def _scroll(
         self, *, where: qm.Filter | None, limit: int, **kw: Any
-    ) -> tuple[builtins.list[qm.Record], Any]:
+    ) -> tuple[list[qm.Record], Any]:
         with self._serial:
             return self.client.scroll(
                 self.collection, scroll_filter=where, limit=limit, with_payload=True, **kw

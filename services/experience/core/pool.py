@@ -112,7 +112,7 @@ class ExperiencePool:
         A question repeated within ``inputs`` is recorded once per repeat, the last one winning.
         """
         vectors = await self.embed([i.question for i in inputs])
-        now = time.time()
+        now = round(time.time(), 3)  # millisecond times survive the payload round trip exactly
         summaries = [summarise(i.paths) for i in inputs]
         async with self._write_lock:
             ids = [experience_id(i.tenant, i.question) for i in inputs]
@@ -224,8 +224,8 @@ class ExperiencePool:
                 self.last_write[tenant] = time.time()
         return deleted
 
-    async def list(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
-        return await asyncio.to_thread(self.store.list, tenant, after_id, limit)
+    async def page(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
+        return await asyncio.to_thread(self.store.page, tenant, after_id, limit)
 
     async def stats(self, tenant: str) -> PoolStats:
         mirror = self.mirrors.get(tenant)
