@@ -4,7 +4,8 @@ Pools are built from real questions: CommonsenseQA and ASDiv questions are embed
 embedding service, and each pool point is one of those embeddings with Gaussian noise added
 (cosine about 0.86 to its source), so the similarity distribution looks like a real topic mix.
 Uncertainty follows 20 simulated sampled answers per question, complexity a gamma spread of
-step counts. Points go straight into the store; queries are held-out real questions.
+step counts. Points go straight into the store, which then builds its HNSW index (minutes at
+100k); queries are held-out real questions.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rich.progress import Progress
 from rosemesh.experience.v1 import experience_pb2 as pb
 from services.datasets import asdiv, commonsense_qa
 from services.embedding.client import EmbeddingClient
-from services.experience.backends.base import StoredPoint
+from services.experience.backends.base import ExperienceStore, StoredPoint
 from services.experience.client import ExperienceClient
 from services.experience.core.model import Experience, experience_id
 from services.experience.core.record import entropy
@@ -72,15 +73,29 @@ def _pool_points(sources: np.ndarray, size: int, seed: int) -> list[StoredPoint]
     return points
 
 
+def _open_store(data_dir: Path, dimension: int, hnsw_threshold: int) -> ExperienceStore:
+    flags = ["--data-dir", str(data_dir), "--hnsw-threshold", str(hnsw_threshold)]
+    return build_store(load_settings(ExperienceSettings, flags), dimension)
+
+
 def _fill(data_dir: Path, points: list[StoredPoint], dimension: int, console: Console) -> None:
-    settings = load_settings(ExperienceSettings, ["--data-dir", str(data_dir), "--hnsw-threshold", str(10**9)])
-    store = build_store(settings, dimension)
+    """Load the pool, then build its HNSW index (which the sublinear search queries) and wait for it."""
+    store = _open_store(data_dir, dimension, hnsw_threshold=10**9)
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"loading {len(points):,} experiences", total=len(points))
             for start in range(0, len(points), 2000):
                 store.upsert(points[start : start + 2000])
                 progress.advance(task, min(2000, len(points) - start))
+    finally:
+        store.close()
+    store = _open_store(data_dir, dimension, hnsw_threshold=1)  # opening starts one build of everything
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"building HNSW over {len(points):,}", total=len(points))
+            while (indexed := store.indexed_count(TENANT)) < len(points):
+                progress.update(task, completed=indexed)
+                time.sleep(1)
     finally:
         store.close()
 
@@ -93,17 +108,25 @@ def _percentiles(latencies_ms: list[float]) -> dict[str, float]:
     }
 
 
-async def _measure(address: str, queries: list[str], k: int, strategy: int) -> tuple[dict[str, float], list[list[str]]]:
+async def _measure(
+    address: str, queries: list[str], k: int, strategy: int, search_mode: int = pb.SEARCH_MODE_EXACT
+) -> tuple[dict[str, float], list[list[str]]]:
     async with ExperienceClient(address, TENANT, timeout_s=60) as client:
         for question in queries[:10]:  # warm-up
-            await client.orchestrate(question, k=k, strategy=strategy)
+            await client.orchestrate(question, k=k, strategy=strategy, search_mode=search_mode)
         latencies, picks = [], []
         for question in queries:
             began = time.perf_counter()
-            response = await client.orchestrate(question, k=k, strategy=strategy)
+            response = await client.orchestrate(question, k=k, strategy=strategy, search_mode=search_mode)
             latencies.append((time.perf_counter() - began) * 1000)
             picks.append([d.experience.id for d in response.demonstrations])
     return _percentiles(latencies), picks
+
+
+def _agreement(exact: list[list[str]], approximate: list[list[str]]) -> float:
+    """Mean share of the exact demonstrations that the approximate run also picked."""
+    shares = [len(set(a) & set(e)) / len(e) for e, a in zip(exact, approximate, strict=True) if e]
+    return round(statistics.fmean(shares), 4)
 
 
 def run_benchmark(
@@ -121,10 +144,13 @@ def run_benchmark(
                 data_dir = Path(tmp)
                 _fill(data_dir, _pool_points(source_vectors, size, seed), source_vectors.shape[1], console)
                 flags = ["--embedding-target", embedding.address, "--data-dir", str(data_dir)]
-                flags += ["--hnsw-threshold", str(10**9)]
                 with service_process("experience", flags, startup_timeout_s=600) as experience:
                     with console.status(f"{size:,}: ROSE exact"):
-                        rose, _ = asyncio.run(_measure(experience.address, held_out, k, pb.STRATEGY_ROSE))
+                        rose, exact_picks = asyncio.run(_measure(experience.address, held_out, k, pb.STRATEGY_ROSE))
+                    with console.status(f"{size:,}: ROSE sublinear"):
+                        sublinear, sublinear_picks = asyncio.run(
+                            _measure(experience.address, held_out, k, pb.STRATEGY_ROSE, pb.SEARCH_MODE_SUBLINEAR)
+                        )
                     with console.status(f"{size:,}: SIMILARITY_TOPK"):
                         topk, _ = asyncio.run(_measure(experience.address, held_out, k, pb.STRATEGY_SIMILARITY_TOPK))
             entry = {
@@ -132,6 +158,7 @@ def run_benchmark(
                 "rose_exact": rose,
                 "similarity_topk": topk,
                 "p99_ratio_rose_to_topk": round(rose["p99_ms"] / topk["p99_ms"], 3),
+                "rose_sublinear": sublinear | {"agreement": _agreement(exact_picks, sublinear_picks)},
             }
             console.log(entry)
             results.append(entry)

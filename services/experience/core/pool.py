@@ -183,7 +183,7 @@ class ExperiencePool:
             return await self._demonstrations(query.tenant, chosen, pool_size, mode)
         # From here to the picks' ids, nothing awaits: the view cannot change underneath.
         pool = mirror.view()
-        similarity = pool.vectors @ vector
+        similarity = pool.similarity(vector)
         if query.strategy == Strategy.ROSE:
             picks = algo.rose(
                 similarity,

@@ -24,7 +24,7 @@ from services.experience.core.mirror import PoolView, tie_key
 from services.experience.core.orchestrate import RATIO_SLACK, pick_in_bucket
 
 #: A bucket estimated at most this large, at an end of the range, is fetched whole.
-FETCH_LIMIT = 2048
+FETCH_LIMIT = 256
 #: Points the complexity walk may visit before the sample decides.
 WALK_LIMIT = 50_000
 
