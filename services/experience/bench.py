@@ -27,7 +27,7 @@ from services.datasets import asdiv, commonsense_qa
 from services.embedding.client import EmbeddingClient
 from services.experience.backends.base import ExperienceStore, StoredPoint
 from services.experience.client import ExperienceClient
-from services.experience.core.model import Experience, experience_id
+from services.experience.model import Experience, experience_id
 from services.experience.core.record import entropy
 from services.experience.server import ExperienceSettings, build_store
 from services.runtime.config import load_settings

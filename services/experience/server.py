@@ -21,7 +21,7 @@ from rosemesh.experience.v1 import experience_pb2 as pb
 from rosemesh.experience.v1 import experience_pb2_grpc
 from services.embedding.client import EmbeddingClient
 from services.experience.backends.base import ExperienceStore
-from services.experience.core.model import TENANT_PATTERN, Experience, experience_id
+from services.experience.model import TENANT_PATTERN, Experience, experience_id
 from services.experience.core.orchestrate import DEFAULT_MMR_LAMBDA, DEFAULT_UNCERTAINTY_RATIO, Bucketing
 from services.experience.core.pool import ExperiencePool, OrchestrateQuery, RecordInput, SearchMode, Strategy
 from services.experience.core.record import Path

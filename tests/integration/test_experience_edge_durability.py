@@ -16,7 +16,7 @@ import pytest
 
 from services.experience.backends.base import StoredPoint
 from services.experience.backends.qdrant_edge import QdrantEdgeStore
-from services.experience.core.model import Experience, experience_id
+from services.experience.model import Experience, experience_id
 
 DIM = 384
 TENANT = "acme"

@@ -17,7 +17,7 @@ from qdrant_client import QdrantClient
 from services.experience.backends.base import ExperienceStore, StoredPoint
 from services.experience.backends.qdrant_edge import QdrantEdgeStore
 from services.experience.backends.qdrant_server import QdrantServerStore
-from services.experience.core.model import Experience, experience_id
+from services.experience.model import Experience, experience_id
 
 DIM = 384
 ACME, GLOBEX, NOBODY = "acme", "globex", "initech"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from services.experience.core.model import experience_id, normalise_question
+from services.experience.model import experience_id, normalise_question
 from services.experience.core.record import Path, count_steps, entropy, summarise
 
 

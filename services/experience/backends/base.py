@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.experience.core.model import Experience
+from services.experience.model import Experience
 
 
 @dataclass(frozen=True)

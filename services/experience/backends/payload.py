@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from services.experience.core.model import Experience
+from services.experience.model import Experience
 
 # Payload keys with a payload index: tenant filters every read, the other two serve
 # scroll_by_complexity (range filter and order_by).

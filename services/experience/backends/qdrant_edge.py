@@ -43,7 +43,7 @@ from services.experience.backends.payload import (
     to_payload,
     vector_values,
 )
-from services.experience.core.model import Experience
+from services.experience.model import Experience
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from services.experience.backends.payload import (
     to_payload,
     vector_values,
 )
-from services.experience.core.model import Experience
+from services.experience.model import Experience
 
 # is_tenant keeps each tenant's points together on disk, as Qdrant's multitenancy guide advises.
 _INDEXES: dict[str, qm.PayloadSchemaType | qm.KeywordIndexParams] = {

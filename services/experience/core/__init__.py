@@ -1,1 +1,1 @@
-"""RoSE's algorithm and the pool's domain types, free of gRPC and of any storage engine."""
+"""RoSE's algorithm and the pool's logic, free of gRPC and of any storage engine."""

@@ -1,4 +1,4 @@
-"""The experience pool's domain types."""
+"""The experience pool's domain types, shared by its face, core and backends."""
 
 from __future__ import annotations
 
