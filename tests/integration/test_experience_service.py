@@ -22,6 +22,7 @@ from services.embedding.client import EmbeddingClient
 from services.experience.client import ExperienceClient
 from services.runtime.net import free_port
 from services.supervisor import RunningService, service_process, wait_until_serving
+from tests.integration.test_observability import scrape
 
 
 def sampled_paths(rng: random.Random, correct: str, m: int = 5) -> list[tuple[str, str]]:
@@ -106,6 +107,14 @@ async def test_read_your_writes_and_rerecord_updates(tenant_client: ExperienceCl
     assert stats.experience_count == 1 and stats.storage_backend == "qdrant-edge" and stats.dimension == 384
 
 
+async def test_pool_size_per_tenant_is_exported(
+    tenant_client: ExperienceClient, experience_service: RunningService
+) -> None:
+    await record_questions(tenant_client, 4, seed=3)
+    sizes = {s.labels["tenant"]: s.value for s in scrape(experience_service)["rosemesh_experience_pool_size"]}
+    assert sizes[tenant_client.tenant] == 4
+
+
 async def test_get_list_paging_delete(tenant_client: ExperienceClient) -> None:
     recorded = await record_questions(tenant_client, 23, seed=1)
     ids = sorted(r.experience.id for r in recorded)
@@ -139,6 +148,19 @@ async def test_bulk_record_stream(tenant_client: ExperienceClient) -> None:
     result = await tenant_client.record_stream(items())
     assert (result.created_count, result.updated_count) == (100, 1)
     assert (await tenant_client.stats()).experience_count == 100
+
+
+async def test_a_bad_message_ends_the_stream_and_keeps_what_came_before(tenant_client: ExperienceClient) -> None:
+    async def items():  # type: ignore[no-untyped-def]
+        for i in range(3):
+            yield f"Good question {i}?", [("reason", "A")]
+        yield "Bad question?", []
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await tenant_client.record_stream(items())
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violation(caught.value)[0] == "stream[3].record.paths"
+    assert (await tenant_client.stats()).experience_count == 3
 
 
 async def test_tenants_never_see_each_other(experience_service: RunningService) -> None:

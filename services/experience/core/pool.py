@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from prometheus_client import Gauge
 
 from services.experience.backends.base import ExperienceStore, StoredPoint
 from services.experience.core import orchestrate as algo
@@ -75,6 +76,8 @@ class RecordInput:
     paths: list[Path]
 
 
+POOL_SIZE = Gauge("rosemesh_experience_pool_size", "Experiences in each tenant's pool.", ["tenant"])
+
 #: Pool rows sampled per tenant for the sublinear search; resampled as the pool grows.
 SAMPLE_SIZE = 16_384
 
@@ -105,6 +108,8 @@ class ExperiencePool:
                 self.last_write[e.tenant] = max(self.last_write.get(e.tenant, 0.0), e.update_time)
 
         await asyncio.to_thread(scan)
+        for tenant, mirror in self.mirrors.items():
+            POOL_SIZE.labels(tenant).set(mirror.size)
 
     async def record_many(self, inputs: Sequence[RecordInput]) -> list[tuple[Experience, bool]]:
         """Record several answered questions; durable and visible to Orchestrate on return.
@@ -141,6 +146,7 @@ class ExperiencePool:
                 e = point.experience
                 self._mirror(e.tenant).upsert(e.id, point.vector, e.uncertainty, e.complexity)
                 self.last_write[e.tenant] = now
+                POOL_SIZE.labels(e.tenant).set(self.mirrors[e.tenant].size)
         return results
 
     def _existing(self, inputs: Sequence[RecordInput], ids: list[str]) -> dict[str, Experience]:
@@ -222,6 +228,7 @@ class ExperiencePool:
             if deleted:
                 self._mirror(tenant).remove(eid)
                 self.last_write[tenant] = time.time()
+                POOL_SIZE.labels(tenant).set(self.mirrors[tenant].size)
         return deleted
 
     async def page(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
