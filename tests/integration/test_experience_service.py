@@ -22,7 +22,7 @@ from services.embedding.client import EmbeddingClient
 from services.experience.client import ExperienceClient
 from services.runtime.net import free_port
 from services.supervisor import RunningService, service_process, wait_until_serving
-from tests.integration.test_observability import scrape
+from tests.integration.helpers import scrape
 
 
 def sampled_paths(rng: random.Random, correct: str, m: int = 5) -> list[tuple[str, str]]:

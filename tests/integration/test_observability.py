@@ -9,26 +9,19 @@ from concurrent import futures
 
 import grpc
 import pytest
-import requests
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from prometheus_client.parser import text_string_to_metric_families
 
 from services.embedding.client import EmbeddingClient
 from services.runtime.net import free_port
 from services.supervisor import RunningService, service_process
+from tests.integration.helpers import scrape
 
 EMBED_METHOD = "/rosemesh.embedding.v1.EmbeddingService/Embed"
-
-
-def scrape(service: RunningService) -> dict[str, list]:
-    url = f"http://{service.settings.host}:{service.settings.metrics_port}/metrics"
-    text = requests.get(url, timeout=10).text
-    return {family.name: family.samples for family in text_string_to_metric_families(text)}
 
 
 async def test_metrics_port_shows_latency_histogram_codes_and_in_flight(
