@@ -58,7 +58,7 @@ def test_sublinear_agrees_with_exact(pool: tuple[QdrantEdgeStore, TenantMirror])
         query = (query / np.linalg.norm(query)).astype(np.float32)
         similarity = view.vectors @ query
         exact = {view.ids[p.index] for p in rose(similarity, view.uncertainty, view.complexity, view.keys, 8)}
-        picks = rose_sublinear(store, TENANT, query, sample, len(view), 8, 1.2)
+        picks = rose_sublinear(store, TENANT, query, sample, len(view), mirror.vectors_of, 8, 1.2)
         assert [p.bucket for p in picks] == list(range(len(picks)))
         assert len({p.experience_id for p in picks}) == len(picks) == 8
         agreement.append(len(exact & {p.experience_id for p in picks}) / len(exact))

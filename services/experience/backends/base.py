@@ -23,6 +23,15 @@ class StoredPoint:
 
 
 @dataclass(frozen=True)
+class RankedBatch:
+    """A page of the complexity walk: ids and the two scores, no vectors, no other payload."""
+
+    ids: list[str]
+    uncertainty: np.ndarray
+    complexity: np.ndarray
+
+
+@dataclass(frozen=True)
 class ScoredExperience:
     experience: Experience
     score: float  # cosine similarity to the query vector
@@ -70,9 +79,9 @@ class ExperienceStore(ABC):
 
     @abstractmethod
     def scroll_by_complexity(
-        self, tenant: str, max_uncertainty: float, batch_size: int = 256
-    ) -> Iterator[StoredPoint]:
-        """Points with uncertainty <= ``max_uncertainty``, most complex first, vectors included
+        self, tenant: str, max_uncertainty: float, batch_size: int = 1024
+    ) -> Iterator[RankedBatch]:
+        """Points with uncertainty <= ``max_uncertainty``, most complex first, in batches
         (served by payload indexes on uncertainty and complexity)."""
 
     def indexed_count(self, tenant: str) -> int:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from services.experience.backends.base import RankedBatch
 from services.experience.model import Experience
 
 # Payload keys with a payload index: tenant filters every read, the other two serve
@@ -78,25 +79,34 @@ def scroll_pages(fetch: Callable[[Any], tuple[Sequence[T], Any]]) -> Iterator[T]
             return
 
 
-def descending_pages(
-    fetch: Callable[[float | None, Sequence[str]], Sequence[tuple[str, float, T]]], batch_size: int
-) -> Iterator[T]:
-    """Page through a scroll ordered by a payload value, descending.
+def descending_batches(
+    fetch: Callable[[float | None, Sequence[str]], RankedBatch], batch_size: int
+) -> Iterator[RankedBatch]:
+    """Page through a scroll ordered by complexity, descending.
 
     Qdrant gives no offset when it orders by a payload field. ``fetch(start_from, exclude)``
-    returns up to ``batch_size`` (id, value, item) with value <= ``start_from`` (inclusive), ids
-    in ``exclude`` left out; the next page restarts at the last value and excludes the ids already
+    returns up to ``batch_size`` points with complexity <= ``start_from`` (inclusive), ids in
+    ``exclude`` left out; the next page restarts at the last value and excludes the ids already
     yielded at that value, so that ties are neither repeated nor lost.
     """
     start: float | None = None
     at_start: list[str] = []
     while True:
-        page = fetch(start, at_start)
-        for _, _, item in page:
-            yield item
-        if len(page) < batch_size:
+        batch = fetch(start, at_start)
+        if batch.ids:
+            yield batch
+        if len(batch.ids) < batch_size:
             return
-        last = page[-1][1]
+        last = float(batch.complexity[-1])
         if last != start:
             start, at_start = last, []
-        at_start.extend(point for point, value, _ in page if value == last)
+        at_start.extend(point for point, value in zip(batch.ids, batch.complexity, strict=True) if value == last)
+
+
+def ranked_batch(records: Sequence[Any]) -> RankedBatch:
+    """A RankedBatch from engine records that carry the uncertainty and complexity payload."""
+    return RankedBatch(
+        ids=[str(r.id) for r in records],
+        uncertainty=np.array([r.payload[UNCERTAINTY] for r in records], dtype=np.float64),
+        complexity=np.array([r.payload[COMPLEXITY] for r in records], dtype=np.float64),
+    )

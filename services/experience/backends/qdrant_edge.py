@@ -29,14 +29,15 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from services.experience.backends.base import ExperienceStore, ScoredExperience, StoredPoint
+from services.experience.backends.base import ExperienceStore, RankedBatch, ScoredExperience, StoredPoint
 from services.experience.backends.payload import (
     COMPLEXITY,
     TENANT,
     UNCERTAINTY,
-    descending_pages,
+    descending_batches,
     from_payload,
     page_after,
+    ranked_batch,
     point_id,
     point_ids,
     scroll_pages,
@@ -209,23 +210,22 @@ class QdrantEdgeStore(ExperienceStore):
         return [ScoredExperience(_experience(h), h.score) for h in hits]
 
     def scroll_by_complexity(
-        self, tenant: str, max_uncertainty: float, batch_size: int = 256
-    ) -> Iterator[StoredPoint]:
+        self, tenant: str, max_uncertainty: float, batch_size: int = 1024
+    ) -> Iterator[RankedBatch]:
         certain_enough = qe.FieldCondition(UNCERTAINTY, range=qe.RangeFloat(lte=max_uncertainty))
 
-        def fetch(start: float | None, exclude: Sequence[str]) -> list[tuple[str, float, StoredPoint]]:
+        def fetch(start: float | None, exclude: Sequence[str]) -> RankedBatch:
             request = qe.ScrollRequest(
                 limit=batch_size,
                 filter=_tenant_filter(tenant, certain_enough, exclude=exclude),
-                with_payload=True,
-                with_vector=True,
+                with_payload=qe.PayloadSelector.Include([UNCERTAINTY, COMPLEXITY]),
+                with_vector=False,
                 order_by=qe.OrderBy(COMPLEXITY, qe.Direction.Desc, start_from=start),
             )
             records, _ = self._scroll(request)
-            points = [_stored(r) for r in records]
-            return [(p.experience.id, p.experience.complexity, p) for p in points]
+            return ranked_batch(records)
 
-        return descending_pages(fetch, batch_size)
+        return descending_batches(fetch, batch_size)
 
     def indexed_count(self, tenant: str) -> int:
         with self._lock:

@@ -17,14 +17,15 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from services.experience.backends.base import ExperienceStore, ScoredExperience, StoredPoint
+from services.experience.backends.base import ExperienceStore, RankedBatch, ScoredExperience, StoredPoint
 from services.experience.backends.payload import (
     COMPLEXITY,
     TENANT,
     UNCERTAINTY,
-    descending_pages,
+    descending_batches,
     from_payload,
     page_after,
+    ranked_batch,
     point_id,
     point_ids,
     scroll_pages,
@@ -176,21 +177,20 @@ class QdrantServerStore(ExperienceStore):
         return [ScoredExperience(_experience(h), h.score) for h in hits]
 
     def scroll_by_complexity(
-        self, tenant: str, max_uncertainty: float, batch_size: int = 256
-    ) -> Iterator[StoredPoint]:
+        self, tenant: str, max_uncertainty: float, batch_size: int = 1024
+    ) -> Iterator[RankedBatch]:
         certain_enough = qm.FieldCondition(key=UNCERTAINTY, range=qm.Range(lte=max_uncertainty))
 
-        def fetch(start: float | None, exclude: Sequence[str]) -> list[tuple[str, float, StoredPoint]]:
+        def fetch(start: float | None, exclude: Sequence[str]) -> RankedBatch:
             records, _ = self._scroll(
                 where=_tenant_filter(tenant, certain_enough, exclude=exclude),
                 limit=batch_size,
                 order_by=qm.OrderBy(key=COMPLEXITY, direction=qm.Direction.DESC, start_from=start),
-                with_vectors=True,
+                with_payload=[UNCERTAINTY, COMPLEXITY],
             )
-            points = [_stored(r) for r in records]
-            return [(p.experience.id, p.experience.complexity, p) for p in points]
+            return ranked_batch(records)
 
-        return descending_pages(fetch, batch_size)
+        return descending_batches(fetch, batch_size)
 
     def indexed_count(self, tenant: str) -> int:
         """An estimate: the server reports indexed vectors per collection, not per tenant, so
@@ -208,7 +208,6 @@ class QdrantServerStore(ExperienceStore):
     def _scroll(
         self, *, where: qm.Filter | None, limit: int, **kw: Any
     ) -> tuple[list[qm.Record], Any]:
+        kw.setdefault("with_payload", True)
         with self._serial:
-            return self.client.scroll(
-                self.collection, scroll_filter=where, limit=limit, with_payload=True, **kw
-            )
+            return self.client.scroll(self.collection, scroll_filter=where, limit=limit, **kw)

@@ -95,6 +95,12 @@ class TenantMirror:
             self.keys[rows],
         )
 
+    def vectors_of(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors of ``ids`` still in the pool, and which of ``ids`` those are."""
+        rows = [self.row_of.get(i, -1) for i in ids]
+        found = np.array([r >= 0 for r in rows], dtype=bool)
+        return self.vectors[[r for r in rows if r >= 0]], found
+
     def view(self) -> PoolView:
         """Views, not copies: take it and use it within one step of the event loop."""
         n = self.size

@@ -183,7 +183,15 @@ class ExperiencePool:
         if mode == SearchMode.SUBLINEAR:
             sample, pool_size = self._sample(query.tenant, mirror), mirror.size
             sublinear_picks = await asyncio.to_thread(
-                rose_sublinear, self.store, query.tenant, vector, sample, pool_size, query.k, query.uncertainty_ratio
+                rose_sublinear,
+                self.store,
+                query.tenant,
+                vector,
+                sample,
+                pool_size,
+                mirror.vectors_of,
+                query.k,
+                query.uncertainty_ratio,
             )
             chosen = [(p.experience_id, p.similarity, p.bucket) for p in sublinear_picks]
             return await self._demonstrations(query.tenant, chosen, pool_size, mode)

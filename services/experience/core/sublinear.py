@@ -8,13 +8,15 @@
    - a small bucket at either end of the range is fetched whole with a thresholded
      vector query, and the exact rule picks from its members;
    - a large bucket is found by walking the pool most-complex-first under an uncertainty cap
-     (payload indexes, no vectors scanned): the first walked point that falls in the bucket
-     and passes λ × the bucket's minimum uncertainty (estimated from the sample) wins.
+     (payload indexes; only the walked points' vectors are looked up): the first walked point
+     that falls in the bucket and passes λ × the bucket's minimum uncertainty (estimated from
+     the sample) wins.
    A bucket the walk never reaches falls back to the exact rule over its sample members.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,9 @@ import numpy as np
 from services.experience.backends.base import ExperienceStore, ScoredExperience
 from services.experience.core.mirror import PoolView, tie_key
 from services.experience.core.orchestrate import RATIO_SLACK, pick_in_bucket
+
+#: ids -> (their vectors, a mask of the ids found); ids no longer in the pool are left out.
+VectorLookup = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
 
 #: A bucket estimated at most this large, at an end of the range, is fetched whole.
 FETCH_LIMIT = 256
@@ -107,9 +112,17 @@ def _exact_pick(members: list[tuple[str, float, float, float]], ratio: float) ->
 
 
 def rose_sublinear(
-    store: ExperienceStore, tenant: str, query: np.ndarray, sample: PoolView, pool_size: int, k: int, ratio: float
+    store: ExperienceStore,
+    tenant: str,
+    query: np.ndarray,
+    sample: PoolView,
+    pool_size: int,
+    vectors_of: VectorLookup,
+    k: int,
+    ratio: float,
 ) -> list[SublinearPick]:
-    """RoSE picks (one per bucket, least similar bucket first) from ``sample`` and index queries."""
+    """RoSE picks (one per bucket, least similar bucket first) from ``sample`` and index queries;
+    ``vectors_of`` gives the vectors of walked points (the rows it still knows) by id."""
     edges = _edges(store, tenant, query)
     if edges is None:
         return []
@@ -132,29 +145,35 @@ def rose_sublinear(
                 winners[b] = _exact_pick(members, ratio)
 
     # The rest: walk most-complex-first under each bucket's estimated uncertainty cap.
-    caps = {
-        b: ratio * float(sample.uncertainty[bucket.members].min()) * (1 + RATIO_SLACK) + RATIO_SLACK
-        for b, bucket in enumerate(buckets)
-        if b not in winners and len(bucket.members)
-    }
+    caps = np.full(len(buckets), -np.inf)  # -inf: not walked (already won, or no sample to cap it)
+    for b, bucket in enumerate(buckets):
+        if b not in winners and len(bucket.members):
+            caps[b] = ratio * float(sample.uncertainty[bucket.members].min()) * (1 + RATIO_SLACK) + RATIO_SLACK
+    walking = int(np.isfinite(caps).sum())
     lows = np.array([bucket.low for bucket in buckets])
-    if caps:
-        best: dict[int, tuple[str, float, float]] = {}  # bucket -> (id, similarity, complexity)
-        for visited, point in enumerate(store.scroll_by_complexity(tenant, max(caps.values()))):
-            e = point.experience
-            if visited >= WALK_LIMIT or (
-                len(best) == len(caps) and all(e.complexity < c for _, _, c in best.values())
-            ):
-                break
-            s = float(point.vector @ query)
-            b = int(np.searchsorted(lows, s, side="right") - 1)
-            if b not in caps or e.uncertainty > caps[b]:
-                continue
+    best: dict[int, tuple[str, float, float]] = {}  # bucket -> (id, similarity, complexity)
+    visited = 0
+    for batch in store.scroll_by_complexity(tenant, float(caps.max())) if walking else ():
+        vectors, found = vectors_of(batch.ids)
+        ids = [i for i, ok in zip(batch.ids, found, strict=True) if ok]
+        uncertainty, complexity = batch.uncertainty[found], batch.complexity[found]
+        similarity_to_query = vectors @ query
+        bucket_of = np.clip(np.searchsorted(lows, similarity_to_query, side="right") - 1, 0, len(buckets) - 1)
+        eligible = np.flatnonzero(uncertainty <= caps[bucket_of])  # in walk order: most complex first
+        for b in np.unique(bucket_of[eligible]).tolist():
+            rows = eligible[bucket_of[eligible] == b]
+            top = rows[complexity[rows] == complexity[rows[0]]]
+            # the walk orders by complexity only: among equals, the more similar wins, as in exact
+            row = int(top[np.argmax(similarity_to_query[top])])
+            candidate = (ids[row], float(similarity_to_query[row]), float(complexity[row]))
             current = best.get(b)
-            # walk order is by complexity only: among equals, the more similar wins, as in exact
-            if current is None or (e.complexity == current[2] and s > current[1]):
-                best[b] = (e.id, s, e.complexity)
-        winners.update({b: (eid, s) for b, (eid, s, _) in best.items()})
+            if current is None or (candidate[2] == current[2] and candidate[1] > current[1]):
+                best[b] = candidate
+        visited += len(batch.ids)
+        done = len(best) == walking and len(complexity) and complexity[-1] < min(w[2] for w in best.values())
+        if done or visited >= WALK_LIMIT:
+            break
+    winners.update({b: (eid, s) for b, (eid, s, _) in best.items()})
 
     for b, bucket in enumerate(buckets):  # never reached: the sample decides
         if b not in winners and len(bucket.members):
