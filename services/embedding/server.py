@@ -9,8 +9,8 @@ from typing import Literal
 import grpc
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-
 from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+
 from services.embedding.backends.base import EmbeddingBackend
 from services.embedding.core.embedder import Embedder, TextEncoder
 from services.embedding.export import INT8_SUFFIX, ensure_exported

@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
-
 from rosemesh.experience.v1 import experience_pb2 as pb
+
 from services.datasets import asdiv, commonsense_qa
 from services.embedding.client import EmbeddingClient
 from services.experience.backends.base import ExperienceStore, StoredPoint
 from services.experience.client import ExperienceClient
-from services.experience.model import Experience, experience_id
 from services.experience.core.record import entropy
+from services.experience.model import Experience, experience_id
 from services.experience.server import ExperienceSettings, build_store
 from services.runtime.config import load_settings
 from services.supervisor import service_process

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterable, Sequence
 
 from rosemesh.experience.v1 import experience_pb2 as pb
 from rosemesh.experience.v1 import experience_pb2_grpc
+
 from services.runtime.client import ServiceClient
 
 

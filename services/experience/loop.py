@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from openai import AsyncOpenAI
-
 from rosemesh.experience.v1 import experience_pb2 as pb
+
 from services.experience.client import ExperienceClient
 from services.experience.core.record import Path, summarise
 

@@ -14,19 +14,19 @@ from typing import Literal
 import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
-
 from rosemesh.experience.v1 import experience_pb2 as pb
 from rosemesh.experience.v1 import experience_pb2_grpc
+
 from services.embedding.client import EmbeddingClient
 from services.experience.backends.base import ExperienceStore
-from services.experience.model import TENANT_PATTERN, Experience, experience_id
 from services.experience.core.orchestrate import DEFAULT_MMR_LAMBDA, DEFAULT_UNCERTAINTY_RATIO, Bucketing
 from services.experience.core.pool import ExperiencePool, OrchestrateQuery, RecordInput, SearchMode, Strategy
 from services.experience.core.record import Path
+from services.experience.model import TENANT_PATTERN, Experience, experience_id
 from services.runtime.config import ServiceSettings
-from services.runtime.errors import BackendUnavailable, InvalidInput, NotFound, Validator
+from services.runtime.errors import BackendUnavailable, NotFound, Validator
 from services.runtime.server import Service
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperienceService"].full_name
@@ -62,13 +62,17 @@ class ExperienceSettings(ServiceSettings):
     default_page_size: int = Field(50, ge=1)
     max_page_size: int = Field(500, ge=1)
 
+    @model_validator(mode="after")
+    def _qdrant_needs_url(self) -> ExperienceSettings:
+        if self.storage == "qdrant" and not self.qdrant_url:
+            raise ValueError("--storage qdrant needs --qdrant-url (ROSEMESH_EXPERIENCE_QDRANT_URL)")
+        return self
+
 
 def build_store(settings: ExperienceSettings, dimension: int) -> ExperienceStore:
     if settings.storage == "qdrant":
         from services.experience.backends.qdrant_server import QdrantServerStore
 
-        if not settings.qdrant_url:
-            raise BackendUnavailable("--storage qdrant needs --qdrant-url")
         return QdrantServerStore.from_url(
             settings.qdrant_url, dimension, api_key=settings.qdrant_api_key or None, collection=settings.qdrant_collection
         )

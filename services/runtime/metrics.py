@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from services.runtime.interceptors import rewrap_handler
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from services.runtime.interceptors import rewrap_handler
 
 # Millisecond-scale buckets, in seconds as Prometheus convention wants.
 LATENCY_BUCKETS_S = (

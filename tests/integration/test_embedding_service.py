@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
 from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
+
 from services.datasets import rotten_tomatoes
 from services.embedding.client import EmbeddingClient
 from services.embedding.export import INT8_SUFFIX, MAX_TOKENS, MODEL_NAME, source_model_dir

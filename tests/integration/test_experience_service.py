@@ -12,11 +12,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from google.protobuf.json_format import MessageToDict
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
 from rosemesh.experience.v1 import experience_pb2 as pb
+
 from services.datasets import commonsense_qa
 from services.embedding.client import EmbeddingClient
 from services.experience.client import ExperienceClient

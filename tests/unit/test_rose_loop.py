@@ -7,8 +7,8 @@ import itertools
 from types import SimpleNamespace
 
 import pytest
-
 from rosemesh.experience.v1 import experience_pb2 as pb
+
 from services.experience.loop import LoopConfig, RoseLoop, build_prompt, letter_answer
 
 

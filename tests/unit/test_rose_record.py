@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from services.experience.model import experience_id, normalise_question
 from services.experience.core.record import Path, count_steps, entropy, summarise
+from services.experience.model import experience_id, normalise_question
 
 
 def test_steps_are_non_empty_lines() -> None:

@@ -11,9 +11,9 @@ import pytest
 from services.experience.backends.base import StoredPoint
 from services.experience.backends.qdrant_edge import QdrantEdgeStore
 from services.experience.core.mirror import TenantMirror
-from services.experience.model import Experience, experience_id
 from services.experience.core.orchestrate import rose
 from services.experience.core.sublinear import rose_sublinear
+from services.experience.model import Experience, experience_id
 
 TENANT = "agree"
 

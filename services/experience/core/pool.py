@@ -13,9 +13,9 @@ from prometheus_client import Gauge
 from services.experience.backends.base import ExperienceStore, StoredPoint
 from services.experience.core import orchestrate as algo
 from services.experience.core.mirror import PoolView, TenantMirror
-from services.experience.model import Experience, experience_id
 from services.experience.core.record import Path, summarise
 from services.experience.core.sublinear import rose_sublinear
+from services.experience.model import Experience, experience_id
 
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 
