@@ -37,6 +37,8 @@ class EmbeddingClient(ServiceClient):
             token_counts=[e.token_count for e in response.embeddings],
         )
 
-    async def list_models(self) -> list[embedding_pb2.ModelInfo]:
-        response = await self.call(self._stub.ListModels, embedding_pb2.ListModelsRequest())
+    async def list_models(self, max_attempts: int | None = None) -> list[embedding_pb2.ModelInfo]:
+        response = await self.call(
+            self._stub.ListModels, embedding_pb2.ListModelsRequest(), max_attempts=max_attempts
+        )
         return list(response.models)

@@ -30,6 +30,8 @@ from services.runtime.errors import BackendUnavailable, NotFound, Validator
 from services.runtime.server import Service
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperienceService"].full_name
+#: ListModels attempts at start, backing off up to 2 s each: about a minute for the embedding service.
+STARTUP_ATTEMPTS = 30
 TENANT_RULE = "must be 1 to 64 characters of a-z, 0-9, '-' and '_'"
 
 
@@ -343,7 +345,8 @@ class ExperienceService(Service):
     async def start(self) -> None:
         # grpc.aio channels belong to the loop that creates them: this one.
         self.embedding = EmbeddingClient(self.settings.embedding_target, timeout_s=self.settings.embedding_timeout_s)
-        models = await self.embedding.list_models()
+        # The embedding service may still be starting (pods start in any order): wait for it.
+        models = await self.embedding.list_models(max_attempts=STARTUP_ATTEMPTS)
         default = next((m for m in models if m.is_default), models[0])
         self.embedding_model = default.name
         self.store = build_store(self.settings, default.dimension)

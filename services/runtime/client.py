@@ -62,11 +62,12 @@ class ServiceClient:
         *,
         timeout_s: float | None = None,
         metadata: tuple[tuple[str, str], ...] | None = None,
+        max_attempts: int | None = None,
     ) -> ResponseT:
         """Call ``method`` with a deadline, retrying while the service is UNAVAILABLE."""
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_unavailable),
-            stop=stop_after_attempt(self.max_attempts),
+            stop=stop_after_attempt(max_attempts or self.max_attempts),
             wait=wait_random_exponential(multiplier=0.05, max=self.max_backoff_s),
             reraise=True,
         )
