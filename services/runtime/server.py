@@ -109,6 +109,11 @@ class ServiceRunner:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         await self._stopping.wait()
+        # Committed to a clean exit: a repeated signal (a supervisor and a process group both
+        # signalling, say) must not cut the drain or the exit short.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
         log.info("draining", extra={"grace_period_s": settings.grace_period_s})
         await self.health.enter_graceful_shutdown()

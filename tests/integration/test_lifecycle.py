@@ -29,6 +29,8 @@ async def test_sigterm_under_load_drains_in_flight_calls_and_exits_0(embedding_m
             await asyncio.sleep(0.3)  # the calls are in flight
             signalled = time.monotonic()
             service.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.2)
+            service.process.send_signal(signal.SIGTERM)  # a repeat (supervisor and group) changes nothing
             results = await asyncio.gather(*calls, return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
             assert not failures, f"in-flight calls failed during the drain: {failures[:3]}"
