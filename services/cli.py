@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -122,14 +123,17 @@ def bench_experience(
     sizes: Annotated[list[int] | None, typer.Option("--size", help="pool sizes (default 10k and 100k)")] = None,
     k: Annotated[int, typer.Option(help="demonstrations per Orchestrate")] = 8,
     queries: Annotated[int, typer.Option(help="held-out questions timed per strategy")] = 200,
+    keep: Annotated[
+        Path | None, typer.Option(help="keep each built pool in this folder and reuse it in later runs")
+    ] = None,
 ) -> None:
-    """Orchestrate p50/p99 through gRPC for exact RoSE and the SIMILARITY_TOPK baseline."""
+    """Orchestrate p50/p99 through gRPC for exact, sublinear RoSE and the SIMILARITY_TOPK baseline."""
     from services.experience.bench import run_benchmark
 
     pool_sizes = sizes or [10_000, 100_000]
     if million:
         pool_sizes.append(1_000_000)
-    result = run_benchmark(pool_sizes, k=k, queries=queries, quiet=as_json)
+    result = run_benchmark(pool_sizes, k=k, queries=queries, quiet=as_json, keep_dir=keep)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

@@ -15,6 +15,8 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +131,36 @@ def _agreement(exact: list[list[str]], approximate: list[list[str]]) -> float:
     return round(statistics.fmean(shares), 4)
 
 
+def _pool_ready(data_dir: Path, dimension: int, size: int) -> bool:
+    """True when ``data_dir`` already holds this benchmark's pool of ``size``, fully indexed."""
+    if not (data_dir / "CURRENT").exists():
+        return False
+    store = _open_store(data_dir, dimension, hnsw_threshold=10**9)
+    try:
+        return store.count(TENANT) == size and store.indexed_count(TENANT) == size
+    finally:
+        store.close()
+
+
+@contextmanager
+def _pool_dir(keep_dir: Path | None, size: int) -> Iterator[Path]:
+    """A kept folder per pool size (reused by later runs), or a temporary one."""
+    if keep_dir is not None:
+        path = keep_dir / f"pool-{size}"
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="rosemesh-bench-") as tmp:
+        yield Path(tmp)
+
+
 def run_benchmark(
-    sizes: list[int], k: int = 8, queries: int = 200, quiet: bool = False, seed: int = 0
+    sizes: list[int],
+    k: int = 8,
+    queries: int = 200,
+    quiet: bool = False,
+    seed: int = 0,
+    keep_dir: Path | None = None,
 ) -> dict[str, Any]:
     console = Console(stderr=True, quiet=quiet)
     sources = [q.prompt() for q in commonsense_qa()[:-HELD_OUT]] + [f"{a.passage} {a.question}" for a in asdiv()]
@@ -140,9 +170,9 @@ def run_benchmark(
         with console.status(f"embedding {len(sources)} source and {len(held_out)} query questions"):
             source_vectors = asyncio.run(_embed_all(embedding.address, sources))
         for size in sizes:
-            with tempfile.TemporaryDirectory(prefix="rosemesh-bench-") as tmp:
-                data_dir = Path(tmp)
-                _fill(data_dir, _pool_points(source_vectors, size, seed), source_vectors.shape[1], console)
+            with _pool_dir(keep_dir, size) as data_dir:
+                if not _pool_ready(data_dir, source_vectors.shape[1], size):
+                    _fill(data_dir, _pool_points(source_vectors, size, seed), source_vectors.shape[1], console)
                 flags = ["--embedding-target", embedding.address, "--data-dir", str(data_dir)]
                 with service_process("experience", flags, startup_timeout_s=600) as experience:
                     with console.status(f"{size:,}: ROSE exact"):

@@ -276,3 +276,14 @@ def test_concurrent_writers_and_readers(store: ExperienceStore, pool: Pool) -> N
         thread.join()
     assert errors == []
     assert [store.count(f"writer-{w}") for w in range(4)] == [30] * 4
+
+
+def test_search_ranked_matches_search(store: ExperienceStore, pool: Pool) -> None:
+    query = pool.points[ACME][11].vector
+    hits = store.search(ACME, query, 20, score_threshold=0.0)
+    batch, scores = store.search_ranked(ACME, query, 20, score_threshold=0.0)
+    assert batch.ids == [h.experience.id for h in hits]
+    np.testing.assert_allclose(scores, [h.score for h in hits], atol=1e-6)
+    np.testing.assert_allclose(batch.uncertainty, [h.experience.uncertainty for h in hits])
+    np.testing.assert_allclose(batch.complexity, [h.experience.complexity for h in hits])
+    assert store.search_ranked(GLOBEX, query, 500)[0].ids == [h.experience.id for h in store.search(GLOBEX, query, 500)]

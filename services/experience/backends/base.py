@@ -78,6 +78,13 @@ class ExperienceStore(ABC):
         ``score_threshold``, only those scoring at least that. Pass ``-vector`` for the least similar."""
 
     @abstractmethod
+    def search_ranked(
+        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
+    ) -> tuple[RankedBatch, np.ndarray]:
+        """``search`` without decoding experiences: the hits' ids and two scores, and their
+        similarities, best first. For walking many hits fast."""
+
+    @abstractmethod
     def scroll_by_complexity(
         self, tenant: str, max_uncertainty: float, batch_size: int = 1024
     ) -> Iterator[RankedBatch]:

@@ -193,21 +193,33 @@ class QdrantEdgeStore(ExperienceStore):
 
         return scroll_pages(fetch)
 
-    def search(
-        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
-    ) -> list[ScoredExperience]:
+    def _search(
+        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None, payload: object
+    ) -> list[qe.ScoredPoint]:
         if limit <= 0:
             return []
         request = qe.SearchRequest(
             query=qe.Query.Nearest(vector_values(vector, self.dimension)),
             limit=limit,
             filter=_tenant_filter(tenant),
-            with_payload=True,
+            with_payload=payload,
             score_threshold=score_threshold,
         )
         with self._lock:
-            hits = self._shard.search(request)
+            return self._shard.search(request)
+
+    def search(
+        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
+    ) -> list[ScoredExperience]:
+        hits = self._search(tenant, vector, limit, score_threshold, True)
         return [ScoredExperience(_experience(h), h.score) for h in hits]
+
+    def search_ranked(
+        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
+    ) -> tuple[RankedBatch, np.ndarray]:
+        selector = qe.PayloadSelector.Include([UNCERTAINTY, COMPLEXITY])
+        hits = self._search(tenant, vector, limit, score_threshold, selector)
+        return ranked_batch(hits), np.array([h.score for h in hits], dtype=np.float64)
 
     def scroll_by_complexity(
         self, tenant: str, max_uncertainty: float, batch_size: int = 1024

@@ -160,21 +160,32 @@ class QdrantServerStore(ExperienceStore):
 
         return scroll_pages(fetch)
 
-    def search(
-        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
-    ) -> list[ScoredExperience]:
+    def _search(
+        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None, payload: object
+    ) -> list[qm.ScoredPoint]:
         if limit <= 0:
             return []
         with self._serial:
-            hits = self.client.query_points(
+            return self.client.query_points(
                 self.collection,
                 query=vector_values(vector, self.dimension),
                 query_filter=_tenant_filter(tenant),
                 limit=limit,
                 score_threshold=score_threshold,
-                with_payload=True,
+                with_payload=payload,
             ).points
+
+    def search(
+        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
+    ) -> list[ScoredExperience]:
+        hits = self._search(tenant, vector, limit, score_threshold, True)
         return [ScoredExperience(_experience(h), h.score) for h in hits]
+
+    def search_ranked(
+        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
+    ) -> tuple[RankedBatch, np.ndarray]:
+        hits = self._search(tenant, vector, limit, score_threshold, [UNCERTAINTY, COMPLEXITY])
+        return ranked_batch(hits), np.array([h.score for h in hits], dtype=np.float64)
 
     def scroll_by_complexity(
         self, tenant: str, max_uncertainty: float, batch_size: int = 1024

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.experience.backends.base import ExperienceStore, ScoredExperience
+from services.experience.backends.base import ExperienceStore
 from services.experience.core.mirror import PoolView, tie_key
 from services.experience.core.orchestrate import RATIO_SLACK, pick_in_bucket
 
@@ -29,7 +29,7 @@ from services.experience.core.orchestrate import RATIO_SLACK, pick_in_bucket
 VectorLookup = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
 
 #: A bucket estimated at most this large, at an end of the range, is fetched whole.
-FETCH_LIMIT = 256
+FETCH_LIMIT = 2048
 #: Points the complexity walk may visit before the sample decides.
 WALK_LIMIT = 50_000
 
@@ -50,11 +50,11 @@ class _Bucket:
 
 
 def _edges(store: ExperienceStore, tenant: str, query: np.ndarray) -> tuple[float, float] | None:
-    top = store.search(tenant, query, 1)
-    bottom = store.search(tenant, -query, 1)
-    if not top or not bottom:
+    _, top = store.search_ranked(tenant, query, 1)
+    _, bottom = store.search_ranked(tenant, -query, 1)
+    if not len(top) or not len(bottom):
         return None
-    return -bottom[0].score, top[0].score
+    return -float(bottom[0]), float(top[0])
 
 
 def _buckets(
@@ -88,19 +88,26 @@ def _buckets(
 
 
 def _fetch_end(
-    store: ExperienceStore, tenant: str, query: np.ndarray, bucket: _Bucket, from_top: bool, limit: int
-) -> list[tuple[str, float, float, float]] | None:
-    """Every member of an end bucket as (id, similarity, uncertainty, complexity), or None if
-    the query hit its limit before reaching the bucket's far edge."""
+    store: ExperienceStore, tenant: str, query: np.ndarray, buckets: list[_Bucket], from_top: bool, limit: int
+) -> dict[int, list[tuple[str, float, float, float]]] | None:
+    """Every member of consecutive end buckets (indices into ``buckets``, outermost first) as
+    (id, similarity, uncertainty, complexity), in one vector query; None if the query hit its
+    limit before reaching the innermost bucket's far edge."""
+    innermost = buckets[-1]
     if from_top:
-        hits = store.search(tenant, query, limit, score_threshold=bucket.low)
+        batch, scores = store.search_ranked(tenant, query, limit, score_threshold=innermost.low)
     else:
-        reversed_hits = store.search(tenant, -query, limit, score_threshold=-bucket.high)
-        hits = [ScoredExperience(h.experience, -h.score) for h in reversed_hits]
-    if len(hits) >= limit:
+        batch, scores = store.search_ranked(tenant, -query, limit, score_threshold=-innermost.high)
+        scores = -scores
+    if len(batch.ids) >= limit:
         return None
-    inside = [h for h in hits if bucket.low <= h.score <= bucket.high]
-    return [(h.experience.id, h.score, h.experience.uncertainty, h.experience.complexity) for h in inside]
+    members = []
+    for bucket in buckets:
+        inside = np.flatnonzero((scores >= bucket.low) & (scores <= bucket.high))
+        members.append(
+            [(batch.ids[i], float(scores[i]), float(batch.uncertainty[i]), float(batch.complexity[i])) for i in inside]
+        )
+    return dict(enumerate(members))
 
 
 def _exact_pick(members: list[tuple[str, float, float, float]], ratio: float) -> tuple[str, float]:
@@ -131,18 +138,20 @@ def rose_sublinear(
     buckets = _buckets(sample, pool_size, similarity, low, high, k)
     winners: dict[int, tuple[str, float]] = {}
 
-    # Small buckets at either end: fetch them whole, stopping at the first larger one.
+    # Small buckets at either end: fetch them whole, one vector query per end.
     for order, from_top in ((range(len(buckets) - 1, -1, -1), True), (range(len(buckets)), False)):
-        reach = 0.0
+        chosen, reach = [], 0.0
         for b in order:
+            if b in winners or reach + buckets[b].estimated_size > FETCH_LIMIT:
+                break
             reach += buckets[b].estimated_size
-            if b in winners or reach > FETCH_LIMIT:
-                break
-            members = _fetch_end(store, tenant, query, buckets[b], from_top, int(reach * 2) + 64)
-            if members is None:
-                break
+            chosen.append(b)
+        if not chosen:
+            continue
+        fetched = _fetch_end(store, tenant, query, [buckets[b] for b in chosen], from_top, int(reach * 2) + 64)
+        for position, members in (fetched or {}).items():
             if members:
-                winners[b] = _exact_pick(members, ratio)
+                winners[chosen[position]] = _exact_pick(members, ratio)
 
     # The rest: walk most-complex-first under each bucket's estimated uncertainty cap.
     caps = np.full(len(buckets), -np.inf)  # -inf: not walked (already won, or no sample to cap it)
