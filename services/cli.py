@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,8 @@ app.add_typer(bench_app, name="bench")
 rose_app = typer.Typer(help="The full RoSE loop against an OpenAI-compatible chat endpoint.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 app.add_typer(rose_app, name="rose")
+train_app = typer.Typer(help="Train models into the models directory.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 
 LLM_ENDPOINT = typer.Option(envvar="ROSEMESH_LLM_ENDPOINT", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1")
 LLM_MODEL = typer.Option(envvar="ROSEMESH_LLM_MODEL", help="model name the endpoint serves")
@@ -78,13 +81,83 @@ def embed(
             }
             typer.echo(json.dumps(line))
 
+    _run_or_report(call)
+
+
+def _run_or_report(call: Callable[[], Awaitable[object]]) -> object:
+    """Run a client call; a gRPC error becomes one line on stderr and exit code 1."""
     import grpc
 
     try:
-        asyncio.run(call())
+        return asyncio.run(call())
     except grpc.aio.AioRpcError as exc:
         typer.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def classify(
+    texts: Annotated[list[str], typer.Argument(help="texts to classify")],
+    target: Annotated[str, typer.Option(envvar="ROSEMESH_EARLYEXIT_TARGET")] = "127.0.0.1:50053",
+    model: Annotated[str, typer.Option(help="model name (default: the server's)")] = "",
+    mode: Annotated[str, typer.Option(help="static, dynamic, patience or hashee (default: the model's)")] = "",
+    layer: Annotated[int, typer.Option(help="static: layers to run")] = 0,
+    threshold: Annotated[float | None, typer.Option(help="dynamic: entropy threshold in nats")] = None,
+    patience: Annotated[int | None, typer.Option(help="patience: layers that must agree")] = None,
+) -> None:
+    """Classify TEXTS with a running early-exit service; one JSON line per text."""
+    from services.earlyexit.client import EarlyExitClient
+    from services.earlyexit.core.policy import ExitMode, ExitPolicy
+
+    try:
+        policy = ExitPolicy(ExitMode(mode), layer, threshold, patience) if mode else None
+    except ValueError:
+        raise typer.BadParameter(f"unknown mode {mode!r}", param_hint="--mode") from None
+
+    async def call() -> None:
+        async with EarlyExitClient(target) as client:
+            response = await client.classify(texts, model=model, policy=policy)
+        for text, result in zip(texts, response.results, strict=True):
+            line = {
+                "text": text,
+                "label": result.label,
+                "probability": round(max(result.probabilities), 4),
+                "exit_layer": result.exit_layer,
+                "flops": result.flops,
+                "model": response.model,
+                "backend": response.backend,
+            }
+            if result.token_exits:
+                line["token_exits"] = {t.token: t.exit_layer for t in result.token_exits}
+            typer.echo(json.dumps(line))
+
+    _run_or_report(call)
+
+
+@train_app.command("earlyexit")
+def train_earlyexit(
+    datasets: Annotated[list[str] | None, typer.Argument(help="data sets (default: rotten_tomatoes)")] = None,
+    variants: Annotated[
+        list[str] | None, typer.Option("--variant", help="multiexit, plain, hashee-frequency, hashee-random")
+    ] = None,
+    epochs: Annotated[float, typer.Option(help="passes over the training examples")] = 2.0,
+    examples: Annotated[int, typer.Option(help="training examples per data set (0: all)")] = 4000,
+    force: Annotated[bool, typer.Option(help="train again even if the same model exists")] = False,
+) -> None:
+    """Fine-tune multi-exit and HashEE models, export them to ONNX and register them."""
+    from services.earlyexit.server import EarlyExitSettings
+    from services.earlyexit.train import MODEL_VARIANTS, TrainConfig, train_dataset
+    from services.runtime.config import load_settings
+
+    settings = load_settings(EarlyExitSettings)
+    config = TrainConfig(epochs=epochs, train_limit=examples or None)
+    for dataset in datasets or ["rotten_tomatoes"]:
+        try:
+            stored = train_dataset(dataset, settings.models_dir, variants or MODEL_VARIANTS, config, force=force)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        for model in stored:
+            typer.echo(str(model.directory))
 
 
 @export_app.command("embedding")
@@ -134,6 +207,29 @@ def bench_experience(
     if million:
         pool_sizes.append(1_000_000)
     result = run_benchmark(pool_sizes, k=k, queries=queries, quiet=as_json, keep_dir=keep)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@bench_app.command("earlyexit")
+def bench_earlyexit(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    datasets: Annotated[
+        list[str] | None, typer.Option("--dataset", help="rotten_tomatoes, banking77, clinc150 (default: all)")
+    ] = None,
+    texts: Annotated[int, typer.Option(help="test texts per data set")] = 1000,
+    rounds: Annotated[int, typer.Option(help="rounds over every operating point")] = 2,
+    batch_size: Annotated[int, typer.Option(help="texts per request")] = 32,
+    plot: Annotated[Path, typer.Option(help="PNG of the frontiers")] = Path("earlyexit-frontier.png"),
+) -> None:
+    """ELUE-style accuracy/FLOPs/throughput frontiers through the gRPC service, full model as baseline."""
+    from services.datasets import CLASSIFICATION_DATASETS
+    from services.earlyexit.bench import run_benchmark
+
+    chosen = datasets or list(CLASSIFICATION_DATASETS)
+    unknown = sorted(set(chosen) - set(CLASSIFICATION_DATASETS))
+    if unknown:
+        raise typer.BadParameter(f"unknown data sets {unknown}; known: {sorted(CLASSIFICATION_DATASETS)}")
+    result = run_benchmark(chosen, texts=texts, rounds=rounds, batch_size=batch_size, plot_path=plot, quiet=as_json)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

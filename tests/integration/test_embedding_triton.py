@@ -10,10 +10,10 @@ import pytest
 from services.embedding.backends.onnx import OnnxRuntimeBackend
 from services.embedding.backends.triton import TritonBackend
 from services.embedding.client import EmbeddingClient
-from services.embedding.core.embedder import TextEncoder, pad_batch
 from services.embedding.export import ExportedModel
 from services.runtime.errors import BackendUnavailable
 from services.runtime.net import free_port
+from services.runtime.tokens import TextEncoder, pad_batch
 from services.supervisor import service_process
 from tests.conftest import TritonEndpoint
 

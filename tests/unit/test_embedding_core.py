@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.embedding.core.embedder import EncodedText, TextEncoder, pad_batch
 from services.embedding.export import MAX_TOKENS, source_model_dir
+from services.runtime.tokens import EncodedText, TextEncoder, pad_batch
 
 
 def test_long_text_is_truncated_and_flagged() -> None:

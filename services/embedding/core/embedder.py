@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from services.embedding.backends.base import EmbeddingBackend
 from services.runtime.batching import BatchingConfig, MicroBatcher
+from services.runtime.tokens import EncodedText, TextEncoder, pad_batch
 
 # Above this many characters per request, tokenize off the event loop.
 _TOKENIZE_INLINE_CHARS = 16_384
-
-
-@dataclass(frozen=True)
-class EncodedText:
-    ids: np.ndarray  # int64 token ids, special tokens included
-    truncated: bool
 
 
 @dataclass(frozen=True)
@@ -27,33 +20,6 @@ class EmbeddedText:
     vector: np.ndarray  # float32, unit length
     truncated: bool
     token_count: int
-
-
-class TextEncoder:
-    """WordPiece tokenization with the model's truncation limit."""
-
-    def __init__(self, tokenizer_path: Path, max_tokens: int) -> None:
-        self.max_tokens = max_tokens
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_tokens)
-
-    def encode(self, texts: list[str]) -> list[EncodedText]:
-        return [
-            EncodedText(np.asarray(e.ids, dtype=np.int64), truncated=bool(e.overflowing))
-            for e in self.tokenizer.encode_batch(texts)
-        ]
-
-
-def pad_batch(encoded: list[EncodedText]) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad to the longest sequence in the batch: (input_ids, attention_mask)."""
-    width = max(len(e.ids) for e in encoded)
-    ids = np.zeros((len(encoded), width), dtype=np.int64)
-    mask = np.zeros((len(encoded), width), dtype=np.int64)
-    for row, e in enumerate(encoded):
-        ids[row, : len(e.ids)] = e.ids
-        mask[row, : len(e.ids)] = 1
-    return ids, mask
 
 
 class Embedder:

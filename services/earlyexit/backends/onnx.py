@@ -1,0 +1,70 @@
+"""ONNX Runtime in process: the embedded default backend, one session per exported graph."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnxruntime as ort
+
+from services.earlyexit.backends.base import EarlyExitBackend
+from services.earlyexit.core.policy import CascadeResult, ExitPolicy, ModelKind, run_cascade
+from services.earlyexit.core.registry import StoredModel
+from services.runtime.errors import NotFound
+
+
+def _session(path: os.PathLike[str], threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    # Idle threads must sleep, not spin: the event loop and the gRPC threads share these cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxModel:
+    """One model's graphs: a segment per layer (multi-exit), or one HashEE graph."""
+
+    def __init__(self, stored: StoredModel, threads: int = 0) -> None:
+        self.manifest = stored.manifest
+        threads = threads or (os.cpu_count() or 1)
+        self.sessions = [_session(path, threads) for path in stored.graphs]
+
+    def run_segment(
+        self, index: int, inputs: np.ndarray, attention_mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        first = "input_ids" if index == 0 else "hidden_in"
+        hidden, logits = self.sessions[index].run(None, {first: inputs, "attention_mask": attention_mask})
+        return hidden, logits
+
+    def classify(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, policy: ExitPolicy
+    ) -> CascadeResult:
+        if self.manifest.kind is ModelKind.HASHEE:
+            (logits,) = self.sessions[0].run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+            return CascadeResult(logits, np.full(len(logits), self.manifest.num_layers, dtype=np.int64))
+        return run_cascade(self.run_segment, input_ids, attention_mask, policy, self.manifest.num_layers)
+
+
+class OnnxRuntimeBackend(EarlyExitBackend):
+    runtime = "onnxruntime"
+
+    def __init__(self, models: list[StoredModel], threads: int = 0) -> None:
+        self.models = {stored.name: OnnxModel(stored, threads) for stored in models}
+        # One batch at a time: a session already uses every core.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
+
+    async def classify(
+        self, model: str, input_ids: np.ndarray, attention_mask: np.ndarray, policy: ExitPolicy
+    ) -> CascadeResult:
+        if model not in self.models:
+            raise NotFound(f"model {model!r} is not loaded")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self.models[model].classify, input_ids, attention_mask, policy
+        )
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
