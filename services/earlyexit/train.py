@@ -61,7 +61,7 @@ MODEL_VARIANTS = (
     "hashee-random",
 )
 #: Entropy thresholds swept at export, as fractions of ln(number of labels).
-ENTROPY_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
+ENTROPY_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PATIENCES = (1, 2, 3)
 
 
@@ -312,22 +312,25 @@ def measure_points(
     return asyncio.run(sweep())
 
 
-def pick_default_policy(kind: ModelKind, points: list[OperatingPoint], full_accuracy: float) -> ExitPolicy:
-    """The cheapest measured entropy threshold within one accuracy point of the full model."""
+def pick_default_policy(kind: ModelKind, dev_points: list[OperatingPoint], depth: int) -> ExitPolicy:
+    """The cheapest entropy threshold within one accuracy point of the full model on the dev
+    split (so the test split stays unseen), or the full model when none is."""
     if kind is ModelKind.HASHEE:
         return ExitPolicy(ExitMode.HASHEE)
+    full = ExitPolicy(ExitMode.STATIC, static_layer=depth)
+    full_accuracy = next(p.accuracy for p in dev_points if p.exit_policy == full)
     candidates = [
-        p for p in points if p.exit_policy.mode is ExitMode.DYNAMIC and p.accuracy >= full_accuracy - 0.01
+        p for p in dev_points if p.exit_policy.mode is ExitMode.DYNAMIC and p.accuracy >= full_accuracy - 0.01
     ]
-    if not candidates:
-        return ExitPolicy(ExitMode.STATIC, static_layer=max(p.exit_policy.static_layer or 0 for p in points))
-    return min(candidates, key=lambda p: p.mean_flops).exit_policy
+    return min(candidates, key=lambda p: p.mean_flops).exit_policy if candidates else full
 
 
 def _version(config: TrainConfig, dataset: str, variant: str) -> str:
     # What shapes the weights; how many test examples were measured does not.
     trained = {key: value for key, value in vars(config).items() if key != "eval_limit"}
-    digest = hashlib.sha256(json.dumps([MODEL_REVISION, dataset, variant, trained], sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps([MODEL_REVISION, dataset, variant, trained], sort_keys=True).encode()
+    ).hexdigest()
     return digest[:12]
 
 
@@ -364,6 +367,9 @@ def train_dataset(
     test_rows = splits.test[: config.eval_limit] if config.eval_limit else splits.test
     test_texts = [row.text for row in test_rows]
     test_gold = [label_index[row.label] for row in test_rows]
+    dev_rows = splits.dev[: config.eval_limit] if config.eval_limit else splits.dev
+    dev_texts = [row.text for row in dev_rows]
+    dev_gold = [label_index[row.label] for row in dev_rows]
     sample = _tensors(encoder_tok.encode(test_texts[:16]), list(range(min(16, len(test_texts)))))
     depth = bert_config["num_hidden_layers"]
     special = [encoder_tok.tokenizer.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")]
@@ -451,6 +457,7 @@ def train_dataset(
                 },
             )
             if variant == "plain":
+                manifest.baseline_only = True
                 plain_accuracy = _torch_accuracy(model, encoder_tok, test_texts, test_gold)
                 manifest.operating_points = [
                     OperatingPoint(
@@ -468,11 +475,10 @@ def train_dataset(
             stored = StoredModel(directory)
             with progress.console.status(f"{name}: measuring the operating points"):
                 points = measure_points(stored, test_texts, test_gold)
-            full = next(
-                (p.accuracy for p in points if p.exit_policy.static_layer == depth), points[-1].accuracy
-            )
+                if kind is ModelKind.MULTI_EXIT:
+                    dev_points = measure_points(stored, dev_texts, dev_gold)
+                    manifest.default_policy = pick_default_policy(kind, dev_points, depth).as_dict()
             manifest.operating_points = points
-            manifest.default_policy = pick_default_policy(kind, points, full).as_dict()
             manifest.baseline_accuracy = plain_accuracy if variant == "multiexit" else None
             write_manifest(directory, manifest)
             stored_models[variant] = StoredModel(directory)

@@ -56,6 +56,8 @@ class ModelManifest(BaseModel):
     token_hash: str | None = None  # "frequency" or "random", HashEE only
     #: Test accuracy of a plain fine-tuned classifier trained the same way (multi-exit only).
     baseline_accuracy: float | None = None
+    #: The plain classifier itself: a measured record with no graphs, never served.
+    baseline_only: bool = False
     operating_points: list[OperatingPoint] = Field(default_factory=list)
     training: dict[str, object] = Field(default_factory=dict)
 
@@ -110,7 +112,9 @@ def write_manifest(directory: Path, manifest: ModelManifest) -> None:
 
 
 def list_models(models_dir: Path) -> list[StoredModel]:
+    """The servable models (baseline records left out)."""
     root = models_root(models_dir)
     if not root.is_dir():
         return []
-    return [StoredModel(path) for path in sorted(root.iterdir()) if (path / MANIFEST).is_file()]
+    stored = [StoredModel(path) for path in sorted(root.iterdir()) if (path / MANIFEST).is_file()]
+    return [model for model in stored if not model.manifest.baseline_only]
