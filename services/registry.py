@@ -11,6 +11,7 @@ SERVICES: dict[str, str] = {
     "embedding": "services.embedding.server:EmbeddingService",
     "experience": "services.experience.server:ExperienceService",
     "earlyexit": "services.earlyexit.server:EarlyExitService",
+    "multilabel": "services.multilabel.server:MultiLabelService",
 }
 
 

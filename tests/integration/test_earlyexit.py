@@ -283,3 +283,15 @@ async def test_the_service_answers_through_triton(models_dir: Path, triton_url: 
                 ["a wonderful film"], policy=ExitPolicy(ExitMode.STATIC, static_layer=3)
             )
     assert response.backend == "triton" and response.results[0].exit_layer == 3
+
+
+async def test_the_exported_hashee_graph_ignores_padding(
+    stored: dict[str, StoredModel], sentences: list[str]
+) -> None:
+    backend = OnnxRuntimeBackend([stored[HASHEE]])
+    short, *others = sorted(sentences[:16], key=len)
+    policy = ExitPolicy(ExitMode.HASHEE)
+    alone = await backend.classify(HASHEE, *pad_batch(tokenizer().encode([short])), policy)
+    padded = await backend.classify(HASHEE, *pad_batch(tokenizer().encode([short, *others])), policy)
+    await backend.close()
+    np.testing.assert_allclose(alone.logits[0], padded.logits[0], atol=1e-5)

@@ -1,0 +1,105 @@
+"""Trained multi-label models on disk: ``<models_dir>/multilabel/<name>/<version>/``.
+
+Each version holds ``manifest.json`` (labels, the three policies with their thresholds, loss
+weights and test metrics) and ``classifiers.npz`` (the unweighted and the meta-weighted
+classifier). Versions sort by name, so the latest is the greatest.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from services.multilabel.core.scoring import MlpClassifier
+
+MANIFEST = "manifest.json"
+ARRAYS = "classifiers.npz"
+
+
+class Policy(StrEnum):
+    FIXED = "fixed"  # unweighted classifier, 0.5 everywhere
+    TUNED = "tuned"  # unweighted classifier, thresholds tuned on dev
+    META = "meta"  # meta-weighted classifier, meta-learned thresholds
+
+
+#: Which stored classifier each policy predicts with.
+CLASSIFIER_OF = {Policy.FIXED: "unweighted", Policy.TUNED: "unweighted", Policy.META: "meta"}
+
+
+class PolicyMetrics(BaseModel):
+    micro_f1: float
+    macro_f1: float
+    micro_precision: float
+    micro_recall: float
+    example_count: int
+
+
+class PolicyRecord(BaseModel):
+    thresholds: list[float]
+    loss_weights: list[float]
+    test_metrics: PolicyMetrics
+
+
+class MultiLabelManifest(BaseModel):
+    name: str
+    version: str
+    dataset: str
+    encoder: str
+    labels: list[str]
+    default_policy: Policy = Policy.META
+    policies: dict[Policy, PolicyRecord]
+    training: dict[str, object] = {}
+
+
+class StoredMultiLabelModel:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.manifest = MultiLabelManifest.model_validate_json((directory / MANIFEST).read_text())
+        with np.load(directory / ARRAYS) as arrays:
+            self.classifiers = {
+                kind: MlpClassifier(
+                    **{name: arrays[f"{kind}.{name}"] for name in MlpClassifier.__dataclass_fields__}
+                )
+                for kind in ("unweighted", "meta")
+            }
+
+    def classifier(self, policy: Policy) -> MlpClassifier:
+        return self.classifiers[CLASSIFIER_OF[policy]]
+
+    def thresholds(self, policy: Policy) -> np.ndarray:
+        return np.asarray(self.manifest.policies[policy].thresholds)
+
+
+def save_model(
+    models_dir: Path, manifest: MultiLabelManifest, classifiers: dict[str, MlpClassifier]
+) -> StoredMultiLabelModel:
+    directory = models_dir / "multilabel" / manifest.name / manifest.version
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        f"{kind}.{name}": array for kind, c in classifiers.items() for name, array in c.arrays().items()
+    }
+    np.savez(directory / ARRAYS, **arrays)
+    # The manifest last, and atomically: a version without one is not listed.
+    temporary = directory / f".{MANIFEST}.tmp"
+    temporary.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
+    temporary.replace(directory / MANIFEST)
+    return StoredMultiLabelModel(directory)
+
+
+def list_models(models_dir: Path) -> dict[str, dict[str, StoredMultiLabelModel]]:
+    """name → version → model, for every complete version on disk."""
+    root = models_dir / "multilabel"
+    found: dict[str, dict[str, StoredMultiLabelModel]] = {}
+    if not root.is_dir():
+        return found
+    for name_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        versions = {
+            v.name: StoredMultiLabelModel(v) for v in sorted(name_dir.iterdir()) if (v / MANIFEST).is_file()
+        }
+        if versions:
+            found[name_dir.name] = versions
+    return found
