@@ -62,8 +62,8 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class MetaConfig:
-    updates: int = 30
-    episodes_per_update: int = 8
+    updates: int = 150
+    episodes_per_update: int = 12
     hidden: int = 32
     lr: float = 0.05
     entropy_bonus: float = 0.01
@@ -100,6 +100,17 @@ def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, label_weights: tor
     return (per_entry * label_weights[None, :]).sum(dim=1).mean()
 
 
+@dataclass(frozen=True)
+class Episode:
+    """One walk over the labels: the action indices and their per-label log-probabilities."""
+
+    weight_actions: torch.Tensor  # (labels,)
+    threshold_actions: torch.Tensor  # (labels,)
+    weight_log_probs: torch.Tensor  # (labels,)
+    threshold_log_probs: torch.Tensor  # (labels,)
+    entropy: torch.Tensor  # scalar, summed over every decision
+
+
 class MetaLearner(nn.Module):
     """A GRU over the labels. At label ``j`` its input is the label's embedding and the actions
     taken for label ``j-1``; it outputs a categorical over loss weights and one over thresholds."""
@@ -121,14 +132,13 @@ class MetaLearner(nn.Module):
             for head in (self.weight_head, self.threshold_head):
                 head.weight.zero_()
             self.weight_head.bias.copy_(-2 * self.weights.log() ** 2)
-            self.threshold_head.bias.copy_(-40 * (self.thresholds - 0.5) ** 2)
+            self.threshold_head.bias.copy_(-10 * (self.thresholds - 0.5) ** 2)
 
-    def forward(self, greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(weight indices, threshold indices, summed log-probability, summed entropy)."""
+    def forward(self, greedy: bool = False) -> Episode:
         hidden = torch.zeros(1, self.cell.hidden_size)
         previous_weight = torch.tensor([len(self.weights)])
         previous_threshold = torch.tensor([len(self.thresholds)])
-        weight_actions, threshold_actions, log_prob, entropy = [], [], torch.zeros(()), torch.zeros(())
+        steps: dict[str, list[torch.Tensor]] = {key: [] for key in ("w", "t", "w_lp", "t_lp", "h")}
         for label in range(self.num_labels):
             step = torch.cat(
                 [
@@ -139,17 +149,17 @@ class MetaLearner(nn.Module):
                 dim=1,
             )
             hidden = self.cell(step, hidden)
-            for head, actions in (
-                (self.weight_head, weight_actions),
-                (self.threshold_head, threshold_actions),
-            ):
+            for head, name in ((self.weight_head, "w"), (self.threshold_head, "t")):
                 distribution = torch.distributions.Categorical(logits=head(hidden))
                 action = distribution.probs.argmax(dim=1) if greedy else distribution.sample()
-                log_prob = log_prob + distribution.log_prob(action).sum()
-                entropy = entropy + distribution.entropy().sum()
-                actions.append(action)
-            previous_weight, previous_threshold = weight_actions[-1], threshold_actions[-1]
-        return torch.cat(weight_actions), torch.cat(threshold_actions), log_prob, entropy
+                steps[name].append(action)
+                steps[f"{name}_lp"].append(distribution.log_prob(action))
+                steps["h"].append(distribution.entropy())
+            previous_weight, previous_threshold = steps["w"][-1], steps["t"][-1]
+        return Episode(
+            torch.cat(steps["w"]), torch.cat(steps["t"]), torch.cat(steps["w_lp"]), torch.cat(steps["t_lp"]),
+            torch.cat(steps["h"]).sum(),
+        )  # fmt: skip
 
     def decode(
         self, weight_actions: torch.Tensor, threshold_actions: torch.Tensor
@@ -157,12 +167,6 @@ class MetaLearner(nn.Module):
         return self.weights[weight_actions].numpy().astype(np.float64), self.thresholds[
             threshold_actions
         ].numpy().astype(np.float64)
-
-
-def reward(truth: np.ndarray, predicted: np.ndarray) -> float:
-    """The mean of micro and macro F1: the policy must serve rare labels without losing the rest."""
-    scores = f1_scores(truth, predicted)
-    return 0.5 * (scores.micro_f1 + scores.macro_f1)
 
 
 @dataclass
@@ -195,28 +199,36 @@ def meta_learn(
     curve: list[float] = []
     task = progress.add_task("meta-learner (REINFORCE)", total=config.updates) if progress else None
     for _ in range(config.updates):
-        episodes = []
+        episodes, rewards, label_f1 = [], [], []
         for _ in range(config.episodes_per_update):
-            weight_actions, threshold_actions, log_prob, entropy = learner()
-            weights, thresholds = learner.decode(weight_actions, threshold_actions)
-            value = reward(dev[1], apply_thresholds(dev_probabilities(weights), thresholds))
-            episodes.append((value, log_prob, entropy))
-        rewards = torch.tensor([value for value, _, _ in episodes])
-        advantages = rewards - rewards.mean()  # the batch mean is the baseline
-        loss = -sum(
-            a * lp + config.entropy_bonus * h for a, (_, lp, h) in zip(advantages, episodes, strict=True)
-        )
+            episode = learner()
+            weights, thresholds = learner.decode(episode.weight_actions, episode.threshold_actions)
+            scores = f1_scores(dev[1], apply_thresholds(dev_probabilities(weights), thresholds))
+            episodes.append(episode)
+            rewards.append(0.5 * (scores.micro_f1 + scores.macro_f1))
+            label_f1.append(scores.per_label_f1)
+        # Baselines are the batch means. A label's threshold changes only that label's
+        # predictions, so its credit is its own F1 advantage plus the micro part of the reward;
+        # loss weights act through the shared layer, so they get the whole reward's advantage.
+        advantage = torch.tensor(rewards) - float(np.mean(rewards))
+        label_advantage = torch.from_numpy(np.asarray(label_f1) - np.mean(label_f1, axis=0)).float()
+        loss = torch.zeros(())
+        for index, episode in enumerate(episodes):
+            threshold_credit = 0.5 * label_advantage[index] + 0.5 * advantage[index]
+            loss = loss - advantage[index] * episode.weight_log_probs.sum()
+            loss = loss - (threshold_credit * episode.threshold_log_probs).sum()
+            loss = loss - config.entropy_bonus * episode.entropy
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        curve.append(float(rewards.mean()))
+        curve.append(float(np.mean(rewards)))
         if progress is not None and task is not None:
             progress.update(
                 task, advance=1, description=f"meta-learner (REINFORCE) dev reward {curve[-1]:.3f}"
             )
     with torch.no_grad():
-        weight_actions, threshold_actions, _, _ = learner(greedy=True)
-    weights, thresholds = learner.decode(weight_actions, threshold_actions)
+        final = learner(greedy=True)
+    weights, thresholds = learner.decode(final.weight_actions, final.threshold_actions)
     return MetaResult(weights, thresholds, train_classifier(*train, weights, classifier_config), curve)
 
 

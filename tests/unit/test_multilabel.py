@@ -71,14 +71,14 @@ def test_weighted_loss_scales_each_label() -> None:
 def test_meta_learner_emits_one_weight_and_threshold_per_label() -> None:
     torch.manual_seed(0)
     learner = MetaLearner(num_labels=5, hidden=8)
-    weights, thresholds, log_prob, entropy = learner()
-    assert weights.shape == thresholds.shape == (5,)
-    assert log_prob.shape == entropy.shape == ()
-    assert log_prob.item() < 0 and entropy.item() > 0
-    decoded_weights, decoded_thresholds = learner.decode(weights, thresholds)
+    episode = learner()
+    assert episode.weight_actions.shape == episode.threshold_actions.shape == (5,)
+    assert episode.weight_log_probs.shape == episode.threshold_log_probs.shape == (5,)
+    assert (episode.threshold_log_probs < 0).all() and episode.entropy.item() > 0
+    decoded_weights, decoded_thresholds = learner.decode(episode.weight_actions, episode.threshold_actions)
     assert set(decoded_weights) <= set(WEIGHT_CHOICES)
     assert all(any(abs(t - g) < 1e-6 for g in THRESHOLD_GRID) for t in decoded_thresholds)
-    log_prob.backward()
+    episode.threshold_log_probs.sum().backward()
     assert learner.cell.weight_ih.grad is not None  # the policy is differentiable end to end
 
 
@@ -86,10 +86,11 @@ def test_meta_learner_starts_near_the_plain_policy_and_samples_around_it() -> No
     torch.manual_seed(0)
     learner = MetaLearner(num_labels=4, hidden=8)
     with torch.no_grad():
-        greedy = learner.decode(*learner(greedy=True)[:2])
-        samples = [learner.decode(*learner()[:2]) for _ in range(50)]
+        episode = learner(greedy=True)
+        greedy = learner.decode(episode.weight_actions, episode.threshold_actions)
+        samples = [tuple(learner().threshold_actions.tolist()) for _ in range(50)]
     assert np.all(greedy[0] == 1.0) and np.allclose(greedy[1], 0.5)
-    assert len({tuple(s[1]) for s in samples}) > 1  # sampling explores
+    assert len(set(samples)) > 1  # sampling explores
 
 
 def test_reinforce_moves_the_policy_towards_rewarded_actions() -> None:
@@ -99,11 +100,13 @@ def test_reinforce_moves_the_policy_towards_rewarded_actions() -> None:
     target = int(np.argmin(np.abs(THRESHOLD_GRID - 0.8)))
     for _ in range(60):
         episodes = [learner() for _ in range(8)]
-        rewards = torch.tensor([float((t == target).float().mean()) for _, t, _, _ in episodes])
-        loss = -sum((r - rewards.mean()) * lp for r, (_, _, lp, _) in zip(rewards, episodes, strict=True))
+        rewards = torch.tensor([float((e.threshold_actions == target).float().mean()) for e in episodes])
+        loss = -sum(
+            (r - rewards.mean()) * e.threshold_log_probs.sum() for r, e in zip(rewards, episodes, strict=True)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        _, thresholds, _, _ = learner(greedy=True)
-    assert thresholds.tolist() == [target, target]
+        final = learner(greedy=True)
+    assert final.threshold_actions.tolist() == [target, target]
