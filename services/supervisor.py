@@ -93,20 +93,27 @@ def stop_all(running: list[RunningService], console: Console | None = None) -> N
             console.print(f"stopped {service.name} (exit {code})")
 
 
+class StopRequested(Exception):
+    """SIGTERM or Ctrl-C arrived while the mesh was still starting (e.g. training a model)."""
+
+
 def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
     console = Console(stderr=True)
     running: list[RunningService] = []
-    stopping = False
+    starting, stopping = True, False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
+        if starting:  # interrupt the start wherever it is; once up, the watch loop sees the flag
+            raise StopRequested
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
         for name in names or list(SERVICES):
             running.append(spawn_service(name, startup_timeout_s=startup_timeout_s))
+        starting = False
         table = Table(title="rosemesh is up (Ctrl-C stops it)")
         for column in ("service", "gRPC", "metrics", "pid"):
             table.add_column(column)
@@ -123,6 +130,10 @@ def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
             time.sleep(0.2)
     except (RuntimeError, TimeoutError) as exc:
         console.print(f"[red]{exc}")
+        stop_all(running, console)
+        return 1
+    except StopRequested:
+        console.print("[yellow]stop requested while starting; stopping what has started")
         stop_all(running, console)
         return 1
     stop_all(running, console)

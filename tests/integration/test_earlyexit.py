@@ -23,35 +23,24 @@ from services.earlyexit.modeling import Encoder, HashEEClassifier, MultiExitClas
 from services.earlyexit.train import (
     MAX_TOKENS,
     PARITY_TOLERANCE,
-    TrainConfig,
     _tensors,
     export_hashee,
     export_multi_exit,
-    train_dataset,
 )
 from services.embedding.export import source_model_dir
 from services.runtime.tokens import TextEncoder, pad_batch
 from services.runtime.triton import TritonServer, triton_unavailable_reason
 from services.supervisor import RunningService, service_process
+from tests.integration.conftest import EARLYEXIT_MODEL as MODEL
 
-MODEL = "rotten_tomatoes"
 HASHEE = "rotten_tomatoes-hashee-frequency"
-TINY = TrainConfig(epochs=1, train_limit=192, eval_limit=64)
 
 
 @pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A multi-exit and a HashEE model, briefly fine-tuned, exported and measured."""
-    directory = tmp_path_factory.mktemp("models")
-    train_dataset(MODEL, directory, ["multiexit", "hashee-frequency"], TINY)
-    return directory
-
-
-@pytest.fixture(scope="session")
-def stored(models_dir: Path) -> dict[str, StoredModel]:
+def stored(earlyexit_models_dir: Path) -> dict[str, StoredModel]:
     from services.earlyexit.core.registry import list_models
 
-    return {model.name: model for model in list_models(models_dir)}
+    return {model.name: model for model in list_models(earlyexit_models_dir)}
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +93,8 @@ def test_training_registers_measured_models(stored: dict[str, StoredModel]) -> N
 
 
 @pytest.fixture(scope="module")
-def earlyexit_service(models_dir: Path) -> Iterator[RunningService]:
-    flags = ["--models-dir", str(models_dir), "--no-train-default", "--max-texts", "40"]
+def earlyexit_service(earlyexit_models_dir: Path) -> Iterator[RunningService]:
+    flags = ["--models-dir", str(earlyexit_models_dir), "--no-train-default", "--max-texts", "40"]
     with service_process("earlyexit", flags) as service:
         yield service
 
@@ -267,10 +256,10 @@ async def test_the_batch_shrinking_bls_decides_like_batch_size_one(
         assert len(layers) > 1, f"rows should leave at different layers, all left at {layers}"
 
 
-async def test_the_service_answers_through_triton(models_dir: Path, triton_url: str) -> None:
+async def test_the_service_answers_through_triton(earlyexit_models_dir: Path, triton_url: str) -> None:
     flags = [
         "--models-dir",
-        str(models_dir),
+        str(earlyexit_models_dir),
         "--no-train-default",
         "--backend",
         "triton",

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from services.embedding.client import EmbeddingClient
+from services.registry import SERVICES, service_class
 from services.runtime.net import free_port
 from services.supervisor import service_process, wait_until_serving
 
@@ -59,28 +60,62 @@ def test_unknown_service_is_refused() -> None:
     assert done.returncode == 2 and "unknown service 'nonsense'" in done.stderr
 
 
-def test_up_starts_the_mesh_prints_addresses_and_stops_cleanly(embedding_model: object, tmp_path: Path) -> None:
-    port, experience_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "ROSEMESH_EMBEDDING_PORT": str(port),
-        "ROSEMESH_EMBEDDING_METRICS_PORT": str(free_port()),
-        "ROSEMESH_EXPERIENCE_PORT": str(experience_port),
-        "ROSEMESH_EXPERIENCE_METRICS_PORT": str(free_port()),
-        "ROSEMESH_EXPERIENCE_EMBEDDING_TARGET": f"127.0.0.1:{port}",
-        "ROSEMESH_EXPERIENCE_DATA_DIR": str(tmp_path),
-    }
+def test_up_starts_the_whole_mesh_prints_addresses_and_stops_cleanly(
+    embedding_model: object,
+    earlyexit_models_dir: Path,
+    multilabel_trained: tuple[Path, object],
+    tmp_path: Path,
+) -> None:
+    ports = {name: free_port() for name in SERVICES}
+    env = {**os.environ}
+    for name in SERVICES:
+        prefix = f"ROSEMESH_{name.upper()}_"
+        env[prefix + "PORT"] = str(ports[name])
+        env[prefix + "METRICS_PORT"] = str(free_port())
+        if "embedding_target" in service_class(name).settings_class.model_fields:
+            env[prefix + "EMBEDDING_TARGET"] = f"127.0.0.1:{ports['embedding']}"
+    env["ROSEMESH_EXPERIENCE_DATA_DIR"] = str(tmp_path)
+    env["ROSEMESH_EARLYEXIT_MODELS_DIR"] = str(earlyexit_models_dir)
+    env["ROSEMESH_MULTILABEL_MODELS_DIR"] = str(multilabel_trained[0])
     mesh = subprocess.Popen([*ROSEMESH, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until_serving(f"127.0.0.1:{experience_port}", mesh, timeout_s=180)
+        for name in SERVICES:
+            wait_until_serving(f"127.0.0.1:{ports[name]}", mesh, timeout_s=180)
         embed = subprocess.run(
-            [*ROSEMESH, "embed", "hello", "--target", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60
+            [*ROSEMESH, "embed", "hello", "--target", f"127.0.0.1:{ports['embedding']}"],
+            capture_output=True, text=True, timeout=60,
         )
         assert embed.returncode == 0, embed.stderr
         assert '"dimension": 384' in embed.stdout and '"norm": 1.0' in embed.stdout
+        classify = subprocess.run(
+            [*ROSEMESH, "classify", "what a wonderful film", "--target", f"127.0.0.1:{ports['earlyexit']}"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert classify.returncode == 0, classify.stderr
+        assert '"exit_layer"' in classify.stdout and '"label"' in classify.stdout
     finally:
         mesh.send_signal(signal.SIGTERM)
         stdout, stderr = mesh.communicate(timeout=60)
     assert mesh.returncode == 0, stderr
-    assert f"127.0.0.1:{port}" in stdout and f"127.0.0.1:{experience_port}" in stdout
-    assert "stopped embedding (exit 0)" in stderr and "stopped experience (exit 0)" in stderr
+    for name in SERVICES:
+        assert f"127.0.0.1:{ports[name]}" in stdout
+        assert f"stopped {name} (exit 0)" in stderr
+
+
+def test_sigterm_while_the_mesh_starts_stops_it_promptly(tmp_path: Path) -> None:
+    """A stop asked for during a long start (here: training a missing default model) is obeyed."""
+    env = {
+        **os.environ,
+        "ROSEMESH_EARLYEXIT_MODELS_DIR": str(tmp_path),
+        "ROSEMESH_EARLYEXIT_PORT": str(free_port()),
+        "ROSEMESH_EARLYEXIT_METRICS_PORT": str(free_port()),
+    }
+    mesh = subprocess.Popen(
+        [*ROSEMESH, "up", "earlyexit"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(8)  # importing torch and starting to train
+    assert mesh.poll() is None
+    mesh.send_signal(signal.SIGTERM)
+    _, stderr = mesh.communicate(timeout=30)
+    assert mesh.returncode == 1, stderr
+    assert "stop requested while starting" in stderr

@@ -12,28 +12,15 @@ import pytest
 from services.datasets import toxicity_multilabel
 from services.multilabel.client import MultiLabelClient
 from services.multilabel.core.registry import Policy, StoredMultiLabelModel
-from services.multilabel.train import ClassifierConfig, MetaConfig, train_multilabel
 from services.supervisor import RunningService, service_process
 from tests.integration.helpers import scrape
-
-QUICK = dict(
-    classifier_config=ClassifierConfig(epochs=20), meta_config=MetaConfig(updates=2, episodes_per_update=2)
-)
-
-
-@pytest.fixture(scope="module")
-def trained(
-    embedding_service: RunningService, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, StoredMultiLabelModel]:
-    models_dir = tmp_path_factory.mktemp("models")
-    return models_dir, train_multilabel("toxicity", models_dir, embedding_service.address, **QUICK)
 
 
 @pytest.fixture(scope="module")
 def multilabel_service(
-    trained: tuple[Path, StoredMultiLabelModel], embedding_service: RunningService
+    multilabel_trained: tuple[Path, StoredMultiLabelModel], embedding_service: RunningService
 ) -> Iterator[RunningService]:
-    models_dir, _ = trained
+    models_dir, _ = multilabel_trained
     flags = [
         "--models-dir",
         str(models_dir),
@@ -53,9 +40,9 @@ async def client(multilabel_service: RunningService) -> AsyncIterator[MultiLabel
 
 
 def test_training_records_three_policies_with_test_metrics(
-    trained: tuple[Path, StoredMultiLabelModel],
+    multilabel_trained: tuple[Path, StoredMultiLabelModel],
 ) -> None:
-    manifest = trained[1].manifest
+    manifest = multilabel_trained[1].manifest
     assert manifest.labels == list(toxicity_multilabel().labels)
     assert set(manifest.policies) == set(Policy)
     assert manifest.policies[Policy.FIXED].thresholds == [0.5] * len(manifest.labels)
@@ -64,10 +51,10 @@ def test_training_records_three_policies_with_test_metrics(
 
 
 async def test_predict_applies_each_policy_thresholds(
-    client: MultiLabelClient, trained: tuple[Path, StoredMultiLabelModel]
+    client: MultiLabelClient, multilabel_trained: tuple[Path, StoredMultiLabelModel]
 ) -> None:
     texts = [row.text for row in toxicity_multilabel().test[:8]]
-    manifest = trained[1].manifest
+    manifest = multilabel_trained[1].manifest
     for policy in Policy:
         response = await client.predict(texts, policy=policy)
         assert response.model == "toxicity" and response.version == manifest.version
