@@ -21,6 +21,24 @@ from services.supervisor import service_process, wait_until_serving
 ROSEMESH = [sys.executable, "-m", "services.cli"]
 
 
+def start_mesh(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """`rosemesh ARGS` in a process group of its own, so that a failed test leaves no service behind."""
+    return subprocess.Popen(
+        [*ROSEMESH, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def stop_mesh(mesh: subprocess.Popen[str], timeout_s: float) -> tuple[str, str]:
+    """SIGTERM, and the output; past the timeout the whole group is killed and the test fails."""
+    mesh.send_signal(signal.SIGTERM)
+    try:
+        return mesh.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(mesh.pid, signal.SIGKILL)
+        mesh.communicate()
+        pytest.fail(f"rosemesh did not stop within {timeout_s:.0f} s of SIGTERM")
+
+
 async def test_sigterm_under_load_drains_in_flight_calls_and_exits_0(embedding_model: object) -> None:
     grace_s = 20.0
     with service_process("embedding", ["--grace-period-s", str(grace_s), "--no-int8"]) as service:
@@ -77,7 +95,7 @@ def test_up_starts_the_whole_mesh_prints_addresses_and_stops_cleanly(
     env["ROSEMESH_EXPERIENCE_DATA_DIR"] = str(tmp_path)
     env["ROSEMESH_EARLYEXIT_MODELS_DIR"] = str(earlyexit_models_dir)
     env["ROSEMESH_MULTILABEL_MODELS_DIR"] = str(multilabel_trained[0])
-    mesh = subprocess.Popen([*ROSEMESH, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mesh = start_mesh(["up"], env)
     try:
         for name in SERVICES:
             wait_until_serving(f"127.0.0.1:{ports[name]}", mesh, timeout_s=180)
@@ -94,8 +112,7 @@ def test_up_starts_the_whole_mesh_prints_addresses_and_stops_cleanly(
         assert classify.returncode == 0, classify.stderr
         assert '"exit_layer"' in classify.stdout and '"label"' in classify.stdout
     finally:
-        mesh.send_signal(signal.SIGTERM)
-        stdout, stderr = mesh.communicate(timeout=60)
+        stdout, stderr = stop_mesh(mesh, timeout_s=60)
     assert mesh.returncode == 0, stderr
     for name in SERVICES:
         assert f"127.0.0.1:{ports[name]}" in stdout
@@ -110,12 +127,9 @@ def test_sigterm_while_the_mesh_starts_stops_it_promptly(tmp_path: Path) -> None
         "ROSEMESH_EARLYEXIT_PORT": str(free_port()),
         "ROSEMESH_EARLYEXIT_METRICS_PORT": str(free_port()),
     }
-    mesh = subprocess.Popen(
-        [*ROSEMESH, "up", "earlyexit"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    mesh = start_mesh(["up", "earlyexit"], env)
     time.sleep(8)  # importing torch and starting to train
     assert mesh.poll() is None
-    mesh.send_signal(signal.SIGTERM)
-    _, stderr = mesh.communicate(timeout=30)
+    _, stderr = stop_mesh(mesh, timeout_s=30)
     assert mesh.returncode == 1, stderr
     assert "stop requested while starting" in stderr
