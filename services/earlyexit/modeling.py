@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels import dispatch as kernels
+
 # Added to attention scores at padded keys: exp() underflows to exactly 0 in float32.
 _MASKED = -1e9
 
@@ -57,6 +59,9 @@ class EncoderLayer(nn.Module):
     def forward(
         self, hidden: torch.Tensor, key_bias: torch.Tensor, active: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if active is not None and not torch.is_grad_enabled() and not torch.jit.is_tracing():
+            return kernels.active_layer(self, hidden, key_bias, active)  # inference: the fused kernel
+        # Training and ONNX export: differentiable, and traceable with a dynamic active set.
         batch, length, width = hidden.shape
         keys = self._split_heads(self.key(hidden))
         values = self._split_heads(self.value(hidden))

@@ -1,4 +1,5 @@
-"""Exit policies and the batch-shrinking cascade that applies them, free of gRPC and torch.
+"""Exit policies and the batch-shrinking cascade that applies them, free of gRPC; the per-layer
+exit test itself is a kernel (kernels/exit_test.py).
 
 The same cascade runs in process over ONNX Runtime segments and inside Triton's BLS
 orchestrator, so both backends make identical decisions.
@@ -13,6 +14,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from kernels import dispatch as kernels
 from services.runtime.errors import Validator
 
 
@@ -174,13 +176,16 @@ class ExitRule:
             case ExitMode.STATIC:
                 return np.full(len(rows), layer >= self.policy.static_layer, dtype=bool)
             case ExitMode.DYNAMIC:
-                return entropy(softmax(logits)) < self.policy.entropy_threshold
+                return kernels.decide_exits(
+                    logits, self._last_prediction[rows], self._unchanged[rows], entropy_threshold=self.policy.entropy_threshold
+                ).exits
             case ExitMode.PATIENCE:
-                prediction = logits.argmax(axis=-1)
-                same = prediction == self._last_prediction[rows]
-                self._unchanged[rows] = np.where(same, self._unchanged[rows] + 1, 0)
-                self._last_prediction[rows] = prediction
-                return self._unchanged[rows] >= self.policy.patience
+                decision = kernels.decide_exits(
+                    logits, self._last_prediction[rows], self._unchanged[rows], patience=self.policy.patience
+                )
+                self._unchanged[rows] = decision.unchanged
+                self._last_prediction[rows] = decision.prediction
+                return decision.exits
         raise ValueError(f"{self.policy.mode} is not a layer-wise exit mode")
 
 

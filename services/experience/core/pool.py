@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import Gauge
 
+from kernels import dispatch as kernels
 from services.experience.backends.base import ExperienceStore, StoredPoint
 from services.experience.core import orchestrate as algo
 from services.experience.core.mirror import PoolView, TenantMirror
@@ -197,24 +198,28 @@ class ExperiencePool:
             return await self._demonstrations(query.tenant, chosen, pool_size, mode)
         # From here to the picks' ids, nothing awaits: the view cannot change underneath.
         pool = mirror.view()
-        similarity = pool.similarity(vector)
         if query.strategy == Strategy.ROSE:
-            picks = algo.rose(
-                similarity,
+            selection = kernels.select_buckets(
+                pool.vectors,
+                vector,
                 pool.uncertainty,
                 pool.complexity,
                 pool.keys,
                 query.k,
                 query.uncertainty_ratio,
-                query.bucketing,
+                equal_count=query.bucketing is algo.Bucketing.EQUAL_COUNT,
             )
-        elif query.strategy == Strategy.SIMILARITY_TOPK:
-            picks = algo.similarity_top_k(similarity, pool.keys, query.k)
-        elif query.strategy == Strategy.MMR:
-            picks = algo.mmr(similarity, pool.vectors, pool.keys, query.k, query.mmr_lambda)
+            similarity = selection.similarity
+            picks = [algo.Pick(int(row), bucket) for bucket, row in enumerate(selection.picks)]
         else:
-            seed = query.seed if query.seed is not None else int(np.random.default_rng().integers(2**63))
-            picks = algo.random_k(similarity, pool.keys, query.k, seed)
+            similarity = pool.similarity(vector)
+            if query.strategy == Strategy.SIMILARITY_TOPK:
+                picks = algo.similarity_top_k(similarity, pool.keys, query.k)
+            elif query.strategy == Strategy.MMR:
+                picks = algo.mmr(similarity, pool.vectors, pool.keys, query.k, query.mmr_lambda)
+            else:
+                seed = query.seed if query.seed is not None else int(np.random.default_rng().integers(2**63))
+                picks = algo.random_k(similarity, pool.keys, query.k, seed)
         chosen = [(pool.ids[p.index], float(similarity[p.index]), p.bucket) for p in picks]
         return await self._demonstrations(query.tenant, chosen, len(pool), mode)
 

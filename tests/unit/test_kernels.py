@@ -1,0 +1,143 @@
+"""Every kernel's fast CPU path and Triton version (interpreted on the CPU) against its reference."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # read when a kernel is first compiled
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels import active_attention, bucketed_selection, exit_test
+from services.earlyexit.modeling import EncoderLayer, key_bias_from_mask
+from services.experience.core.orchestrate import Bucketing, rose
+
+pytestmark = pytest.mark.skipif(
+    os.environ["TRITON_INTERPRET"] != "1", reason="Triton kernels run on this CPU only when interpreted"
+)
+
+
+@st.composite
+def pools(draw):
+    """Small pools on coarse grids, so that exact similarity ties and empty buckets are common."""
+    n = draw(st.integers(1, 40))
+    dimension = draw(st.integers(1, 5))
+    grid = st.integers(-2, 2)
+    vectors = np.array(draw(st.lists(st.lists(grid, min_size=dimension, max_size=dimension), min_size=n, max_size=n)))
+    query = np.array(draw(st.lists(grid, min_size=dimension, max_size=dimension)))
+    uncertainty = np.array(draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))) / 4
+    complexity = np.array(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), dtype=np.float64)
+    keys = np.array(draw(st.lists(st.integers(0, 2**62), min_size=n, max_size=n, unique=True)), dtype=np.int64)
+    k = draw(st.integers(1, 9))
+    ratio = draw(st.sampled_from([1.0, 1.2, 3.0]))
+    equal_count = draw(st.booleans())
+    return vectors.astype(np.float32), query.astype(np.float32), uncertainty, complexity, keys, k, ratio, equal_count
+
+
+@settings(max_examples=150, deadline=None)
+@given(pools())
+def test_selection_reference_and_fast_path_equal_the_services_exact_rose(pool) -> None:
+    vectors, query, uncertainty, complexity, keys, k, ratio, equal_count = pool
+    bucketing = Bucketing.EQUAL_COUNT if equal_count else Bucketing.EQUAL_WIDTH
+    reference = bucketed_selection.reference(*pool)
+    exact = [p.index for p in rose(reference.similarity, uncertainty, complexity, keys, k, ratio, bucketing)]
+    assert reference.picks.tolist() == exact
+    fast = bucketed_selection.fast_cpu(*pool)
+    np.testing.assert_allclose(fast.similarity, reference.similarity, atol=1e-5)
+    # Exact against the reference given the same similarity the fast path built its buckets from.
+    expected = bucketed_selection.select_reference(fast.similarity, uncertainty, complexity, keys, k, ratio, equal_count)
+    assert fast.picks.tolist() == expected.tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(pools())
+def test_selection_triton_equals_the_reference(pool) -> None:
+    vectors, query, uncertainty, complexity, keys, k, ratio, equal_count = pool
+    result = bucketed_selection.triton_gpu(*pool, device="cpu")
+    np.testing.assert_allclose(result.similarity, vectors @ query, atol=1e-5)
+    expected = bucketed_selection.select_reference(result.similarity, uncertainty, complexity, keys, k, ratio, equal_count)
+    assert result.picks.tolist() == expected.tolist()
+
+
+def test_selection_splits_a_crowded_interval_over_several_triton_blocks() -> None:
+    rng = np.random.default_rng(3)
+    n = 3000  # three blocks of 1024; one outlier leaves the middle intervals empty
+    similarity = np.concatenate([rng.integers(0, 50, n - 1) / 1000, [1.0]]).astype(np.float32)
+    uncertainty, complexity = rng.integers(0, 5, n) / 4, rng.integers(0, 3, n).astype(np.float64)
+    keys = rng.permutation(n).astype(np.int64)
+    expected = [p.index for p in rose(similarity, uncertainty, complexity, keys, 6, 1.2)]
+    fast = bucketed_selection.select_fast(similarity, uncertainty, complexity, keys, 6, 1.2)
+    tensors = [torch.from_numpy(a) for a in (similarity, uncertainty, complexity, keys)]
+    on_triton = bucketed_selection.select_triton(*tensors, 6, 1.2)
+    assert len(expected) == 6
+    assert fast.tolist() == expected
+    assert on_triton.tolist() == expected
+
+
+def test_selection_rejects_a_ratio_below_one() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        bucketed_selection.select_fast(np.zeros(2, np.float32), np.zeros(2), np.zeros(2), np.arange(2), 2, 0.5)
+
+
+@st.composite
+def logits_batches(draw):
+    rows = draw(st.integers(1, 20))
+    labels = draw(st.integers(2, 40))
+    values = draw(st.lists(st.integers(-8, 8), min_size=rows * labels, max_size=rows * labels))
+    logits = (np.array(values, dtype=np.float32) / draw(st.sampled_from([1.0, 4.0]))).reshape(rows, labels)
+    previous = np.array(draw(st.lists(st.integers(-1, labels - 1), min_size=rows, max_size=rows)))
+    unchanged = np.array(draw(st.lists(st.integers(0, 4), min_size=rows, max_size=rows)))
+    return logits, previous, unchanged, draw(st.floats(0.05, 2.0)), draw(st.integers(1, 4))
+
+
+@settings(max_examples=60, deadline=None)
+@given(logits_batches())
+def test_exit_test_fast_path_and_triton_equal_the_reference(batch) -> None:
+    logits, previous, unchanged, threshold, patience = batch
+    reference = exit_test.reference(logits, previous, unchanged, threshold, patience)
+    for decision in (
+        exit_test.fast_cpu(logits, previous, unchanged, threshold, patience),
+        exit_test.triton_gpu(logits, previous, unchanged, threshold, patience, device="cpu"),
+    ):
+        np.testing.assert_allclose(decision.entropy, reference.entropy, atol=1e-5)
+        assert decision.prediction.tolist() == reference.prediction.tolist()
+        assert decision.unchanged.tolist() == reference.unchanged.tolist()
+        # A row whose entropy sits within float noise of the threshold may fall either side.
+        clear = np.abs(reference.entropy - threshold) > 1e-5
+        assert decision.exits[clear].tolist() == reference.exits[clear].tolist()
+
+
+@st.composite
+def layer_inputs(draw):
+    batch, length = draw(st.integers(1, 3)), draw(st.integers(1, 9))
+    lengths = draw(st.lists(st.integers(1, length), min_size=batch, max_size=batch))
+    mask = torch.tensor([[1] * n + [0] * (length - n) for n in lengths])
+    chosen = torch.tensor(draw(st.lists(st.booleans(), min_size=batch * length, max_size=batch * length)))
+    active = (chosen & (mask.reshape(-1) > 0)).nonzero().squeeze(1)
+    return draw(st.integers(0, 2**16)), mask, active
+
+
+@settings(max_examples=30, deadline=None)
+@given(layer_inputs())
+def test_active_token_layer_fast_path_and_triton_equal_the_reference(inputs) -> None:
+    seed, mask, active = inputs
+    torch.manual_seed(seed)
+    layer = EncoderLayer(hidden=16, heads=4, ffn=32, eps=1e-12).eval()
+    hidden = torch.randn(*mask.shape, 16)
+    key_bias = key_bias_from_mask(mask)
+    with torch.no_grad():
+        reference = active_attention.reference(layer, hidden, key_bias, active)
+        for result in (
+            active_attention.fast_cpu(layer, hidden, key_bias, active),
+            active_attention.triton_gpu(layer, hidden, key_bias, active),
+        ):
+            torch.testing.assert_close(result, reference, atol=1e-5, rtol=0)
+    # With gradients on, the layer runs its own differentiable path; it must agree too.
+    torch.testing.assert_close(layer(hidden, key_bias, active).detach(), reference, atol=1e-5, rtol=0)
+    inactive = torch.ones(hidden.numel() // 16, dtype=torch.bool)
+    inactive[active] = False
+    assert torch.equal(reference.reshape(-1, 16)[inactive], hidden.reshape(-1, 16)[inactive])
