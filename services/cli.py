@@ -233,6 +233,23 @@ def bench_earlyexit(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench_app.command("kernels")
+def bench_kernels(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    sizes: Annotated[
+        list[int] | None, typer.Option("--size", help="pool sizes for bucketed selection (default 10k, 100k, 1M)")
+    ] = None,
+    dimension: Annotated[int, typer.Option(help="vector dimension")] = 384,
+    k: Annotated[int, typer.Option(help="buckets")] = 8,
+    rounds: Annotated[int, typer.Option(help="rounds per timing; the best is kept")] = 5,
+) -> None:
+    """Each kernel's fast path against its reference and a library alternative, in one run."""
+    from kernels.bench import run_benchmark
+
+    result = run_benchmark(sizes or [10_000, 100_000, 1_000_000], dimension, k, rounds)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 @train_app.command("multilabel")
 def train_multilabel_command(
     dataset: Annotated[str, typer.Argument(help="data set")] = "toxicity",
