@@ -12,6 +12,7 @@ SERVICES: dict[str, str] = {
     "experience": "services.experience.server:ExperienceService",
     "earlyexit": "services.earlyexit.server:EarlyExitService",
     "multilabel": "services.multilabel.server:MultiLabelService",
+    "critique": "services.critique.server:CritiqueService",
 }
 
 

@@ -1,0 +1,401 @@
+"""The critique service's face: validates requests, maps protobuf to the core's types and back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import grpc
+import numpy as np
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+from rosemesh.critique.v1 import critique_pb2 as pb
+from rosemesh.critique.v1 import critique_pb2_grpc
+
+from services.critique.backends.base import Judge, MissingJudge
+from services.critique.core.aggregate import aggregate
+from services.critique.core.creativity import CreativityConfig
+from services.critique.core.judging import Critic, ParseStatus
+from services.critique.core.preference import PairOutcome, Selection, jsonl_line, select_pair
+from services.critique.core.rubrics import DEFAULT_RUBRIC, RUBRICS_DIR, Rubric, Source, load_rubrics
+from services.critique.core.scoring import ScoreItem, ScoreOutcome, Scorer
+from services.embedding.client import EmbeddingClient
+from services.runtime.chat import SchemaMode
+from services.runtime.config import ServiceSettings
+from services.runtime.errors import BackendUnavailable, NotFound, Validator
+from services.runtime.server import Service
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CritiqueService"].full_name
+
+PARSE_STATUS = {
+    ParseStatus.OK: pb.PARSE_STATUS_OK,
+    ParseStatus.REPAIRED: pb.PARSE_STATUS_REPAIRED,
+    ParseStatus.FAILED: pb.PARSE_STATUS_FAILED,
+}
+SOURCES = {Source.JUDGE: pb.SCORE_SOURCE_JUDGE, Source.EMBEDDING: pb.SCORE_SOURCE_EMBEDDING}
+WINNERS = {"A": pb.WINNER_A, "B": pb.WINNER_B, "tie": pb.WINNER_TIE}
+OUTCOMES = {
+    PairOutcome.CONFIDENT: pb.PAIR_OUTCOME_CONFIDENT,
+    PairOutcome.MARGIN_TOO_SMALL: pb.PAIR_OUTCOME_MARGIN_TOO_SMALL,
+    PairOutcome.TOO_FEW_SCORED: pb.PAIR_OUTCOME_TOO_FEW_SCORED,
+}
+
+
+class CritiqueSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ROSEMESH_CRITIQUE_")
+
+    port: int = Field(50055, ge=0, le=65535)
+    metrics_port: int = Field(9468, ge=0, le=65535)
+    embedding_target: str = Field("127.0.0.1:50051", description="address of the embedding service")
+    embedding_timeout_s: float = Field(30.0, gt=0, description="deadline of each embedding call")
+    judge: Literal["local", "endpoint"] = Field(
+        "local", description="local: SmolLM2 on llama.cpp in process; endpoint: an OpenAI-compatible API"
+    )
+    judge_endpoint: str = Field("", description="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
+    judge_model: str = Field("", description="model name at the endpoint (local: a GGUF file's stem)")
+    judge_api_key: SecretStr = Field(SecretStr("none"), description="bearer token for the endpoint")
+    judge_schema_mode: SchemaMode = Field(
+        "json_schema", description="how the endpoint is asked for schema-constrained output"
+    )
+    judge_timeout_s: float = Field(120.0, gt=0, description="deadline of each judge call")
+    judge_max_retries: int = Field(
+        2, ge=0, le=10, description="endpoint retries of 5xx, 429 and lost connections"
+    )
+    judge_max_tokens: int = Field(256, ge=16, le=8192, description="tokens the judge may write per answer")
+    judge_temperature: float = Field(0.0, ge=0, le=2)
+    judge_concurrency: int = Field(4, ge=1, le=256, description="judge calls in flight per request")
+    max_repairs: int = Field(2, ge=0, le=5, description="repair-and-retry rounds after an unreadable answer")
+    local_model_path: Path | None = Field(
+        None, description="GGUF judge model (default: SmolLM2-135M-Instruct)"
+    )
+    local_context: int = Field(2048, ge=512, description="llama.cpp context window in tokens")
+    local_threads: int = Field(0, ge=0, description="llama.cpp threads (0: all cores)")
+    rubrics_dir: Path = Field(RUBRICS_DIR, description="folder of rubric YAML files")
+    max_text_bytes: int = Field(16 * 1024, ge=1, description="UTF-8 bytes per query, response or reference")
+    max_items: int = Field(64, ge=1, description="items per BatchScore or ExportPreferences call")
+    max_candidates: int = Field(16, ge=2, description="candidates per BestOfN item")
+    max_common_answers: int = Field(256, ge=1, description="common answers per request")
+    min_margin: float = Field(1.0, ge=0, description="default smallest overall-score gap of a confident pair")
+    duplicate_similarity: float = Field(0.85, gt=0, le=1, description="TTCT: ideas this similar count once")
+    cluster_similarity: float = Field(0.5, gt=-1, le=1, description="TTCT: cluster cut for flexibility")
+
+    @model_validator(mode="after")
+    def _endpoint_given(self) -> CritiqueSettings:
+        if self.judge == "endpoint" and not (self.judge_endpoint and self.judge_model):
+            raise ValueError("judge=endpoint needs judge_endpoint and judge_model")
+        return self
+
+
+def build_judge(settings: CritiqueSettings) -> Judge:
+    """The configured judge; without llama-cpp the local one is a MissingJudge with the reason."""
+    if settings.judge == "endpoint":
+        from services.critique.backends.endpoint import EndpointJudge
+        from services.runtime.chat import ChatEndpoint
+
+        endpoint = ChatEndpoint(
+            settings.judge_endpoint,
+            settings.judge_model,
+            api_key=settings.judge_api_key.get_secret_value(),
+            timeout_s=settings.judge_timeout_s,
+            max_retries=settings.judge_max_retries,
+        )
+        return EndpointJudge(endpoint, settings.judge_schema_mode, settings.judge_temperature)
+    from services.critique.backends.llama import LlamaJudge, llama_unavailable_reason
+
+    if reason := llama_unavailable_reason(settings.local_model_path):
+        log.warning("no local judge; judged calls will answer UNAVAILABLE", extra={"reason": reason})
+        return MissingJudge(reason)
+    return LlamaJudge(
+        settings.local_model_path,
+        context=settings.local_context,
+        threads=settings.local_threads or None,
+        temperature=settings.judge_temperature,
+    )
+
+
+def result_pb(outcome: ScoreOutcome) -> pb.ScoreResult:
+    return pb.ScoreResult(
+        parse_status=PARSE_STATUS[outcome.status],
+        overall=outcome.overall,
+        dimensions=[
+            pb.DimensionScore(
+                dimension=d.name, score=d.score, source=SOURCES[d.source], explanation=d.explanation
+            )
+            for d in outcome.dimensions
+        ],
+        critique=outcome.critique,
+        raw_output=outcome.raw_output,
+        attempts=outcome.attempts,
+    )
+
+
+def pair_pb(selection: Selection) -> pb.PreferencePair | None:
+    if selection.pair is None:
+        return None
+    p = selection.pair
+    return pb.PreferencePair(chosen_index=p.chosen, rejected_index=p.rejected, margin=p.margin)
+
+
+class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
+    def __init__(self, settings: CritiqueSettings, rubrics: dict[str, Rubric], scorer: Scorer, judge: Judge):
+        self.settings = settings
+        self.rubrics = rubrics
+        self.scorer = scorer
+        self.judge = judge
+
+    # -- validation -------------------------------------------------------------------------
+    def _rubric(self, name: str) -> Rubric:
+        rubric = self.rubrics.get(name or DEFAULT_RUBRIC)
+        if rubric is None:
+            raise NotFound(f"rubric: unknown rubric {name!r}; known: {', '.join(sorted(self.rubrics))}")
+        return rubric
+
+    def _text(self, check: Validator, value: str, field: str, required: bool = True) -> None:
+        if required and not check.check(bool(value.strip()), field, "must not be empty or only whitespace"):
+            return
+        size = len(value.encode("utf-8"))
+        limit = self.settings.max_text_bytes
+        check.check(size <= limit, field, f"{size} bytes exceed the limit of {limit} bytes")
+
+    def _shared(
+        self, check: Validator, prefix: str, query: str, reference: str, common: Sequence[str]
+    ) -> None:
+        """The fields every judged item has: the query, an optional reference, common answers."""
+        self._text(check, query, f"{prefix}query")
+        self._text(check, reference, f"{prefix}reference", required=False)
+        self._common(check, common, f"{prefix}common_answers")
+
+    def _common(self, check: Validator, answers: Sequence[str], field: str) -> None:
+        limit = self.settings.max_common_answers
+        check.check(len(answers) <= limit, field, f"{len(answers)} answers exceed the limit of {limit}")
+        for i, answer in enumerate(answers[: limit + 1]):
+            self._text(check, answer, f"{field}[{i}]")
+
+    def _candidates(self, check: Validator, candidates: Sequence[str], field: str) -> None:
+        limit = self.settings.max_candidates
+        if check.check(
+            len(candidates) >= 2, field, f"needs at least 2 candidates (N >= 2), got {len(candidates)}"
+        ):
+            check.check(
+                len(candidates) <= limit, field, f"{len(candidates)} candidates exceed the limit of {limit}"
+            )
+        for i, candidate in enumerate(candidates[: limit + 1]):
+            self._text(check, candidate, f"{field}[{i}]")
+
+    def _margin(self, check: Validator, request: pb.BestOfNRequest | pb.ExportPreferencesRequest) -> float:
+        if not request.HasField("min_margin"):
+            return self.settings.min_margin
+        check.check(
+            np.isfinite(request.min_margin) and request.min_margin >= 0,
+            "min_margin",
+            "must be a finite number >= 0",
+        )
+        return request.min_margin
+
+    def _items_count(self, check: Validator, count: int) -> None:
+        limit = self.settings.max_items
+        if check.check(count > 0, "items", "must contain at least one item"):
+            check.check(count <= limit, "items", f"{count} items exceed the limit of {limit} per request")
+
+    # -- RPCs ---------------------------------------------------------------------------------
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        rubric = self._rubric(request.rubric)
+        check = Validator()
+        self._shared(check, "", request.query, request.reference, request.common_answers)
+        self._text(check, request.response, "response")
+        check.raise_if_any()
+        item = ScoreItem(request.query, request.response, request.reference, tuple(request.common_answers))
+        outcome = await self.scorer.score(rubric, item)
+        return pb.ScoreResponse(rubric=rubric.name, judge_model=self.judge.model, result=result_pb(outcome))
+
+    async def BatchScore(
+        self, request: pb.BatchScoreRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchScoreResponse:
+        rubric = self._rubric(request.rubric)
+        check = Validator()
+        self._items_count(check, len(request.items))
+        for i, item in enumerate(request.items[: self.settings.max_items + 1]):
+            self._shared(check, f"items[{i}].", item.query, item.reference, item.common_answers)
+            self._text(check, item.response, f"items[{i}].response")
+        check.raise_if_any()
+        items = [ScoreItem(i.query, i.response, i.reference, tuple(i.common_answers)) for i in request.items]
+        outcomes = await self.scorer.score_many(rubric, items)
+        summary = aggregate(rubric, [o.overall for o in outcomes], [o.dimension_scores for o in outcomes])
+        return pb.BatchScoreResponse(
+            rubric=rubric.name,
+            judge_model=self.judge.model,
+            results=[result_pb(o) for o in outcomes],
+            parse_failure_count=sum(o.status == ParseStatus.FAILED for o in outcomes),
+            mean_overall=summary.mean_overall,
+            dimensions=[
+                pb.DimensionAggregate(
+                    dimension=d.dimension,
+                    scored_count=d.scored_count,
+                    mean_score=d.mean_score,
+                    harmless_rate=d.harmless_rate,
+                    harmless_score=d.harmless_score,
+                )
+                for d in summary.dimensions
+            ],
+            harmless_rate=summary.harmless_rate,
+            harmless_score=summary.harmless_score,
+        )
+
+    async def Compare(
+        self, request: pb.CompareRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompareResponse:
+        rubric = self._rubric(request.rubric)
+        check = Validator()
+        self._text(check, request.query, "query")
+        self._text(check, request.response_a, "response_a")
+        self._text(check, request.response_b, "response_b")
+        self._text(check, request.reference, "reference", required=False)
+        check.raise_if_any()
+        judged = await self.scorer.compare(
+            rubric, request.query, request.response_a, request.response_b, request.reference
+        )
+        return pb.CompareResponse(
+            rubric=rubric.name,
+            judge_model=self.judge.model,
+            winner=WINNERS[judged.value.winner] if judged.value else pb.WINNER_UNSPECIFIED,
+            critique=judged.value.critique if judged.value else "",
+            parse_status=PARSE_STATUS[judged.status],
+            raw_output=judged.raw_output,
+            attempts=judged.attempts,
+        )
+
+    async def _best_of_n(
+        self,
+        rubric: Rubric,
+        query: str,
+        candidates: Sequence[str],
+        reference: str,
+        common: Sequence[str],
+        margin: float,
+    ) -> tuple[list[ScoreOutcome], Selection]:
+        items = [ScoreItem(query, c, reference, tuple(common)) for c in candidates]
+        outcomes = await self.scorer.score_many(rubric, items)
+        return outcomes, select_pair([o.overall for o in outcomes], margin)
+
+    async def BestOfN(
+        self, request: pb.BestOfNRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BestOfNResponse:
+        rubric = self._rubric(request.rubric)
+        check = Validator()
+        self._shared(check, "", request.query, request.reference, request.common_answers)
+        self._candidates(check, request.candidates, "candidates")
+        margin = self._margin(check, request)
+        check.raise_if_any()
+        outcomes, selection = await self._best_of_n(
+            rubric, request.query, request.candidates, request.reference, request.common_answers, margin
+        )
+        return pb.BestOfNResponse(
+            rubric=rubric.name,
+            judge_model=self.judge.model,
+            scores=[result_pb(o) for o in outcomes],
+            outcome=OUTCOMES[selection.outcome],
+            pair=pair_pb(selection),
+        )
+
+    async def ExportPreferences(
+        self, request: pb.ExportPreferencesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExportPreferencesResponse]:
+        rubric = self._rubric(request.rubric)
+        check = Validator()
+        self._items_count(check, len(request.items))
+        for i, item in enumerate(request.items[: self.settings.max_items + 1]):
+            self._shared(check, f"items[{i}].", item.query, item.reference, item.common_answers)
+            self._candidates(check, item.candidates, f"items[{i}].candidates")
+        margin = self._margin(check, request)
+        check.raise_if_any()
+        for index, item in enumerate(request.items):
+            _, selection = await self._best_of_n(
+                rubric, item.query, item.candidates, item.reference, item.common_answers, margin
+            )
+            line = ""
+            if selection.outcome == PairOutcome.CONFIDENT and selection.pair is not None:
+                line = jsonl_line(
+                    item.query,
+                    item.candidates[selection.pair.chosen],
+                    item.candidates[selection.pair.rejected],
+                )
+            yield pb.ExportPreferencesResponse(
+                item_index=index,
+                id=item.id,
+                outcome=OUTCOMES[selection.outcome],
+                pair=pair_pb(selection),
+                jsonl=line,
+            )
+
+    async def ListRubrics(
+        self, request: pb.ListRubricsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRubricsResponse:
+        return pb.ListRubricsResponse(
+            rubrics=[
+                pb.Rubric(
+                    name=r.name,
+                    description=r.description,
+                    dimensions=[
+                        pb.Dimension(
+                            name=d.name,
+                            description=d.description,
+                            source=SOURCES[d.source],
+                            min_score=d.min_score,
+                            max_score=d.max_score,
+                            labels=list(d.labels),
+                        )
+                        for d in r.dimensions
+                    ],
+                )
+                for r in sorted(self.rubrics.values(), key=lambda r: r.name)
+            ]
+        )
+
+
+class CritiqueService(Service):
+    name = "critique"
+    settings_class = CritiqueSettings
+
+    def __init__(self, settings: CritiqueSettings) -> None:
+        self.settings = settings
+        self.rubrics = load_rubrics(settings.rubrics_dir)
+        self.embeddings: EmbeddingClient | None = None
+        self.judge: Judge | None = None
+
+    @property
+    def service_names(self) -> Sequence[str]:
+        return [SERVICE_NAME]
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        assert self.embeddings is not None
+        try:
+            return (await self.embeddings.embed(texts, timeout_s=self.settings.embedding_timeout_s)).vectors
+        except grpc.aio.AioRpcError as exc:
+            raise BackendUnavailable(
+                f"embedding service at {self.settings.embedding_target}: {exc.details()}"
+            ) from exc
+
+    async def start(self) -> None:
+        self.embeddings = EmbeddingClient(
+            self.settings.embedding_target, timeout_s=self.settings.embedding_timeout_s
+        )
+        self.judge = build_judge(self.settings)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        assert self.judge is not None
+        s = self.settings
+        critic = Critic(self.judge, max_repairs=s.max_repairs, max_tokens=s.judge_max_tokens)
+        creativity = CreativityConfig(s.duplicate_similarity, s.cluster_similarity)
+        scorer = Scorer(critic, self._embed, creativity, s.judge_concurrency)
+        critique_pb2_grpc.add_CritiqueServiceServicer_to_server(
+            CritiqueServicer(s, self.rubrics, scorer, self.judge), server
+        )
+
+    async def stop(self) -> None:
+        if self.judge is not None:
+            await self.judge.close()
+        if self.embeddings is not None:
+            await self.embeddings.close()
