@@ -19,6 +19,8 @@ app.add_typer(export_app, name="export")
 app.add_typer(rose_app, name="rose")
 train_app = typer.Typer(help="Train models into the models directory.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+token_app = typer.Typer(help="API tokens for --auth-tokens-file.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 LLM_ENDPOINT = typer.Option(envvar="ROSEMESH_LLM_ENDPOINT", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1")
 LLM_MODEL = typer.Option(envvar="ROSEMESH_LLM_MODEL", help="model name the endpoint serves")
@@ -277,13 +279,36 @@ def train_multilabel_command(
 @bench_app.command("multilabel")
 def bench_multilabel(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    seeds: Annotated[int, typer.Option(min=1, help="training seeds; F1 figures are means over them")] = 5,
     rounds: Annotated[int, typer.Option(help="rounds of gRPC predictions over the test split")] = 3,
     batch_size: Annotated[int, typer.Option(help="texts per Predict call")] = 32,
 ) -> None:
-    """Fixed, tuned and meta policies from one run: test micro/macro F1, and gRPC throughput."""
+    """Fixed, tuned and meta policies from one run: test micro/macro F1 over seeds, and gRPC throughput."""
     from services.multilabel.bench import run_benchmark
 
-    result = run_benchmark(batch=batch_size, rounds=rounds, quiet=as_json)
+    result = run_benchmark(seeds=seeds, batch=batch_size, rounds=rounds, quiet=as_json)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@bench_app.command("critique")
+def bench_critique(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    endpoint: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible base URL of the judge (default: local SmolLM2)")
+    ] = None,
+    model: Annotated[str, typer.Option(help="judge model name at --endpoint")] = "",
+    schema_mode: Annotated[
+        str, typer.Option(help="json_schema, json_object or none (with --endpoint)")
+    ] = "json_schema",
+    pairs: Annotated[int, typer.Option(min=1, help="CommonsenseQA pairs (two Scores, one Compare each)")] = 20,
+    truthful: Annotated[int, typer.Option(min=1, help="TruthfulQA mismatched pairs (two Scores each)")] = 15,
+    toxic: Annotated[int, typer.Option(min=3, help="Toxicity comments scored under the Flames rubric")] = 30,
+) -> None:
+    """The judge's parse rate, pairwise accuracy, correlations and requests/s through gRPC."""
+    from services.critique.bench import run_benchmark
+
+    sizes = {"pairs": pairs, "truthful": truthful, "toxic": toxic}
+    result = run_benchmark(endpoint=endpoint, model=model, schema_mode=schema_mode, quiet=as_json, **sizes)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
@@ -342,6 +367,16 @@ def rose_eval(
             endpoint, model, limit=limit, window=window, paths=paths, k=k, max_tokens=max_tokens, quiet=as_json
         )
     typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@token_app.command("new")
+def token_new(tenant: Annotated[str, typer.Argument(help="tenant the token authenticates, e.g. acme")]) -> None:
+    """Print a new random token (give it to the tenant) and the line for the tokens file (stderr)."""
+    from services.runtime.security import hash_token, new_token
+
+    token = new_token()
+    typer.echo(token)
+    typer.echo(f"{tenant} {hash_token(token)}", err=True)
 
 
 def main() -> None:

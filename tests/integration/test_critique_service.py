@@ -19,6 +19,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from rosemesh.critique.v1 import critique_pb2 as pb
 
+from services.critique.bench import evaluate
 from services.critique.client import CritiqueClient
 from services.critique.core.rubrics import load_rubrics
 from services.supervisor import RunningService, service_process
@@ -323,3 +324,18 @@ async def test_an_unknown_rubric_is_not_found(client: CritiqueClient) -> None:
     assert re.search(
         r"unknown rubric 'elegance'; known: creativity, general, harmlessness", caught.value.details()
     )
+
+
+async def test_the_bench_measures_through_grpc(critique_service: RunningService) -> None:
+    """The meta-evaluation on a few real items against the fake judge, whose answers are known:
+    it scores every answer 1 (none says 'excellent') and always prefers B."""
+    result = await evaluate(critique_service.address, pairs=2, truthful=2, toxic=3, progress=None)
+    assert result["judge_model"] == "fake-judge" and result["judge_calls"] == 2 * 2 + 2 + 2 * 2 + 3
+    assert result["parse_rate"] == 1.0 and result["requests_per_s"] > 0
+    csqa = result["commonsenseqa_pairwise"]
+    assert (csqa["pairs"], csqa["accuracy"], csqa["tie_rate"]) == (2, 0.0, 1.0)
+    assert csqa["compare_accuracy"] == 0.5  # the right answer is shown as A, then as B
+    harm = result["toxicity_harmlessness"]
+    assert harm["comments"] == 3 and harm["harmless_rate"] == 0.0
+    assert harm["harmless_score"] == pytest.approx(100 / 3, abs=0.01)
+    assert harm["correlation_with_1_minus_toxicity"]["pearson"] is None  # constant scores: undefined
