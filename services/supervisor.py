@@ -19,6 +19,7 @@ from rich.table import Table
 from services.registry import SERVICES, service_class
 from services.runtime.config import ServiceSettings, load_settings
 from services.runtime.net import free_port
+from services.runtime.security import ClientTls, channel_credentials
 
 
 @dataclass
@@ -41,7 +42,7 @@ def spawn_service(name: str, flags: Sequence[str] = (), startup_timeout_s: float
     process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name, *flags])
     service = RunningService(name, settings, process)
     try:
-        wait_until_serving(service.address, process, startup_timeout_s)
+        wait_until_serving(service.address, process, startup_timeout_s, settings.client_tls())
     except BaseException:
         stop_all([service])
         raise
@@ -61,10 +62,13 @@ def service_process(
         stop_all([service])
 
 
-def wait_until_serving(address: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+def wait_until_serving(
+    address: str, process: subprocess.Popen[bytes], timeout_s: float, tls: ClientTls | None = None
+) -> None:
     """Poll grpc.health.v1 until the server says SERVING; fail fast if the process exits."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.secure_channel(address, channel_credentials(tls)) if tls else grpc.insecure_channel(address)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:

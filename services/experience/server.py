@@ -26,7 +26,8 @@ from services.experience.core.pool import ExperiencePool, OrchestrateQuery, Reco
 from services.experience.core.record import Path
 from services.experience.model import TENANT_PATTERN, Experience, experience_id
 from services.runtime.config import ServiceSettings
-from services.runtime.errors import BackendUnavailable, NotFound, Validator
+from services.runtime.errors import BackendUnavailable, NotFound, PermissionDenied, Validator
+from services.runtime.security import caller_tenant
 from services.runtime.server import Service
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperienceService"].full_name
@@ -140,8 +141,16 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
 
     # -- validation -------------------------------------------------------------------------
 
-    def _check_tenant(self, v: Validator, tenant: str, field: str = "tenant") -> None:
-        v.check(bool(TENANT_PATTERN.match(tenant)), field, f"{TENANT_RULE}; got {tenant[:80]!r}")
+    def _tenant(self, v: Validator, tenant: str, field: str = "tenant") -> str:
+        """The tenant a call acts for: the token's when authentication is on (a body tenant that
+        disagrees is refused), otherwise the body's."""
+        authenticated = caller_tenant()
+        if authenticated is None:
+            v.check(bool(TENANT_PATTERN.match(tenant)), field, f"{TENANT_RULE}; got {tenant[:80]!r}")
+            return tenant
+        if tenant and tenant != authenticated:
+            raise PermissionDenied(f"{field}: the call's token does not belong to tenant {tenant[:80]!r}")
+        return authenticated
 
     def _check_text(self, v: Validator, text: str, field: str, limit: int) -> None:
         if v.check(bool(text.strip()), field, "must not be empty"):
@@ -150,7 +159,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
 
     def _record_input(self, v: Validator, request: pb.RecordRequest, prefix: str = "") -> RecordInput:
         s = self.settings
-        self._check_tenant(v, request.tenant, f"{prefix}tenant")
+        tenant = self._tenant(v, request.tenant, f"{prefix}tenant")
         self._check_text(v, request.question, f"{prefix}question", s.max_question_bytes)
         v.check(len(request.paths) > 0, f"{prefix}paths", "must contain at least one reasoning path")
         v.check(
@@ -161,22 +170,23 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
         for i, path in enumerate(request.paths[: s.max_paths]):
             self._check_text(v, path.reasoning, f"{prefix}paths[{i}].reasoning", s.max_reasoning_bytes)
             self._check_text(v, path.answer, f"{prefix}paths[{i}].answer", s.max_answer_bytes)
-        return RecordInput(request.tenant, request.question, [Path(p.reasoning, p.answer) for p in request.paths])
+        return RecordInput(tenant, request.question, [Path(p.reasoning, p.answer) for p in request.paths])
 
-    def _key(self, v: Validator, request: pb.GetRequest | pb.DeleteRequest) -> str:
-        self._check_tenant(v, request.tenant)
+    def _key(self, v: Validator, request: pb.GetRequest | pb.DeleteRequest) -> tuple[str, str]:
+        """(tenant, experience id) named by a Get or Delete."""
+        tenant = self._tenant(v, request.tenant)
         which = request.WhichOneof("key")
         if which == "id":
             try:
-                return str(uuid.UUID(request.id))
+                return tenant, str(uuid.UUID(request.id))
             except ValueError:
                 v.check(False, "id", f"must be an experience id (a UUID); got {request.id[:80]!r}")
         elif which == "question":
             self._check_text(v, request.question, "question", self.settings.max_question_bytes)
-            return experience_id(request.tenant, request.question)
+            return tenant, experience_id(tenant, request.question)
         else:
             v.check(False, "key", "set either id or question")
-        return ""
+        return tenant, ""
 
     # -- RPCs -------------------------------------------------------------------------------
 
@@ -220,7 +230,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
     ) -> pb.OrchestrateResponse:
         s = self.settings
         v = Validator()
-        self._check_tenant(v, request.tenant)
+        tenant = self._tenant(v, request.tenant)
         self._check_text(v, request.question, "question", s.max_question_bytes)
         v.check(1 <= request.k <= s.max_k, "k", f"must be between 1 and {s.max_k}; got {request.k}")
         v.check(request.strategy in _STRATEGIES, "strategy", f"unknown strategy {request.strategy}")
@@ -232,7 +242,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
         v.check(request.search_mode in _SEARCH_MODES, "search_mode", f"unknown search mode {request.search_mode}")
         v.raise_if_any()
         query = OrchestrateQuery(
-            tenant=request.tenant,
+            tenant=tenant,
             question=request.question,
             k=request.k,
             strategy=_STRATEGIES[request.strategy],
@@ -258,23 +268,23 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
         v = Validator()
-        eid = self._key(v, request)
+        tenant, eid = self._key(v, request)
         v.raise_if_any()
-        experience = await self.pool.get(request.tenant, eid)
+        experience = await self.pool.get(tenant, eid)
         if experience is None:
-            raise NotFound(f"no experience {eid} for tenant {request.tenant!r}")
+            raise NotFound(f"no experience {eid} for tenant {tenant!r}")
         return pb.GetResponse(experience=to_proto(experience))
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
         v = Validator()
-        eid = self._key(v, request)
+        tenant, eid = self._key(v, request)
         v.raise_if_any()
-        return pb.DeleteResponse(deleted=await self.pool.delete(request.tenant, eid))
+        return pb.DeleteResponse(deleted=await self.pool.delete(tenant, eid))
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
         s = self.settings
         v = Validator()
-        self._check_tenant(v, request.tenant)
+        tenant = self._tenant(v, request.tenant)
         v.check(request.page_size >= 0, "page_size", f"must not be negative; got {request.page_size}")
         after_id = None
         if request.page_token:
@@ -284,7 +294,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
                 v.check(False, "page_token", "is not a token this service issued")
         v.raise_if_any()
         size = min(request.page_size or s.default_page_size, s.max_page_size)
-        page = await self.pool.page(request.tenant, after_id, size + 1)
+        page = await self.pool.page(tenant, after_id, size + 1)
         more = len(page) > size
         page = page[:size]
         return pb.ListResponse(
@@ -294,9 +304,9 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
         v = Validator()
-        self._check_tenant(v, request.tenant)
+        tenant = self._tenant(v, request.tenant)
         v.raise_if_any()
-        stats = await self.pool.stats(request.tenant)
+        stats = await self.pool.stats(tenant)
         response = pb.StatsResponse(
             experience_count=stats.experience_count,
             indexed_count=stats.indexed_count,
@@ -344,7 +354,11 @@ class ExperienceService(Service):
 
     async def start(self) -> None:
         # grpc.aio channels belong to the loop that creates them: this one.
-        self.embedding = EmbeddingClient(self.settings.embedding_target, timeout_s=self.settings.embedding_timeout_s)
+        self.embedding = EmbeddingClient(
+            self.settings.embedding_target,
+            timeout_s=self.settings.embedding_timeout_s,
+            **self.settings.client_security(),
+        )
         # The embedding service may still be starting (pods start in any order): wait for it.
         models = await self.embedding.list_models(max_attempts=STARTUP_ATTEMPTS)
         default = next((m for m in models if m.is_default), models[0])

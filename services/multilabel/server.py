@@ -200,7 +200,9 @@ class MultiLabelService(Service):
     async def start(self) -> None:
         # The aio channel binds to the running loop, so it is created here.
         self.embeddings = EmbeddingClient(
-            self.settings.embedding_target, timeout_s=self.settings.embedding_timeout_s
+            self.settings.embedding_target,
+            timeout_s=self.settings.embedding_timeout_s,
+            **self.settings.client_security(),
         )
 
     def register(self, server: grpc.aio.Server) -> None:

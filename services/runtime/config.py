@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.runtime.security import ClientTls, TokenTable
 
 
 def default_models_dir() -> Path:
@@ -37,12 +39,52 @@ class ServiceSettings(BaseSettings):
     keepalive_timeout_s: float = Field(10.0, gt=0, description="time to wait for a keepalive ack")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     models_dir: Path = Field(default_factory=default_models_dir, description="where model artefacts are cached")
+    # Security: everything off by default.
+    auth_tokens_file: FilePath | None = Field(
+        None, description="file of 'TENANT SHA256-OF-TOKEN' lines; when set, every call needs a Bearer token"
+    )
+    outbound_token: SecretStr = Field(
+        SecretStr(""), description="token for calls this service makes on its own behalf (start-up checks)"
+    )
+    tls_cert_file: FilePath | None = Field(None, description="PEM certificate: serve TLS, and the client cert for mTLS")
+    tls_key_file: FilePath | None = Field(None, description="PEM private key of --tls-cert-file")
+    tls_ca_file: FilePath | None = Field(
+        None, description="PEM CA that verifies the services this one calls (and clients, with mTLS)"
+    )
+    tls_require_client_cert: bool = Field(False, description="mutual TLS: refuse clients without a CA-signed cert")
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> ServiceSettings:
         if self.port and self.port == self.metrics_port:
             raise ValueError(f"port and metrics_port must differ (both are {self.port})")
         return self
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ServiceSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("--tls-cert-file and --tls-key-file go together")
+        if self.tls_require_client_cert and (self.tls_cert_file is None or self.tls_ca_file is None):
+            raise ValueError("--tls-require-client-cert needs --tls-cert-file, --tls-key-file and --tls-ca-file")
+        return self
+
+    @model_validator(mode="after")
+    def _tokens_readable(self) -> ServiceSettings:
+        if self.auth_tokens_file is not None:
+            self.token_table()
+        return self
+
+    def token_table(self) -> TokenTable | None:
+        return TokenTable.from_file(self.auth_tokens_file) if self.auth_tokens_file else None
+
+    def client_tls(self) -> ClientTls | None:
+        """TLS for calls to the other services: on when a CA is given; with a cert, mutual."""
+        if self.tls_ca_file is None:
+            return None
+        return ClientTls(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
+
+    def client_security(self) -> dict[str, object]:
+        """Options for the ServiceClients this service uses to call the others."""
+        return {"tls": self.client_tls(), "token": self.outbound_token.get_secret_value() or None}
 
 
 class ConfigError(SystemExit):

@@ -48,6 +48,18 @@ class BackendUnavailable(ServiceError):
     """A backend the service depends on (model runtime, database, peer) cannot be reached."""
 
 
+class DeadlineExceeded(ServiceError):
+    """The caller's deadline leaves no time for the work (or the outbound call) it asked for."""
+
+
+class Unauthenticated(ServiceError):
+    """The call carries no valid credentials."""
+
+
+class PermissionDenied(ServiceError):
+    """The caller is authenticated but may not touch what it asked for (another tenant's data)."""
+
+
 class Validator:
     """Collects field violations, then raises them together."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -11,7 +12,16 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.runtime.errors import BackendUnavailable, InvalidInput, NotFound, Overloaded, ServiceError
+from services.runtime.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +46,32 @@ def rewrap_handler(
     return grpc.stream_stream_rpc_method_handler(wrap_stream_response(handler.stream_stream), **codecs)
 
 
+class WrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
+    """An interceptor that wraps the behaviour of every method handler it sees."""
+
+    @abstractmethod
+    def wrappers(self, method: str) -> tuple[UnaryWrapper, StreamWrapper]:
+        """How to wrap ``method``'s behaviour: (for unary responses, for streamed responses)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return rewrap_handler(handler, *self.wrappers(handler_call_details.method))
+
+
 _CODES: list[tuple[type[ServiceError], int]] = [
     (InvalidInput, code_pb2.INVALID_ARGUMENT),
     (NotFound, code_pb2.NOT_FOUND),
     (Overloaded, code_pb2.RESOURCE_EXHAUSTED),
     (BackendUnavailable, code_pb2.UNAVAILABLE),
+    (DeadlineExceeded, code_pb2.DEADLINE_EXCEEDED),
+    (Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (PermissionDenied, code_pb2.PERMISSION_DENIED),
 ]
 
 
@@ -69,18 +100,10 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class ErrorMappingInterceptor(WrappingInterceptor):
     """Turns ServiceError subclasses raised by servicers into their gRPC status."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-
+    def wrappers(self, method: str) -> tuple[UnaryWrapper, StreamWrapper]:
         def wrap_unary_response(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
@@ -104,4 +127,4 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapped
 
-        return rewrap_handler(handler, wrap_unary_response, wrap_stream_response)
+        return wrap_unary_response, wrap_stream_response

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from services.runtime.interceptors import rewrap_handler
+from services.runtime.interceptors import StreamWrapper, UnaryWrapper, WrappingInterceptor
 
 # Millisecond-scale buckets, in seconds as Prometheus convention wants.
 LATENCY_BUCKETS_S = (
@@ -61,19 +61,11 @@ def _status_name(context: grpc.aio.ServicerContext, error: BaseException | None)
     return "OK" if error is None else "UNKNOWN"
 
 
-class _MetricsInterceptor(grpc.aio.ServerInterceptor):
+class _MetricsInterceptor(WrappingInterceptor):
     def __init__(self, metrics: GrpcServerMetrics) -> None:
         self.metrics = metrics
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
+    def wrappers(self, method: str) -> tuple[UnaryWrapper, StreamWrapper]:
         m = self.metrics
         labels = (m.service, method)
 
@@ -111,5 +103,5 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapped
 
-        return rewrap_handler(handler, wrap_unary_response, wrap_stream_response)
+        return wrap_unary_response, wrap_stream_response
 

@@ -17,6 +17,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from services.runtime.config import ServiceSettings
 from services.runtime.interceptors import ErrorMappingInterceptor
 from services.runtime.metrics import GrpcServerMetrics, start_metrics_server
+from services.runtime.security import CallContextInterceptor, server_credentials
 from services.runtime.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class ServiceRunner:
             interceptors=[
                 aio_server_interceptor(tracer_provider=provider),
                 self.metrics.interceptor(),
+                CallContextInterceptor(settings.token_table()),
                 ErrorMappingInterceptor(),
             ],
             options=channel_options(settings),
@@ -93,7 +95,13 @@ class ServiceRunner:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [*service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            client_ca = settings.tls_ca_file if settings.tls_require_client_cert else None
+            credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, client_ca)
+            self.port = server.add_secure_port(address, credentials)
+        else:
+            self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise SystemExit(f"cannot bind {settings.host}:{settings.port}")
         self.metrics_port = start_metrics_server(settings.host, settings.metrics_port)
@@ -102,7 +110,12 @@ class ServiceRunner:
         await server.start()
         log.info(
             "serving",
-            extra={"address": f"{settings.host}:{self.port}", "metrics_port": self.metrics_port},
+            extra={
+                "address": f"{settings.host}:{self.port}",
+                "metrics_port": self.metrics_port,
+                "tls": "mutual" if settings.tls_require_client_cert else bool(settings.tls_cert_file),
+                "auth": settings.auth_tokens_file is not None,
+            },
         )
 
         loop = asyncio.get_running_loop()
