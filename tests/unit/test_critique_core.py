@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.critique.backends.base import MissingJudge
 from services.critique.core.aggregate import aggregate, flames_rate_and_score
 from services.critique.core.creativity import CreativityConfig, measure, split_ideas
 from services.critique.core.judging import PARSE_FAILURES, Critic, ParseStatus
@@ -19,6 +20,7 @@ from services.critique.core.parsing import JudgeOutputError, parse_comparison, p
 from services.critique.core.preference import PairOutcome, jsonl_line, select_pair
 from services.critique.core.rubrics import load_rubrics
 from services.critique.core.scoring import ScoreItem, Scorer
+from services.runtime.errors import BackendUnavailable
 
 RUBRICS = load_rubrics()
 GENERAL, FLAMES, CREATIVITY = RUBRICS["general"], RUBRICS["harmlessness"], RUBRICS["creativity"]
@@ -176,6 +178,14 @@ async def test_still_unreadable_after_the_repairs_fails_with_the_raw_text_and_no
     assert outcome.raw_output == '{"overall": 8' and outcome.attempts == 3
     assert "incomplete or malformed" in outcome.error
     assert failures("general") == before + 3
+
+
+async def test_without_a_judge_judged_calls_fail_with_the_reason_and_no_score() -> None:
+    critic = Critic(MissingJudge("llama-cpp-python is not installed"))
+    with pytest.raises(
+        BackendUnavailable, match="no LLM judge is available: llama-cpp-python is not installed"
+    ):
+        await critic.score(GENERAL, "q", "r")
 
 
 # -- Flames aggregates --------------------------------------------------------------------------
