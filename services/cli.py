@@ -369,6 +369,21 @@ def rose_eval(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench_app.command("redteam")
+def bench_redteam(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    clean: Annotated[int, typer.Option(min=10, help="clean ASDiv records in the pool")] = 400,
+    poisoned: Annotated[int, typer.Option(min=1, help="BadChain-poisoned records in the pool")] = 20,
+    queries: Annotated[int, typer.Option(min=1, help="held-out questions, each asked clean and triggered")] = 100,
+    k: Annotated[int, typer.Option(min=1, help="demonstrations per Orchestrate")] = 4,
+) -> None:
+    """BadChain against the experience pool: poisoned-selection rates with the defence off and on."""
+    from services.experience.redteam import run_redteam
+
+    result = run_redteam(clean=clean, poisoned=poisoned, queries=queries, k=k)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 @token_app.command("new")
 def token_new(tenant: Annotated[str, typer.Argument(help="tenant the token authenticates, e.g. acme")]) -> None:
     """Print a new random token (give it to the tenant) and the line for the tokens file (stderr)."""

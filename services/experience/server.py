@@ -21,6 +21,7 @@ from rosemesh.experience.v1 import experience_pb2_grpc
 
 from services.embedding.client import EmbeddingClient
 from services.experience.backends.base import ExperienceStore
+from services.experience.core.defence import BackdoorScreen
 from services.experience.core.orchestrate import DEFAULT_MMR_LAMBDA, DEFAULT_UNCERTAINTY_RATIO, Bucketing
 from services.experience.core.pool import ExperiencePool, OrchestrateQuery, RecordInput, SearchMode, Strategy
 from services.experience.core.record import Path
@@ -62,6 +63,10 @@ class ExperienceSettings(ServiceSettings):
     max_question_bytes: int = Field(8 * 1024, ge=1)
     max_reasoning_bytes: int = Field(32 * 1024, ge=1)
     max_answer_bytes: int = Field(1024, ge=1)
+    poison_screen: bool = Field(
+        True, description="BadChain defence: quarantine records whose tail step co-occurs with a question trigger"
+    )
+    poison_min_support: int = Field(4, ge=2, description="records a backdoor step must recur in to be flagged")
     default_page_size: int = Field(50, ge=1)
     max_page_size: int = Field(500, ge=1)
 
@@ -364,7 +369,8 @@ class ExperienceService(Service):
         default = next((m for m in models if m.is_default), models[0])
         self.embedding_model = default.name
         self.store = build_store(self.settings, default.dimension)
-        self.pool = ExperiencePool(self.store, self._embed, self.settings.sublinear_threshold)
+        screen = BackdoorScreen(min_support=self.settings.poison_min_support) if self.settings.poison_screen else None
+        self.pool = ExperiencePool(self.store, self._embed, self.settings.sublinear_threshold, screen)
         await self.pool.load()
 
     async def stop(self) -> None:

@@ -31,6 +31,19 @@ class PoolView:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def without(self, excluded: set[str]) -> PoolView:
+        """The view less the rows whose ids are in ``excluded`` (quarantined experiences)."""
+        keep = np.fromiter((eid not in excluded for eid in self.ids), dtype=bool, count=len(self.ids))
+        if keep.all():
+            return self
+        return PoolView(
+            [eid for eid, kept in zip(self.ids, keep, strict=True) if kept],
+            self.vectors[keep],
+            self.uncertainty[keep],
+            self.complexity[keep],
+            self.keys[keep],
+        )
+
     def similarity(self, query: np.ndarray) -> np.ndarray:
         """Cosine of every row to the unit ``query``. torch's matrix-vector product runs about
         twice as fast as numpy's on this memory-bound pass, in the same float32."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from prometheus_client import Gauge
 from kernels import dispatch as kernels
 from services.experience.backends.base import ExperienceStore, StoredPoint
 from services.experience.core import orchestrate as algo
+from services.experience.core.defence import BackdoorScreen
 from services.experience.core.mirror import PoolView, TenantMirror
 from services.experience.core.record import Path, summarise
 from services.experience.core.sublinear import rose_sublinear
@@ -77,17 +79,31 @@ class RecordInput:
     paths: list[Path]
 
 
+log = logging.getLogger(__name__)
+
 POOL_SIZE = Gauge("rosemesh_experience_pool_size", "Experiences in each tenant's pool.", ["tenant"])
+QUARANTINED = Gauge(
+    "rosemesh_experience_quarantined", "Experiences held back from orchestration as suspected backdoors.", ["tenant"]
+)
 
 #: Pool rows sampled per tenant for the sublinear search; resampled as the pool grows.
 SAMPLE_SIZE = 16_384
 
 
 class ExperiencePool:
-    def __init__(self, store: ExperienceStore, embed: Embed, sublinear_threshold: int = 500_000) -> None:
+    def __init__(
+        self,
+        store: ExperienceStore,
+        embed: Embed,
+        sublinear_threshold: int = 500_000,
+        screen: BackdoorScreen | None = None,
+    ) -> None:
         self.store = store
         self.embed = embed
         self.sublinear_threshold = sublinear_threshold
+        #: The BadChain defence; None admits every record to orchestration.
+        self.screen = screen
+        self._quarantine_counts: dict[str, int] = {}
         self.mirrors: dict[str, TenantMirror] = {}
         self.samples: dict[str, tuple[int, PoolView]] = {}  # tenant -> (pool size when drawn, sample)
         self.last_write: dict[str, float] = {}
@@ -107,10 +123,24 @@ class ExperiencePool:
                 e = point.experience
                 self._mirror(e.tenant).upsert(e.id, point.vector, e.uncertainty, e.complexity)
                 self.last_write[e.tenant] = max(self.last_write.get(e.tenant, 0.0), e.update_time)
+                if self.screen is not None:
+                    self.screen.add(e.tenant, e.id, e.question, e.reasoning)
 
         await asyncio.to_thread(scan)
         for tenant, mirror in self.mirrors.items():
             POOL_SIZE.labels(tenant).set(mirror.size)
+            self._count_quarantined(tenant)
+
+    def quarantined(self, tenant: str) -> set[str]:
+        """Experiences held back from orchestration as suspected backdoors (still stored)."""
+        return self.screen.quarantined(tenant) if self.screen is not None else set()
+
+    def _count_quarantined(self, tenant: str) -> None:
+        count = len(self.quarantined(tenant))
+        if count > self._quarantine_counts.get(tenant, 0):
+            log.warning("suspected backdoor experiences quarantined", extra={"tenant": tenant, "count": count})
+        self._quarantine_counts[tenant] = count
+        QUARANTINED.labels(tenant).set(count)
 
     async def record_many(self, inputs: Sequence[RecordInput]) -> list[tuple[Experience, bool]]:
         """Record several answered questions; durable and visible to Orchestrate on return.
@@ -147,7 +177,11 @@ class ExperiencePool:
                 e = point.experience
                 self._mirror(e.tenant).upsert(e.id, point.vector, e.uncertainty, e.complexity)
                 self.last_write[e.tenant] = now
+                if self.screen is not None:
+                    self.screen.add(e.tenant, e.id, e.question, e.reasoning)
                 POOL_SIZE.labels(e.tenant).set(self.mirrors[e.tenant].size)
+            for tenant in {point.experience.tenant for point in points.values()}:
+                self._count_quarantined(tenant)
         return results
 
     def _existing(self, inputs: Sequence[RecordInput], ids: list[str]) -> dict[str, Experience]:
@@ -194,10 +228,13 @@ class ExperiencePool:
                 query.k,
                 query.uncertainty_ratio,
             )
+            # The sublinear walk reads the store: quarantined picks are dropped, not replaced.
+            quarantined = self.quarantined(query.tenant)
             chosen = [(p.experience_id, p.similarity, p.bucket) for p in sublinear_picks]
+            chosen = [c for c in chosen if c[0] not in quarantined]
             return await self._demonstrations(query.tenant, chosen, pool_size, mode)
         # From here to the picks' ids, nothing awaits: the view cannot change underneath.
-        pool = mirror.view()
+        pool = mirror.view().without(self.quarantined(query.tenant))
         if query.strategy == Strategy.ROSE:
             selection = kernels.select_buckets(
                 pool.vectors,
@@ -240,6 +277,9 @@ class ExperiencePool:
             deleted = await asyncio.to_thread(self.store.delete, tenant, eid)
             if deleted:
                 self._mirror(tenant).remove(eid)
+                if self.screen is not None:
+                    self.screen.remove(tenant, eid)
+                    self._count_quarantined(tenant)
                 self.last_write[tenant] = time.time()
                 POOL_SIZE.labels(tenant).set(self.mirrors[tenant].size)
         return deleted
