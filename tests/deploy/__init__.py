@@ -1,0 +1,1 @@
+"""Checks of the deployment assets: Dockerfile, Helm chart, dashboards, Prometheus config."""

@@ -1,0 +1,60 @@
+"""What can be checked of the image without Docker, and the Prometheus config shipped for local use."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import tomllib
+
+from services.registry import SERVICES
+from tests.deploy.tooling import ROOT, run, tool
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def instructions(name: str) -> list[str]:
+    """Arguments of every NAME instruction (continuation lines joined)."""
+    joined = DOCKERFILE.replace("\\\n", " ")
+    return [line.split(None, 1)[1] for line in joined.splitlines() if line.split(None, 1)[:1] == [name]]
+
+
+def test_image_is_multi_stage_and_runs_as_a_non_root_user() -> None:
+    stages = instructions("FROM")
+    assert len(stages) == 2 and stages[0].endswith(" AS build")
+    assert instructions("USER") == ["10001:10001"]
+    assert "--from=build /opt/rosemesh /opt/rosemesh" in instructions("COPY")
+
+
+def test_copied_sources_exist_and_are_not_docker_ignored() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip()}
+    for arguments in instructions("COPY"):
+        if arguments.startswith("--from="):
+            continue
+        *sources, _destination = shlex.split(arguments)
+        for source in sources:
+            assert (ROOT / source).exists(), source
+            assert source.split("/")[0] not in ignored, source
+
+
+def test_entrypoint_is_the_rosemesh_console_script_and_the_command_picks_a_service() -> None:
+    (entrypoint,) = instructions("ENTRYPOINT")
+    (command,) = instructions("CMD")
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert json.loads(entrypoint) == ["rosemesh"] and scripts["rosemesh"] == "services.cli:app"
+    verb, service = json.loads(command)
+    assert verb == "serve" and service in SERVICES
+    for name in SERVICES:  # the chart runs `rosemesh serve <name>` for each
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli", "serve", name, "--help"], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert "--metrics-port" in done.stdout
+
+
+def test_shipped_prometheus_config_passes_promtool() -> None:
+    config = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    done = run([tool("promtool"), "check", "config", str(config)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
