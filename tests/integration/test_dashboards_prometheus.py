@@ -364,8 +364,9 @@ def exported_series(service: RunningService) -> set[str]:
     text = requests.get(url, timeout=10).text
     families = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.MULTILINE))
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
-    for family, kind in families.items():
-        names.update(family + suffix for suffix in SUFFIXES.get(kind, ("",)))
+    for family, kind in families.items():  # an unused counter's TYPE line already says _total
+        base = family.removesuffix("_total") if kind == "counter" else family
+        names.update(base + suffix for suffix in SUFFIXES.get(kind, ("",)))
     return names
 
 
