@@ -62,10 +62,10 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class MetaConfig:
-    updates: int = 150
-    episodes_per_update: int = 12
+    updates: int = 300
+    episodes_per_update: int = 16
     hidden: int = 32
-    lr: float = 0.05
+    lr: float = 0.02
     entropy_bonus: float = 0.01
     seed: int = 0
 
