@@ -12,6 +12,7 @@ from rosemesh.critique.v1 import critique_pb2 as pb
 
 from services.critique.backends.llama import llama_unavailable_reason
 from services.critique.client import CritiqueClient
+from services.runtime.local_llm import MODEL_ALIAS, LocalLLMServer
 from services.supervisor import RunningService, service_process
 from tests.integration.helpers import scrape
 
@@ -66,3 +67,23 @@ async def test_the_local_judge_answers_every_rubric_within_the_schema_on_the_fir
     )
     failures = scrape(local_critique).get("rosemesh_critique_parse_failures", [])
     assert sum(s.value for s in failures if s.name.endswith("_total")) == 0
+
+
+async def test_an_openai_compatible_llama_cpp_server_judges_with_its_schema_mode(
+    embedding_service: RunningService,
+) -> None:
+    """The endpoint judge against a real OpenAI-compatible server (llama.cpp's, serving the same
+    SmolLM2), which constrains decoding when sent the schema as {"type": "json_object", "schema"}."""
+    with LocalLLMServer() as llm:
+        flags = [
+            "--embedding-target", embedding_service.address, "--judge", "endpoint",
+            "--judge-endpoint", llm.base_url, "--judge-model", MODEL_ALIAS,
+            "--judge-schema-mode", "json_object", "--max-repairs", "0",
+        ]  # fmt: skip
+        with service_process("critique", flags) as critique:
+            async with CritiqueClient(critique.address, timeout_s=600, max_attempts=1) as client:
+                response = await client.score("What is 2+2?", "2+2 is 4.", reference="4")
+    assert response.judge_model == MODEL_ALIAS
+    assert response.result.parse_status == pb.PARSE_STATUS_OK, response.result.raw_output
+    assert 1 <= response.result.overall <= 10
+    assert {d.dimension for d in response.result.dimensions} == {"correctness", "helpfulness", "clarity"}

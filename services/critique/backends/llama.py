@@ -60,7 +60,8 @@ class LlamaJudge:
 
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
-            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            # Not ``key``: the grammar follows the schema's property order (critique first).
+            self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
         return self._grammars[key]
 
     def _complete(self, messages: list[ChatMessage], schema: dict[str, Any], max_tokens: int) -> str:

@@ -3,8 +3,6 @@ what differs between rubrics (guidance, dimensions, scales) is the rubric's data
 
 from __future__ import annotations
 
-import json
-
 from services.critique.core.rubrics import CRITIQUE_MAX_CHARS, OVERALL_RANGE, Dimension, Rubric
 
 ChatMessage = dict[str, str]
@@ -28,18 +26,18 @@ def _reference_block(reference: str) -> str:
 def score_messages(rubric: Rubric, query: str, response: str, reference: str = "") -> list[ChatMessage]:
     low, high = OVERALL_RANGE
     criteria = "\n".join(f'- "{d.name}" ({_scale(d)}): {d.description}' for d in rubric.judged)
-    example = {
-        "critique": "...",
-        **{d.name: d.labels[0] if d.labels else high for d in rubric.judged},
-        "overall": high,
-    }
+    # Placeholders, not numbers: a small model copies an example's numbers into its answer.
+    keys = ", ".join(
+        ['"critique": "<your critique>"', *(f'"{d.name}": <{_scale(d)}>' for d in rubric.judged)]
+    )
+    keys += f', "overall": <an integer from {low} to {high}>'
     user = (
         f"{rubric.guidance}\n\n"
         f"[User query]\n{query}\n\n{_reference_block(reference)}[Response]\n{response}\n\n"
         f"Write a short critique (at most {CRITIQUE_MAX_CHARS} characters), then score:\n"
         f"{criteria}\n"
         f'- "overall" (an integer from {low} to {high}): the response\'s overall quality under this rubric.\n\n'
-        f"Answer with a JSON object with exactly these keys, for example {json.dumps(example)}"
+        f"Answer with a JSON object with exactly these keys: {{{keys}}}"
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
