@@ -64,7 +64,7 @@ class CritiqueSettings(ServiceSettings):
     judge_max_retries: int = Field(
         2, ge=0, le=10, description="endpoint retries of 5xx, 429 and lost connections"
     )
-    judge_max_tokens: int = Field(256, ge=16, le=8192, description="tokens the judge may write per answer")
+    judge_max_tokens: int = Field(384, ge=16, le=8192, description="tokens the judge may write per answer")
     judge_temperature: float = Field(0.0, ge=0, le=2)
     judge_concurrency: int = Field(4, ge=1, le=256, description="judge calls in flight per request")
     max_repairs: int = Field(2, ge=0, le=5, description="repair-and-retry rounds after an unreadable answer")

@@ -150,7 +150,7 @@ async def test_the_endpoint_client_sends_an_openai_chat_request_with_the_rubric_
     body, headers = fake_judge.requests[-1], fake_judge.headers_seen[-1]
     assert fake_judge.paths[-1] == "/v1/chat/completions"
     assert headers["authorization"] == f"Bearer {API_KEY}"
-    assert body["model"] == "fake-judge" and body["temperature"] == 0 and body["max_tokens"] == 256
+    assert body["model"] == "fake-judge" and body["temperature"] == 0 and body["max_tokens"] == 384
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     assert "[Reference answer]\n4" in body["messages"][1]["content"]
     fmt = body["response_format"]

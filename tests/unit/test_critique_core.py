@@ -381,3 +381,16 @@ def test_jsonl_line_is_what_trl_reads() -> None:
     line = jsonl_line("Q?", "good", "bad \u00e9")
     assert line.endswith("\n") and line.count("\n") == 1
     assert json.loads(line) == {"prompt": "Q?", "chosen": "good", "rejected": "bad \u00e9"}
+
+
+def test_the_longest_constrained_answer_fits_the_default_token_budget() -> None:
+    """A critique at its length limit, every key and the largest scores, counted at one token
+    per character (a generous bound for English text), stays under --judge-max-tokens."""
+    from services.critique.core.rubrics import CRITIQUE_MAX_CHARS
+    from services.critique.server import CritiqueSettings
+
+    budget = CritiqueSettings.model_fields["judge_max_tokens"].default
+    for rubric in RUBRICS.values():
+        longest = {name: 10 for name in rubric.score_schema["properties"]}
+        longest["critique"] = "x" * CRITIQUE_MAX_CHARS
+        assert len(json.dumps(longest)) < budget, rubric.name

@@ -19,8 +19,9 @@ RUBRICS_DIR = Path(__file__).resolve().parent.parent / "rubrics"
 DEFAULT_RUBRIC = "general"
 #: The judge's overall score is always on this scale.
 OVERALL_RANGE = (1, 10)
-#: Longest critique the judge may write, in characters; keeps constrained output inside max_tokens.
-CRITIQUE_MAX_CHARS = 400
+#: Longest critique the judge may write, in characters: with a character at most a token, the
+#: constrained answer (critique, keys, scores) always fits the default --judge-max-tokens.
+CRITIQUE_MAX_CHARS = 240
 
 
 class Source(StrEnum):
