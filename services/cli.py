@@ -384,6 +384,21 @@ def bench_redteam(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench_app.command("load")
+def bench_load(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    concurrency: Annotated[list[int] | None, typer.Option(min=1, help="clients in flight (repeat for a sweep)")] = None,
+    fault_s: Annotated[float, typer.Option(min=0.5, help="seconds each backend stays dead or frozen")] = 4.0,
+    triton: Annotated[bool, typer.Option(help="also stop Triton under earlyexit (needs nvidia-pytriton)")] = True,
+) -> None:
+    """The mesh under a concurrency sweep while backends are killed, frozen and restarted."""
+    from services.loadtest import LoadConfig, run_load
+
+    config = LoadConfig(concurrency=tuple(concurrency or (1, 8, 32)), fault_s=fault_s)
+    result = run_load(config, triton=triton)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 @token_app.command("new")
 def token_new(tenant: Annotated[str, typer.Argument(help="tenant the token authenticates, e.g. acme")]) -> None:
     """Print a new random token (give it to the tenant) and the line for the tokens file (stderr)."""
