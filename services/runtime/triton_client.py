@@ -1,7 +1,8 @@
 """An async gRPC client for models on a Triton Inference Server, shared by every backend.
 
 Triton's transport failures become BackendUnavailable; anything else Triton reports is a
-failure of the request itself and propagates as it is.
+failure of the request itself and propagates as it is. A circuit breaker per server turns a dead
+Triton into an immediate BackendUnavailable (CircuitOpen) until a trial call succeeds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from services.runtime.breaker import CircuitBreaker
 from services.runtime.errors import BackendUnavailable
 
 # gRPC codes that mean Triton or the model cannot serve now, rather than a bad request.
@@ -24,10 +26,18 @@ _UNAVAILABLE_CODES = frozenset(
 class TritonModels:
     """A connection to one Triton server, and the configs of the models it must serve."""
 
-    def __init__(self, url: str, *, model_version: str = "", timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        model_version: str = "",
+        timeout_s: float = 30.0,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.url = url
         self.model_version = model_version
         self.timeout_s = timeout_s
+        self.breaker = breaker or CircuitBreaker(f"triton {url}")
         self.configs: dict[str, dict[str, Any]] = {}
         self._client: grpcclient.InferenceServerClient | None = None
 
@@ -73,20 +83,21 @@ class TritonModels:
             tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
-        try:
-            result = await self._client.infer(
-                model,
-                tensors,
-                model_version=self.model_version,
-                outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
-                client_timeout=self.timeout_s,
-            )
-        except InferenceServerException as exc:
-            if exc.status() in _UNAVAILABLE_CODES:
-                raise BackendUnavailable(
-                    f"Triton at {self.url} failed to run {model!r}: {exc.message()}"
-                ) from exc
-            raise
+        with self.breaker.guard():
+            try:
+                result = await self._client.infer(
+                    model,
+                    tensors,
+                    model_version=self.model_version,
+                    outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
+                    client_timeout=self.timeout_s,
+                )
+            except InferenceServerException as exc:
+                if exc.status() in _UNAVAILABLE_CODES:
+                    raise BackendUnavailable(
+                        f"Triton at {self.url} failed to run {model!r}: {exc.message()}"
+                    ) from exc
+                raise
         return {name: result.as_numpy(name) for name in outputs}
 
     async def close(self) -> None:

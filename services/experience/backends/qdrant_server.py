@@ -4,18 +4,24 @@
 order_by included. It searches by brute force, ignores payload indexes (warning on each) and
 HNSW settings, and is not thread-safe: in that mode only, this store skips the index calls,
 serialises its calls and reports no indexed points.
+
+A circuit breaker guards the server: a transport failure (UNAVAILABLE or DEADLINE_EXCEEDED over
+gRPC, no connection or no answer over HTTP) becomes BackendUnavailable, and after repeated ones
+calls fail at once (CircuitOpen) until a trial call succeeds.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
+import grpc
 import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ResponseHandlingException
 
 from services.experience.backends.base import ExperienceStore, RankedBatch, ScoredExperience, StoredPoint
 from services.experience.backends.payload import (
@@ -33,6 +39,8 @@ from services.experience.backends.payload import (
     vector_values,
 )
 from services.experience.model import Experience
+from services.runtime.breaker import CircuitBreaker
+from services.runtime.errors import BackendUnavailable
 
 # is_tenant keeps each tenant's points together on disk, as Qdrant's multitenancy guide advises.
 _INDEXES: dict[str, qm.PayloadSchemaType | qm.KeywordIndexParams] = {
@@ -64,11 +72,22 @@ def _stored(record: qm.Record) -> StoredPoint:
     return StoredPoint(_experience(record), np.asarray(record.vector, dtype=np.float32))
 
 
+def _unreachable(exc: Exception) -> bool:
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return isinstance(exc, ResponseHandlingException)  # qdrant-client's HTTP transport failure
+
+
 class QdrantServerStore(ExperienceStore):
     backend_name = "qdrant"
 
     def __init__(
-        self, client: QdrantClient, dimension: int, *, collection: str = "rosemesh_experiences"
+        self,
+        client: QdrantClient,
+        dimension: int,
+        *,
+        collection: str = "rosemesh_experiences",
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         """Use ``collection``, creating it (cosine, tenant-partitioned HNSW, payload indexes) if missing."""
         super().__init__(dimension)
@@ -77,6 +96,7 @@ class QdrantServerStore(ExperienceStore):
         options = client.init_options
         self._local = options.get("location") == ":memory:" or options.get("path") is not None
         self._serial: AbstractContextManager[Any] = threading.Lock() if self._local else nullcontext()
+        self.breaker = breaker or CircuitBreaker(f"qdrant {options.get('url') or options.get('location')}")
         if not client.collection_exists(collection):
             client.create_collection(
                 collection,
@@ -99,6 +119,17 @@ class QdrantServerStore(ExperienceStore):
         """A store on the server at ``url`` over gRPC; ``kw`` goes to the constructor (``collection``)."""
         return cls(QdrantClient(url=url, api_key=api_key, prefer_grpc=True), dimension, **kw)
 
+    @contextmanager
+    def _server(self) -> Iterator[None]:
+        """One call to the server: serialised in local mode, guarded by the breaker."""
+        with self._serial, self.breaker.guard():
+            try:
+                yield
+            except Exception as exc:
+                if _unreachable(exc):
+                    raise BackendUnavailable(f"Qdrant at {self.client.init_options.get('url')}: {exc}") from exc
+                raise
+
     def upsert(self, points: Sequence[StoredPoint]) -> None:
         if not points:
             return
@@ -110,7 +141,7 @@ class QdrantServerStore(ExperienceStore):
             )
             for p in points
         ]
-        with self._serial:
+        with self._server():
             self.client.upsert(self.collection, structs, wait=True)
 
     def get(self, tenant: str, experience_id: str) -> Experience | None:
@@ -130,7 +161,7 @@ class QdrantServerStore(ExperienceStore):
         if pid is None:
             return False
         owned = _tenant_filter(tenant, _has_ids([pid]))
-        with self._serial:
+        with self._server():
             if self.client.count(self.collection, count_filter=owned, exact=True).count == 0:
                 return False
             self.client.delete(self.collection, qm.FilterSelector(filter=owned), wait=True)
@@ -146,7 +177,7 @@ class QdrantServerStore(ExperienceStore):
         return page_after([(str(r.id), _experience(r)) for r in records], offset, limit)
 
     def count(self, tenant: str) -> int:
-        with self._serial:
+        with self._server():
             return self.client.count(self.collection, count_filter=_tenant_filter(tenant), exact=True).count
 
     def scroll(self, tenant: str | None = None, batch_size: int = 1024) -> Iterator[StoredPoint]:
@@ -165,7 +196,7 @@ class QdrantServerStore(ExperienceStore):
     ) -> list[qm.ScoredPoint]:
         if limit <= 0:
             return []
-        with self._serial:
+        with self._server():
             return self.client.query_points(
                 self.collection,
                 query=vector_values(vector, self.dimension),
@@ -208,7 +239,8 @@ class QdrantServerStore(ExperienceStore):
         this applies the collection's indexed share to the tenant. Local mode indexes nothing."""
         if self._local:
             return 0
-        info = self.client.get_collection(self.collection)
+        with self._server():
+            info = self.client.get_collection(self.collection)
         points, indexed = info.points_count or 0, info.indexed_vectors_count or 0
         owned = self.count(tenant)
         return min(owned, owned * indexed // points) if points else 0
@@ -220,5 +252,5 @@ class QdrantServerStore(ExperienceStore):
         self, *, where: qm.Filter | None, limit: int, **kw: Any
     ) -> tuple[list[qm.Record], Any]:
         kw.setdefault("with_payload", True)
-        with self._serial:
+        with self._server():
             return self.client.scroll(self.collection, scroll_filter=where, limit=limit, **kw)
