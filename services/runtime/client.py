@@ -66,6 +66,9 @@ class ServiceClient:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
+            # Reconnect to a restarted peer within a second, not after gRPC's backoff (up to 120 s).
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 1_000),
         ]
         if tls is None:
             self.channel = grpc.aio.insecure_channel(target, options=options, interceptors=aio_client_interceptors())

@@ -93,7 +93,8 @@ class TritonModels:
                     client_timeout=self.timeout_s,
                 )
             except InferenceServerException as exc:
-                if exc.status() in _UNAVAILABLE_CODES:
+                # A server going down fails BLS steps with INTERNAL "... Server not ready".
+                if exc.status() in _UNAVAILABLE_CODES or "Server not ready" in (exc.message() or ""):
                     raise BackendUnavailable(
                         f"Triton at {self.url} failed to run {model!r}: {exc.message()}"
                     ) from exc

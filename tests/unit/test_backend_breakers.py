@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 from services.experience.backends.qdrant_server import QdrantServerStore
 from services.runtime.breaker import CLOSED, OPEN, CircuitBreaker, CircuitOpen
@@ -34,7 +35,11 @@ def quick(breaker: CircuitBreaker) -> CircuitBreaker:
 
 
 class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
-    """Just enough of Triton's gRPC protocol for one model that doubles its input."""
+    """Just enough of Triton's gRPC protocol for one model that doubles its input, or fails
+    every inference with ``error`` (an INTERNAL status's message) when one is given."""
+
+    def __init__(self, error: str | None = None) -> None:
+        self.error = error
 
     async def ServerReady(self, request, context):  # noqa: N802 - Triton's method names
         return service_pb2.ServerReadyResponse(ready=True)
@@ -46,6 +51,8 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ModelConfigResponse(config=model_config_pb2.ModelConfig(name="double", max_batch_size=8))
 
     async def ModelInfer(self, request, context):  # noqa: N802
+        if self.error is not None:
+            await context.abort(grpc.StatusCode.INTERNAL, self.error)
         x = np.frombuffer(request.raw_input_contents[0], dtype=np.float32)
         output = service_pb2.ModelInferResponse.InferOutputTensor(name="y", datatype="FP32", shape=[len(x)])
         return service_pb2.ModelInferResponse(
@@ -53,9 +60,9 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
         )
 
 
-async def fake_triton(port: int) -> grpc.aio.Server:
+async def fake_triton(port: int, error: str | None = None) -> grpc.aio.Server:
     server = grpc.aio.server()
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(FakeTriton(), server)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(FakeTriton(error), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return server
@@ -90,6 +97,24 @@ async def test_triton_client_fails_fast_opens_and_recovers() -> None:
     assert result["y"].tolist() == [2.0, 4.0] and breaker.state == CLOSED
     await triton.close()
     await server.stop(None)
+
+
+async def test_a_triton_going_down_counts_as_unavailable_and_a_model_error_does_not() -> None:
+    x = {"x": np.array([1.0], dtype=np.float32)}
+    for error, raised, state in [
+        ("SegmentFailed: segment 1: Error when running inference: Server not ready", BackendUnavailable, OPEN),
+        ("the model raised ValueError", InferenceServerException, CLOSED),
+    ]:
+        port = free_port()
+        server = await fake_triton(port, error)
+        triton = TritonModels(f"127.0.0.1:{port}")
+        await triton.start(["double"])
+        for _ in range(triton.breaker.failure_threshold):
+            with pytest.raises(raised):
+                await triton.infer("double", x, ["y"])
+        assert triton.breaker.state == state
+        await triton.close()
+        await server.stop(None)
 
 
 class FakeChat(BaseHTTPRequestHandler):
