@@ -98,18 +98,24 @@ def caller_tenant() -> str | None:
     return call.tenant if call is not None else None
 
 
+#: Time kept back from the caller's deadline to answer it.
+ANSWER_MARGIN_S = 0.05
+
+
 def outbound(timeout_s: float, token: str | None) -> tuple[float, tuple[tuple[str, str], ...]]:
     """The deadline and metadata of an outbound call made while serving a call (if any).
 
-    The inbound deadline caps ``timeout_s``; the caller's credentials win over this client's own
-    ``token`` (a service's token for calls on its own behalf, such as at start).
+    The inbound deadline, less ANSWER_MARGIN_S, caps ``timeout_s``: the outbound call ends just
+    before the caller gives up, so this service sees the failure (and its circuit breaker counts
+    it) and answers, instead of being cancelled with the call. The caller's credentials win over
+    this client's own ``token`` (a service's token for calls on its own behalf, such as at start).
     """
     call = _CALL.get()
     authorization = BEARER + token if token else None
     if call is not None:
         authorization = call.authorization or authorization
         if call.deadline is not None:
-            remaining = call.deadline - time.monotonic()
+            remaining = call.deadline - time.monotonic() - ANSWER_MARGIN_S
             if remaining <= 0:
                 raise DeadlineExceeded("the caller's deadline has passed before the outbound call")
             timeout_s = min(timeout_s, remaining)
