@@ -83,7 +83,7 @@ def otlp_sink() -> Iterator[tuple[SpanSink, str]]:
 
 
 async def test_one_trace_spans_the_client_and_the_server_process(
-    otlp_sink: tuple[SpanSink, str], monkeypatch: pytest.MonkeyPatch
+    otlp_sink: tuple[SpanSink, str], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     sink, endpoint = otlp_sink
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
@@ -93,6 +93,9 @@ async def test_one_trace_spans_the_client_and_the_server_process(
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: "product-backend"}))
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
     trace.set_tracer_provider(provider)
+    # the provider is global for the rest of the session: shut it down so that later client
+    # spans are not exported, synchronously and with retries, to a sink that has gone
+    request.addfinalizer(provider.shutdown)
 
     with service_process("embedding", ["--no-int8"]) as service:
         async with EmbeddingClient(service.address) as client:
