@@ -17,6 +17,7 @@ from services.earlyexit.core.classifier import ClassifyLimits, EarlyExitClassifi
 from services.earlyexit.core.policy import MODE_CODES, ExitPolicy, ModelKind
 from services.earlyexit.core.registry import StoredModel, list_models
 from services.runtime.config import ServiceSettings
+from services.runtime.errors import InvalidInput
 from services.runtime.server import Service
 
 SERVICE_NAME = earlyexit_pb2.DESCRIPTOR.services_by_name["EarlyExitService"].full_name
@@ -59,6 +60,9 @@ def policy_from_proto(message: earlyexit_pb2.ExitPolicy) -> ExitPolicy | None:
     """None when the request leaves the policy to the model."""
     if message.mode == earlyexit_pb2.EXIT_MODE_UNSPECIFIED:
         return None
+    if message.mode not in _MODES_BY_CODE:
+        known = ", ".join(earlyexit_pb2.ExitMode.Name(code) for code in _MODES_BY_CODE)
+        raise InvalidInput.single("policy.mode", f"unknown exit mode {message.mode}; expected one of {known}")
     return ExitPolicy(
         _MODES_BY_CODE[message.mode],
         static_layer=message.static_layer if message.mode == earlyexit_pb2.EXIT_MODE_STATIC else None,
