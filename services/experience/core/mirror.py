@@ -10,7 +10,6 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 def tie_key(experience_id: str) -> int:
@@ -45,9 +44,9 @@ class PoolView:
         )
 
     def similarity(self, query: np.ndarray) -> np.ndarray:
-        """Cosine of every row to the unit ``query``. torch's matrix-vector product runs about
-        twice as fast as numpy's on this memory-bound pass, in the same float32."""
-        return torch.mv(torch.from_numpy(self.vectors), torch.from_numpy(query)).numpy()
+        """Cosine of every row to the unit ``query``. numpy's float32 matrix-vector product: on
+        this 2-core machine torch.mv measured 2.7x slower at 100k rows and 3.3x at 1M."""
+        return self.vectors @ query
 
 
 class TenantMirror:
