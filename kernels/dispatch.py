@@ -25,6 +25,13 @@ def select_buckets(
     return implementation(vectors, query, uncertainty, complexity, keys, k, ratio, equal_count)
 
 
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the selection on a tiny pool, so that a service's
+    first call does not pay for it."""
+    rows = np.eye(2, 4, dtype=np.float32)
+    select_buckets(rows, rows[0], np.zeros(2), np.ones(2), np.arange(2), 2, 1.2)
+
+
 def decide_exits(
     logits: np.ndarray,
     previous: np.ndarray,

@@ -116,7 +116,7 @@ class ExperiencePool:
         return self.mirrors[tenant]
 
     async def load(self) -> None:
-        """Rebuild the mirrors from the store (at start)."""
+        """Rebuild the mirrors from the store, and ready the selection kernel (at start)."""
 
         def scan() -> None:
             for point in self.store.scroll():
@@ -127,6 +127,7 @@ class ExperiencePool:
                     self.screen.add(e.tenant, e.id, e.question, e.reasoning)
 
         await asyncio.to_thread(scan)
+        await asyncio.to_thread(kernels.warm_up)
         for tenant, mirror in self.mirrors.items():
             POOL_SIZE.labels(tenant).set(mirror.size)
             self._count_quarantined(tenant)
