@@ -88,6 +88,10 @@ class BackdoorScreen:
         with_template, with_gram = s.by_template.get(template, set()), s.by_gram.get(gram, set())
         if len(with_template) < self.min_support:
             return set()
+        # Confidence both ways needs sizes within that ratio; checking first skips the
+        # intersection of a step every record shares with each new record's n-grams.
+        if min(len(with_template), len(with_gram)) < self.min_confidence * max(len(with_template), len(with_gram)):
+            return set()
         both = with_template & with_gram
         confident = min(len(both) / len(with_template), len(both) / len(with_gram)) >= self.min_confidence
         return both if confident else set()
@@ -103,7 +107,11 @@ class BackdoorScreen:
             s.by_gram.setdefault(gram, set()).add(experience_id)
         for template in tails:
             s.by_template.setdefault(template, set()).add(experience_id)
-            s.candidates.update((template, gram) for gram in grams if self._co_occur(s, template, gram))
+            s.candidates.update(
+                (template, gram)
+                for gram in grams
+                if (template, gram) not in s.candidates and self._co_occur(s, template, gram)
+            )
         s.version += 1
 
     def remove(self, tenant: str, experience_id: str) -> None:
@@ -125,8 +133,10 @@ class BackdoorScreen:
             quarantined: set[str] = set()
             backdoors: set[tuple[str, str]] = set()
             for template, gram in s.candidates:
+                if len(s.by_template[template]) > rare or len(s.by_gram[gram]) > rare:
+                    continue  # common, so no backdoor: skip the costly intersection
                 carriers = self._co_occur(s, template, gram)
-                if carriers and len(s.by_template[template]) <= rare and len(s.by_gram[gram]) <= rare:
+                if carriers:
                     backdoors.add((template, gram))
                     quarantined |= carriers
             s.cached = (s.version, quarantined, backdoors)
