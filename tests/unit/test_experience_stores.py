@@ -165,7 +165,6 @@ def test_no_method_crosses_tenants(store: ExperienceStore, pool: Pool) -> None:
     assert {e.id for e in store.page(GLOBEX, None, 500)} == globex_ids
     assert {p.experience.id for p in store.scroll(GLOBEX, batch_size=16)} == globex_ids
     assert {h.experience.id for h in store.search(GLOBEX, probe.vector, 500)} == globex_ids
-    assert {i for b in store.scroll_by_complexity(GLOBEX, 10.0, 16) for i in b.ids} == globex_ids
     assert store.count(GLOBEX) == 40
     for method_result in (
         store.get(NOBODY, probe.experience.id),
@@ -173,7 +172,6 @@ def test_no_method_crosses_tenants(store: ExperienceStore, pool: Pool) -> None:
         store.page(NOBODY, None, 10),
         list(store.scroll(NOBODY)),
         store.search(NOBODY, probe.vector, 10),
-        list(store.scroll_by_complexity(NOBODY, 10.0)),
     ):
         assert not method_result
     assert store.delete(NOBODY, probe.experience.id) is False
@@ -209,22 +207,6 @@ def test_negated_vector_finds_the_least_similar(store: ExperienceStore, pool: Po
     hits = store.search(ACME, -query, 5)
     assert [h.experience.id for h in hits] == [ids[i] for i in worst]
     assert [h.score for h in hits] == pytest.approx((-cosine[worst]).tolist(), abs=1e-5)
-
-
-@pytest.mark.parametrize("batch_size", [7, 256])
-def test_scroll_by_complexity(store: ExperienceStore, pool: Pool, batch_size: int) -> None:
-    batches = list(store.scroll_by_complexity(ACME, 0.69, batch_size))
-    expected = {p.experience.id: p.experience for p in pool.points[ACME] if p.experience.uncertainty <= 0.69}
-    ids = [i for b in batches for i in b.ids]
-    assert len(ids) == len(set(ids)) == len(expected)
-    assert set(ids) == set(expected)
-    assert all(len(b.ids) <= batch_size for b in batches)
-    complexities = np.concatenate([b.complexity for b in batches])
-    assert complexities.tolist() == sorted(complexities.tolist(), reverse=True)
-    uncertainties = np.concatenate([b.uncertainty for b in batches])
-    for i, complexity, uncertainty in zip(ids, complexities, uncertainties, strict=True):
-        assert (complexity, uncertainty) == pytest.approx((expected[i].complexity, expected[i].uncertainty))
-    assert list(store.scroll_by_complexity(ACME, -1.0)) == []
 
 
 def test_scroll_every_tenant_with_vectors(store: ExperienceStore, pool: Pool) -> None:

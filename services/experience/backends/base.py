@@ -84,13 +84,6 @@ class ExperienceStore(ABC):
         """``search`` without decoding experiences: the hits' ids and two scores, and their
         similarities, best first. For walking many hits fast."""
 
-    @abstractmethod
-    def scroll_by_complexity(
-        self, tenant: str, max_uncertainty: float, batch_size: int = 1024
-    ) -> Iterator[RankedBatch]:
-        """Points with uncertainty <= ``max_uncertainty``, most complex first, in batches
-        (served by payload indexes on uncertainty and complexity)."""
-
     def indexed_count(self, tenant: str) -> int:
         """Points covered by an approximate (HNSW) index; exact-search stores report 0."""
         return 0

@@ -13,8 +13,8 @@ import numpy as np
 from services.experience.backends.base import RankedBatch
 from services.experience.model import Experience
 
-# Payload keys with a payload index: tenant filters every read, the other two serve
-# scroll_by_complexity (range filter and order_by).
+# The tenant key has a payload index (it filters every read); the two scores come back with
+# ranked searches.
 TENANT = "tenant"
 UNCERTAINTY = "uncertainty"
 COMPLEXITY = "complexity"
@@ -77,30 +77,6 @@ def scroll_pages(fetch: Callable[[Any], tuple[Sequence[T], Any]]) -> Iterator[T]
         yield from page
         if offset is None:
             return
-
-
-def descending_batches(
-    fetch: Callable[[float | None, Sequence[str]], RankedBatch], batch_size: int
-) -> Iterator[RankedBatch]:
-    """Page through a scroll ordered by complexity, descending.
-
-    Qdrant gives no offset when it orders by a payload field. ``fetch(start_from, exclude)``
-    returns up to ``batch_size`` points with complexity <= ``start_from`` (inclusive), ids in
-    ``exclude`` left out; the next page restarts at the last value and excludes the ids already
-    yielded at that value, so that ties are neither repeated nor lost.
-    """
-    start: float | None = None
-    at_start: list[str] = []
-    while True:
-        batch = fetch(start, at_start)
-        if batch.ids:
-            yield batch
-        if len(batch.ids) < batch_size:
-            return
-        last = float(batch.complexity[-1])
-        if last != start:
-            start, at_start = last, []
-        at_start.extend(point for point, value in zip(batch.ids, batch.complexity, strict=True) if value == last)
 
 
 def ranked_batch(records: Sequence[Any]) -> RankedBatch:

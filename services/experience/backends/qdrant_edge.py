@@ -34,7 +34,6 @@ from services.experience.backends.payload import (
     COMPLEXITY,
     TENANT,
     UNCERTAINTY,
-    descending_batches,
     from_payload,
     page_after,
     point_id,
@@ -73,8 +72,6 @@ def _create_shard(path: Path, dimension: int) -> qe.EdgeShard:
     shard = qe.EdgeShard.create(str(path), _shard_config(dimension))
     for field, schema in (
         (TENANT, qe.PayloadSchemaType.Keyword),
-        (UNCERTAINTY, qe.PayloadSchemaType.Float),
-        (COMPLEXITY, qe.PayloadSchemaType.Float),
         (_GENERATION, qe.PayloadSchemaType.Integer),
     ):
         shard.update(qe.UpdateOperation.create_field_index(field, schema))
@@ -220,24 +217,6 @@ class QdrantEdgeStore(ExperienceStore):
         selector = qe.PayloadSelector.Include([UNCERTAINTY, COMPLEXITY])
         hits = self._search(tenant, vector, limit, score_threshold, selector)
         return ranked_batch(hits), np.array([h.score for h in hits], dtype=np.float64)
-
-    def scroll_by_complexity(
-        self, tenant: str, max_uncertainty: float, batch_size: int = 1024
-    ) -> Iterator[RankedBatch]:
-        certain_enough = qe.FieldCondition(UNCERTAINTY, range=qe.RangeFloat(lte=max_uncertainty))
-
-        def fetch(start: float | None, exclude: Sequence[str]) -> RankedBatch:
-            request = qe.ScrollRequest(
-                limit=batch_size,
-                filter=_tenant_filter(tenant, certain_enough, exclude=exclude),
-                with_payload=qe.PayloadSelector.Include([UNCERTAINTY, COMPLEXITY]),
-                with_vector=False,
-                order_by=qe.OrderBy(COMPLEXITY, qe.Direction.Desc, start_from=start),
-            )
-            records, _ = self._scroll(request)
-            return ranked_batch(records)
-
-        return descending_batches(fetch, batch_size)
 
     def indexed_count(self, tenant: str) -> int:
         with self._lock:

@@ -28,7 +28,6 @@ from services.experience.backends.payload import (
     COMPLEXITY,
     TENANT,
     UNCERTAINTY,
-    descending_batches,
     from_payload,
     page_after,
     point_id,
@@ -45,8 +44,6 @@ from services.runtime.errors import BackendUnavailable
 # is_tenant keeps each tenant's points together on disk, as Qdrant's multitenancy guide advises.
 _INDEXES: dict[str, qm.PayloadSchemaType | qm.KeywordIndexParams] = {
     TENANT: qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
-    UNCERTAINTY: qm.PayloadSchemaType.FLOAT,
-    COMPLEXITY: qm.PayloadSchemaType.FLOAT,
 }
 
 
@@ -217,22 +214,6 @@ class QdrantServerStore(ExperienceStore):
     ) -> tuple[RankedBatch, np.ndarray]:
         hits = self._search(tenant, vector, limit, score_threshold, [UNCERTAINTY, COMPLEXITY])
         return ranked_batch(hits), np.array([h.score for h in hits], dtype=np.float64)
-
-    def scroll_by_complexity(
-        self, tenant: str, max_uncertainty: float, batch_size: int = 1024
-    ) -> Iterator[RankedBatch]:
-        certain_enough = qm.FieldCondition(key=UNCERTAINTY, range=qm.Range(lte=max_uncertainty))
-
-        def fetch(start: float | None, exclude: Sequence[str]) -> RankedBatch:
-            records, _ = self._scroll(
-                where=_tenant_filter(tenant, certain_enough, exclude=exclude),
-                limit=batch_size,
-                order_by=qm.OrderBy(key=COMPLEXITY, direction=qm.Direction.DESC, start_from=start),
-                with_payload=[UNCERTAINTY, COMPLEXITY],
-            )
-            return ranked_batch(records)
-
-        return descending_batches(fetch, batch_size)
 
     def indexed_count(self, tenant: str) -> int:
         """An estimate: the server reports indexed vectors per collection, not per tenant, so

@@ -49,8 +49,62 @@ class PoolView:
         return self.vectors @ query
 
 
+#: Writes kept up in a sorted order one by one (O(n) each); after more, it is rebuilt on next use.
+ORDER_UPDATES = 256
+
+
+class SortedRows:
+    """A mirror's rows sorted by one of its columns (ties in no particular order), built on first
+    use and kept up through writes."""
+
+    def __init__(self, descending: bool) -> None:
+        self.sign = -1.0 if descending else 1.0
+        self.rows: np.ndarray | None = None
+        self._values: np.ndarray | None = None  # sign * column, in row order: ascending
+        self._updates = 0
+
+    def get(self, column: np.ndarray) -> np.ndarray:
+        if self.rows is None:
+            values = self.sign * column
+            self.rows = np.argsort(values, kind="stable")
+            self._values = values[self.rows]
+            self._updates = 0
+        return self.rows
+
+    def _position(self, row: int, value: float) -> int:
+        assert self.rows is not None and self._values is not None
+        start = int(np.searchsorted(self._values, self.sign * value, side="left"))
+        end = int(np.searchsorted(self._values, self.sign * value, side="right"))
+        return start + int(np.flatnonzero(self.rows[start:end] == row)[0])
+
+    def change(self, remove: tuple[int, float] | None, insert: tuple[int, float] | None) -> None:
+        """Take a (row, value) out and/or put one in, or drop the order after many writes."""
+        if self.rows is None:
+            return
+        self._updates += 1
+        if self._updates > ORDER_UPDATES:
+            self.rows = self._values = None
+            return
+        rows, values = self.rows, self._values
+        assert values is not None
+        if remove is not None:
+            position = self._position(*remove)
+            rows, values = np.delete(rows, position), np.delete(values, position)
+        if insert is not None:
+            row, value = insert
+            position = int(np.searchsorted(values, self.sign * value, side="right"))
+            rows, values = np.insert(rows, position, row), np.insert(values, position, self.sign * value)
+        self.rows, self._values = rows, values
+
+    def move(self, row: int, value: float, to: int) -> None:
+        """The row's entry follows it to another row number."""
+        if self.rows is not None:
+            self.rows[self._position(row, value)] = to
+
+
 class TenantMirror:
-    """Growable arrays with O(1) upsert and delete (the last row moves into the hole)."""
+    """Growable arrays with O(1) upsert and delete (the last row moves into the hole), and,
+    once asked for, the rows most complex first and most certain first (the sublinear walks)."""
 
     def __init__(self, dimension: int, capacity: int = 1024) -> None:
         self.size = 0
@@ -60,6 +114,14 @@ class TenantMirror:
         self.uncertainty = np.zeros(capacity)
         self.complexity = np.zeros(capacity)
         self.keys = np.zeros(capacity, dtype=np.int64)
+        self._most_complex = SortedRows(descending=True)
+        self._most_certain = SortedRows(descending=False)
+
+    def most_complex_first(self) -> np.ndarray:
+        return self._most_complex.get(self.complexity[: self.size])
+
+    def most_certain_first(self) -> np.ndarray:
+        return self._most_certain.get(self.uncertainty[: self.size])
 
     def _grow(self) -> None:
         capacity = 2 * len(self.keys)
@@ -78,6 +140,13 @@ class TenantMirror:
             self.ids.append(experience_id)
             self.row_of[experience_id] = row
             self.keys[row] = tie_key(experience_id)
+            self._most_complex.change(None, (row, complexity))
+            self._most_certain.change(None, (row, uncertainty))
+        else:
+            if self.complexity[row] != complexity:
+                self._most_complex.change((row, float(self.complexity[row])), (row, complexity))
+            if self.uncertainty[row] != uncertainty:
+                self._most_certain.change((row, float(self.uncertainty[row])), (row, uncertainty))
         self.vectors[row] = vector
         self.uncertainty[row] = uncertainty
         self.complexity[row] = complexity
@@ -87,7 +156,11 @@ class TenantMirror:
         if row is None:
             return
         last = self.size - 1
+        self._most_complex.change((row, float(self.complexity[row])), None)
+        self._most_certain.change((row, float(self.uncertainty[row])), None)
         if row != last:
+            self._most_complex.move(last, float(self.complexity[last]), row)
+            self._most_certain.move(last, float(self.uncertainty[last]), row)
             moved = self.ids[last]
             self.ids[row] = moved
             self.row_of[moved] = row
@@ -106,12 +179,6 @@ class TenantMirror:
             self.complexity[rows],
             self.keys[rows],
         )
-
-    def vectors_of(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The vectors of ``ids`` still in the pool, and which of ``ids`` those are."""
-        rows = [self.row_of.get(i, -1) for i in ids]
-        found = np.array([r >= 0 for r in rows], dtype=bool)
-        return self.vectors[[r for r in rows if r >= 0]], found
 
     def view(self) -> PoolView:
         """Views, not copies: take it and use it within one step of the event loop."""

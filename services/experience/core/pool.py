@@ -14,10 +14,10 @@ from prometheus_client import Gauge
 from kernels import dispatch as kernels
 from services.experience.backends.base import ExperienceStore, StoredPoint
 from services.experience.core import orchestrate as algo
+from services.experience.core import sublinear
 from services.experience.core.defence import BackdoorScreen
 from services.experience.core.mirror import PoolView, TenantMirror
 from services.experience.core.record import Path, summarise
-from services.experience.core.sublinear import rose_sublinear
 from services.experience.model import Experience, experience_id
 
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
@@ -217,22 +217,24 @@ class ExperiencePool:
             return Orchestration([], 0, self.resolve_mode(query, 0))
         mode = self.resolve_mode(query, mirror.size)
         if mode == SearchMode.SUBLINEAR:
-            sample, pool_size = self._sample(query.tenant, mirror), mirror.size
-            sublinear_picks = await asyncio.to_thread(
-                rose_sublinear,
+            pool_size = mirror.size
+            found = await asyncio.to_thread(
+                sublinear.plan,
                 self.store,
                 query.tenant,
                 vector,
-                sample,
+                self._sample(query.tenant, mirror),
                 pool_size,
-                mirror.vectors_of,
                 query.k,
                 query.uncertainty_ratio,
             )
-            # The sublinear walk reads the store: quarantined picks are dropped, not replaced.
+            if found is None:
+                return Orchestration([], pool_size, mode)
+            # The walk reads the mirror: no await until the picks' ids are taken.
+            picks = sublinear.finish(found, mirror.view(), mirror.most_complex_first(), mirror.most_certain_first())
+            # The store's index knows no quarantine: quarantined picks are dropped, not replaced.
             quarantined = self.quarantined(query.tenant)
-            chosen = [(p.experience_id, p.similarity, p.bucket) for p in sublinear_picks]
-            chosen = [c for c in chosen if c[0] not in quarantined]
+            chosen = [(p.experience_id, p.similarity, p.bucket) for p in picks if p.experience_id not in quarantined]
             return await self._demonstrations(query.tenant, chosen, pool_size, mode)
         # From here to the picks' ids, nothing awaits: the view cannot change underneath.
         pool = mirror.view().without(self.quarantined(query.tenant))

@@ -7,17 +7,19 @@
 3. Each bucket's winner is found one of two ways:
    - a small bucket at either end of the range is fetched whole with a thresholded
      vector query, and the exact rule picks from its members;
-   - a large bucket is found by walking the pool most-complex-first under an uncertainty cap
-     (payload indexes; only the walked points' vectors are looked up): the first walked point
-     that falls in the bucket and passes λ × the bucket's minimum uncertainty (estimated from
-     the sample) wins.
+   - a large bucket is found by walking the in-memory pool most-complex-first (the mirror keeps
+     that order) under an uncertainty cap, a chunk of rows at a time, with only those rows'
+     similarities computed: the first walked rows that fall in the bucket and pass λ × the
+     bucket's minimum uncertainty (estimated from the sample) win, ties broken as in exact.
    A bucket the walk never reaches falls back to the exact rule over its sample members.
+
+The first two steps and the end fetches query the store (``plan``, off the event loop); the walk
+reads the mirror (``finish``), which the caller must hold still.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,13 +27,11 @@ from services.experience.backends.base import ExperienceStore
 from services.experience.core.mirror import PoolView, tie_key
 from services.experience.core.orchestrate import RATIO_SLACK, pick_in_bucket
 
-#: ids -> (their vectors, a mask of the ids found); ids no longer in the pool are left out.
-VectorLookup = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
-
 #: A bucket estimated at most this large, at an end of the range, is fetched whole.
 FETCH_LIMIT = 2048
-#: Points the complexity walk may visit before the sample decides.
-WALK_LIMIT = 50_000
+#: Rows of the walk examined at a time, and at most in all before the sample decides.
+WALK_CHUNK = 4096
+WALK_LIMIT = 65_536
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,16 @@ class SublinearPick:
     bucket: int
 
 
+Member = tuple[str, float, float, float]  # (id, similarity, uncertainty, complexity)
+
+
 @dataclass
 class _Bucket:
     low: float  # inclusive
     high: float  # exclusive, except for the last bucket
     members: np.ndarray  # sample rows in the bucket
-    estimated_size: float
+    size: float  # exact when fetched, else estimated from the sample
+    fetched: list[Member] | None = None  # every pool member, when fetched whole
 
 
 def _edges(store: ExperienceStore, tenant: str, query: np.ndarray) -> tuple[float, float] | None:
@@ -57,43 +61,84 @@ def _edges(store: ExperienceStore, tenant: str, query: np.ndarray) -> tuple[floa
     return -float(bottom[0]), float(top[0])
 
 
-def _buckets(
+def _intervals(
     sample: PoolView, pool_size: int, similarity: np.ndarray, low: float, high: float, k: int
 ) -> list[_Bucket]:
+    """The k equal-width intervals, sized from the sample."""
     scale = pool_size / max(len(sample), 1)
     width = (high - low) / k
-    buckets = []
+    intervals = []
     for b in range(k):
         lo, hi = low + b * width, (low + (b + 1) * width if b < k - 1 else high)
         inside = (similarity >= lo) & ((similarity < hi) if b < k - 1 else (similarity <= hi))
         members = np.flatnonzero(inside)
-        # the two ends hold the pool's extreme points even when the sample missed them
-        size = max(len(members) * scale, 1.0 if b in (0, k - 1) else 0.0)
-        if size > 0:
-            buckets.append(_Bucket(lo, hi, members, size))
-    while len(buckets) < k:
-        largest = max(range(len(buckets)), key=lambda i: (buckets[i].estimated_size, -i))
-        bucket = buckets[largest]
-        if len(bucket.members) < 2:
-            break
-        ordered = bucket.members[np.argsort(similarity[bucket.members], kind="stable")]
+        intervals.append(_Bucket(lo, hi, members, len(members) * scale))
+    return intervals
+
+
+def _fetch_ends(store: ExperienceStore, tenant: str, query: np.ndarray, intervals: list[_Bucket]) -> None:
+    """Fetch the small intervals at either end whole (one vector query per end), so that their
+    sizes and members are exact."""
+    taken: set[int] = set()
+    for order, from_top in ((range(len(intervals) - 1, -1, -1), True), (range(len(intervals)), False)):
+        chosen, reach = [], 0.0
+        for b in order:
+            if b in taken or reach + intervals[b].size > FETCH_LIMIT:
+                break
+            reach += intervals[b].size
+            chosen.append(b)
+        if not chosen:
+            continue
+        taken.update(chosen)
+        fetched = _fetch_end(store, tenant, query, [intervals[b] for b in chosen], from_top, int(reach * 2) + 64)
+        for b, members in zip(chosen, fetched or [], strict=False):
+            intervals[b].fetched, intervals[b].size = members, float(len(members))
+
+
+def _split(bucket: _Bucket, similarity: np.ndarray) -> list[_Bucket] | None:
+    """Halve a bucket in rank order, the more similar half taking the odd member: exactly when
+    fetched, at the sample's median otherwise; None when it cannot be halved."""
+    if bucket.fetched is not None:
+        if len(bucket.fetched) < 2:
+            return None
+        ordered = sorted(bucket.fetched, key=lambda m: (m[1], tie_key(m[0])))
         cut = len(ordered) - (len(ordered) + 1) // 2
-        middle = float(similarity[ordered[cut]])
-        half = bucket.estimated_size / 2
-        buckets[largest : largest + 1] = [
-            _Bucket(bucket.low, middle, ordered[:cut], half),
-            _Bucket(middle, bucket.high, ordered[cut:], half),
+        middle = ordered[cut][1]
+        none = np.zeros(0, dtype=np.int64)
+        return [
+            _Bucket(bucket.low, middle, none, float(cut), ordered[:cut]),
+            _Bucket(middle, bucket.high, none, float(len(ordered) - cut), ordered[cut:]),
         ]
+    if len(bucket.members) < 2:
+        return None
+    ordered_rows = bucket.members[np.argsort(similarity[bucket.members], kind="stable")]
+    cut = len(ordered_rows) - (len(ordered_rows) + 1) // 2
+    middle = float(similarity[ordered_rows[cut]])
+    return [
+        _Bucket(bucket.low, middle, ordered_rows[:cut], bucket.size / 2),
+        _Bucket(middle, bucket.high, ordered_rows[cut:], bucket.size / 2),
+    ]
+
+
+def _buckets(intervals: list[_Bucket], similarity: np.ndarray, k: int) -> list[_Bucket]:
+    """The exact algorithm's bucket plan over the (partly estimated) interval sizes: empty
+    intervals dropped, the largest split until there are k."""
+    buckets = [b for b in intervals if b.size > 0]
+    while len(buckets) < k:
+        largest = max(range(len(buckets)), key=lambda i: (buckets[i].size, -i))
+        halves = _split(buckets[largest], similarity)
+        if halves is None:
+            break
+        buckets[largest : largest + 1] = halves
     return buckets
 
 
 def _fetch_end(
-    store: ExperienceStore, tenant: str, query: np.ndarray, buckets: list[_Bucket], from_top: bool, limit: int
-) -> dict[int, list[tuple[str, float, float, float]]] | None:
-    """Every member of consecutive end buckets (indices into ``buckets``, outermost first) as
-    (id, similarity, uncertainty, complexity), in one vector query; None if the query hit its
-    limit before reaching the innermost bucket's far edge."""
-    innermost = buckets[-1]
+    store: ExperienceStore, tenant: str, query: np.ndarray, intervals: list[_Bucket], from_top: bool, limit: int
+) -> list[list[Member]] | None:
+    """Every member of consecutive end intervals (outermost first), in one vector query; None if
+    the query hit its limit before reaching the innermost interval's far edge."""
+    innermost = intervals[-1]
     if from_top:
         batch, scores = store.search_ranked(tenant, query, limit, score_threshold=innermost.low)
     else:
@@ -102,15 +147,15 @@ def _fetch_end(
     if len(batch.ids) >= limit:
         return None
     members = []
-    for bucket in buckets:
-        inside = np.flatnonzero((scores >= bucket.low) & (scores <= bucket.high))
+    for interval in intervals:
+        inside = np.flatnonzero((scores >= interval.low) & (scores <= interval.high))
         members.append(
             [(batch.ids[i], float(scores[i]), float(batch.uncertainty[i]), float(batch.complexity[i])) for i in inside]
         )
-    return dict(enumerate(members))
+    return members
 
 
-def _exact_pick(members: list[tuple[str, float, float, float]], ratio: float) -> tuple[str, float]:
+def _exact_pick(members: list[Member], ratio: float) -> tuple[str, float]:
     ids = [m[0] for m in members]
     similarity, uncertainty, complexity = (np.array([m[i] for m in members]) for i in (1, 2, 3))
     keys = np.array([tie_key(i) for i in ids], dtype=np.int64)
@@ -118,76 +163,117 @@ def _exact_pick(members: list[tuple[str, float, float, float]], ratio: float) ->
     return ids[row], float(similarity[row])
 
 
-def rose_sublinear(
+@dataclass
+class SublinearPlan:
+    """What the store queries found: the buckets, and the winners of the fetched ones."""
+
+    query: np.ndarray
+    sample: PoolView
+    similarity: np.ndarray  # the sample's similarity to the query
+    buckets: list[_Bucket]
+    ratio: float
+    winners: dict[int, tuple[str, float]] = field(default_factory=dict)
+
+
+def plan(
     store: ExperienceStore,
     tenant: str,
     query: np.ndarray,
     sample: PoolView,
     pool_size: int,
-    vectors_of: VectorLookup,
     k: int,
     ratio: float,
-) -> list[SublinearPick]:
-    """RoSE picks (one per bucket, least similar bucket first) from ``sample`` and index queries;
-    ``vectors_of`` gives the vectors of walked points (the rows it still knows) by id."""
+) -> SublinearPlan | None:
+    """Bucket edges from the index, interval sizes from ``sample`` or, for the small intervals at
+    either end, fetched whole; the buckets as the exact algorithm plans them, and the fetched
+    buckets decided. None when the tenant's index holds nothing."""
     edges = _edges(store, tenant, query)
     if edges is None:
-        return []
-    low, high = edges
+        return None
     similarity = sample.vectors @ query
-    buckets = _buckets(sample, pool_size, similarity, low, high, k)
-    winners: dict[int, tuple[str, float]] = {}
-
-    # Small buckets at either end: fetch them whole, one vector query per end.
-    for order, from_top in ((range(len(buckets) - 1, -1, -1), True), (range(len(buckets)), False)):
-        chosen, reach = [], 0.0
-        for b in order:
-            if b in winners or reach + buckets[b].estimated_size > FETCH_LIMIT:
-                break
-            reach += buckets[b].estimated_size
-            chosen.append(b)
-        if not chosen:
-            continue
-        fetched = _fetch_end(store, tenant, query, [buckets[b] for b in chosen], from_top, int(reach * 2) + 64)
-        for position, members in (fetched or {}).items():
-            if members:
-                winners[chosen[position]] = _exact_pick(members, ratio)
-
-    # The rest: walk most-complex-first under each bucket's estimated uncertainty cap.
-    caps = np.full(len(buckets), -np.inf)  # -inf: not walked (already won, or no sample to cap it)
+    intervals = _intervals(sample, pool_size, similarity, *edges, k)
+    _fetch_ends(store, tenant, query, intervals)
+    buckets = _buckets(intervals, similarity, k)
+    result = SublinearPlan(query, sample, similarity, buckets, ratio)
     for b, bucket in enumerate(buckets):
-        if b not in winners and len(bucket.members):
-            caps[b] = ratio * float(sample.uncertainty[bucket.members].min()) * (1 + RATIO_SLACK) + RATIO_SLACK
-    walking = int(np.isfinite(caps).sum())
-    lows = np.array([bucket.low for bucket in buckets])
-    best: dict[int, tuple[str, float, float]] = {}  # bucket -> (id, similarity, complexity)
-    visited = 0
-    for batch in store.scroll_by_complexity(tenant, float(caps.max())) if walking else ():
-        vectors, found = vectors_of(batch.ids)
-        ids = [i for i, ok in zip(batch.ids, found, strict=True) if ok]
-        uncertainty, complexity = batch.uncertainty[found], batch.complexity[found]
-        similarity_to_query = vectors @ query
-        bucket_of = np.clip(np.searchsorted(lows, similarity_to_query, side="right") - 1, 0, len(buckets) - 1)
-        eligible = np.flatnonzero(uncertainty <= caps[bucket_of])  # in walk order: most complex first
-        for b in np.unique(bucket_of[eligible]).tolist():
-            rows = eligible[bucket_of[eligible] == b]
-            top = rows[complexity[rows] == complexity[rows[0]]]
-            # the walk orders by complexity only: among equals, the more similar wins, as in exact
-            row = int(top[np.argmax(similarity_to_query[top])])
-            candidate = (ids[row], float(similarity_to_query[row]), float(complexity[row]))
-            current = best.get(b)
-            if current is None or (candidate[2] == current[2] and candidate[1] > current[1]):
-                best[b] = candidate
-        visited += len(batch.ids)
-        done = len(best) == walking and len(complexity) and complexity[-1] < min(w[2] for w in best.values())
-        if done or visited >= WALK_LIMIT:
-            break
-    winners.update({b: (eid, s) for b, (eid, s, _) in best.items()})
+        if bucket.fetched:
+            result.winners[b] = _exact_pick(bucket.fetched, ratio)
+    return result
 
+
+def _bucket_of(pool: PoolView, rows: np.ndarray, query: np.ndarray, lows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    similarity = pool.vectors[rows] @ query
+    return similarity, np.clip(np.searchsorted(lows, similarity, side="right") - 1, 0, len(lows) - 1)
+
+
+def _floors(pool: PoolView, most_certain: np.ndarray, query: np.ndarray, lows: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Each wanted bucket's least uncertainty in the pool: where the walk most certain first
+    first lands in it (NaN where the walk ends first)."""
+    floors = np.full(len(lows), np.nan)
+    for start in range(0, min(len(most_certain), WALK_LIMIT), WALK_CHUNK):
+        rows = most_certain[start : start + WALK_CHUNK]
+        _, bucket = _bucket_of(pool, rows, query, lows)
+        hit, first = np.unique(bucket, return_index=True)
+        new = np.isnan(floors[hit])
+        floors[hit[new]] = pool.uncertainty[rows[first[new]]]
+        if not np.isnan(floors[wanted]).any():
+            break
+    return floors
+
+
+def _walk(
+    pool: PoolView, walk: np.ndarray, query: np.ndarray, lows: np.ndarray, caps: np.ndarray
+) -> dict[int, int]:
+    """Per bucket with a finite cap, the pool row that the exact rule picks among the walked rows:
+    most complex, then most similar, then smallest key."""
+    walking = np.flatnonzero(np.isfinite(caps))
+    best = np.full(len(caps), -1, dtype=np.int64)
+    best_similarity = np.zeros(len(caps), dtype=np.float32)
+    widest_cap = float(caps[walking].max())
+    for start in range(0, min(len(walk), WALK_LIMIT), WALK_CHUNK):
+        rows = walk[start : start + WALK_CHUNK]
+        rows = rows[pool.uncertainty[rows] <= widest_cap]
+        similarity, bucket = _bucket_of(pool, rows, query, lows)
+        passed = pool.uncertainty[rows] <= caps[bucket]
+        rows, similarity, bucket = rows[passed], similarity[passed], bucket[passed]
+        if len(rows):
+            # The chunk's rows compete with the rows held so far, bucket by bucket, in one sort.
+            holders = np.flatnonzero(best >= 0)
+            rows = np.concatenate([rows, best[holders]])
+            similarity = np.concatenate([similarity, best_similarity[holders]])
+            bucket = np.concatenate([bucket, holders])
+            order = np.lexsort((pool.keys[rows], -similarity, -pool.complexity[rows], bucket))
+            first = order[np.r_[True, bucket[order][1:] != bucket[order][:-1]]]
+            best[bucket[first]], best_similarity[bucket[first]] = rows[first], similarity[first]
+        reached = pool.complexity[walk[min(start + WALK_CHUNK, len(walk)) - 1]]
+        if (best[walking] >= 0).all() and reached < pool.complexity[best[walking]].min():
+            break
+    return {int(b): int(best[b]) for b in walking if best[b] >= 0}
+
+
+def finish(
+    plan: SublinearPlan, pool: PoolView, most_complex: np.ndarray, most_certain: np.ndarray
+) -> list[SublinearPick]:
+    """RoSE picks, one per bucket, least similar bucket first: the plan's end winners; for the
+    rest, each bucket's least uncertainty from a walk over ``pool`` most certain first (the
+    sample's where that walk ends first), then a walk most complex first; the sample decides
+    where the walks find nothing."""
+    buckets, sample, similarity = plan.buckets, plan.sample, plan.similarity
+    winners = dict(plan.winners)
+    lows = np.array([bucket.low for bucket in buckets])
+    wanted = np.array([b for b, bucket in enumerate(buckets) if b not in winners and len(bucket.members)], dtype=np.int64)
+    if len(wanted):
+        floors = _floors(pool, most_certain, plan.query, lows, wanted)
+        caps = np.full(len(buckets), -np.inf)  # -inf: not walked (already won, or no sample to cap it)
+        for b in wanted:
+            floor = floors[b] if not np.isnan(floors[b]) else sample.uncertainty[buckets[b].members].min()
+            caps[b] = plan.ratio * float(floor) * (1 + RATIO_SLACK) + RATIO_SLACK
+        for b, row in _walk(pool, most_complex, plan.query, lows, caps).items():
+            winners[b] = (pool.ids[row], float(pool.vectors[row] @ plan.query))
     for b, bucket in enumerate(buckets):  # never reached: the sample decides
         if b not in winners and len(bucket.members):
             row = pick_in_bucket(
-                bucket.members, similarity, sample.uncertainty, sample.complexity, sample.keys, ratio
+                bucket.members, similarity, sample.uncertainty, sample.complexity, sample.keys, plan.ratio
             )
             winners[b] = (sample.ids[row], float(similarity[row]))
     return [SublinearPick(winners[b][0], winners[b][1], b) for b in sorted(winners)]
