@@ -79,10 +79,16 @@ class ExperienceStore(ABC):
 
     @abstractmethod
     def search_ranked(
-        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
+        self,
+        tenant: str,
+        vector: np.ndarray,
+        limit: int,
+        score_threshold: float | None = None,
+        hnsw_ef: int | None = None,
     ) -> tuple[RankedBatch, np.ndarray]:
         """``search`` without decoding experiences: the hits' ids and two scores, and their
-        similarities, best first. For walking many hits fast."""
+        similarities, best first. For walking many hits fast. ``hnsw_ef`` widens the index's
+        beam where the default misses (the least similar points lie far from the graph's paths)."""
 
     def indexed_count(self, tenant: str) -> int:
         """Points covered by an approximate (HNSW) index; exact-search stores report 0."""

@@ -191,7 +191,13 @@ class QdrantEdgeStore(ExperienceStore):
         return scroll_pages(fetch)
 
     def _search(
-        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None, payload: object
+        self,
+        tenant: str,
+        vector: np.ndarray,
+        limit: int,
+        score_threshold: float | None,
+        payload: object,
+        hnsw_ef: int | None = None,
     ) -> list[qe.ScoredPoint]:
         if limit <= 0:
             return []
@@ -201,6 +207,7 @@ class QdrantEdgeStore(ExperienceStore):
             filter=_tenant_filter(tenant),
             with_payload=payload,
             score_threshold=score_threshold,
+            params=None if hnsw_ef is None else qe.SearchParams(hnsw_ef=hnsw_ef),
         )
         with self._lock:
             return self._shard.search(request)
@@ -212,10 +219,15 @@ class QdrantEdgeStore(ExperienceStore):
         return [ScoredExperience(_experience(h), h.score) for h in hits]
 
     def search_ranked(
-        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
+        self,
+        tenant: str,
+        vector: np.ndarray,
+        limit: int,
+        score_threshold: float | None = None,
+        hnsw_ef: int | None = None,
     ) -> tuple[RankedBatch, np.ndarray]:
         selector = qe.PayloadSelector.Include([UNCERTAINTY, COMPLEXITY])
-        hits = self._search(tenant, vector, limit, score_threshold, selector)
+        hits = self._search(tenant, vector, limit, score_threshold, selector, hnsw_ef)
         return ranked_batch(hits), np.array([h.score for h in hits], dtype=np.float64)
 
     def indexed_count(self, tenant: str) -> int:

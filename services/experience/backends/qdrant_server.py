@@ -189,7 +189,13 @@ class QdrantServerStore(ExperienceStore):
         return scroll_pages(fetch)
 
     def _search(
-        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None, payload: object
+        self,
+        tenant: str,
+        vector: np.ndarray,
+        limit: int,
+        score_threshold: float | None,
+        payload: object,
+        hnsw_ef: int | None = None,
     ) -> list[qm.ScoredPoint]:
         if limit <= 0:
             return []
@@ -201,6 +207,7 @@ class QdrantServerStore(ExperienceStore):
                 limit=limit,
                 score_threshold=score_threshold,
                 with_payload=payload,
+                search_params=None if hnsw_ef is None else qm.SearchParams(hnsw_ef=hnsw_ef),
             ).points
 
     def search(
@@ -210,9 +217,14 @@ class QdrantServerStore(ExperienceStore):
         return [ScoredExperience(_experience(h), h.score) for h in hits]
 
     def search_ranked(
-        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
+        self,
+        tenant: str,
+        vector: np.ndarray,
+        limit: int,
+        score_threshold: float | None = None,
+        hnsw_ef: int | None = None,
     ) -> tuple[RankedBatch, np.ndarray]:
-        hits = self._search(tenant, vector, limit, score_threshold, [UNCERTAINTY, COMPLEXITY])
+        hits = self._search(tenant, vector, limit, score_threshold, [UNCERTAINTY, COMPLEXITY], hnsw_ef)
         return ranked_batch(hits), np.array([h.score for h in hits], dtype=np.float64)
 
     def indexed_count(self, tenant: str) -> int:

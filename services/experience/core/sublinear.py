@@ -1,20 +1,19 @@
 """Sublinear RoSE for pools of a million or more: no full pass over the pool per call.
 
-1. The pool's lowest and highest similarity come from two vector-index queries (the question
-   and its negation), so the equal-width bucket edges are those of the exact algorithm.
-2. A uniform sample of the pool estimates each bucket's size; empty buckets are dropped and the
-   largest split at its sample median, as the exact algorithm does with true counts.
-3. Each bucket's winner is found one of two ways:
-   - a small bucket at either end of the range is fetched whole with a thresholded
-     vector query, and the exact rule picks from its members;
-   - a large bucket is found by walking the in-memory pool most-complex-first (the mirror keeps
-     that order) under an uncertainty cap, a chunk of rows at a time, with only those rows'
-     similarities computed: the first walked rows that fall in the bucket and pass λ × the
-     bucket's minimum uncertainty (estimated from the sample) win, ties broken as in exact.
-   A bucket the walk never reaches falls back to the exact rule over its sample members.
+1. Two vector-index searches, for the question and for its negation, return the most and the
+   least similar points: the pool's similarity range (so the equal-width intervals are those of
+   the exact algorithm), and every member of the small intervals at either end.
+2. A uniform sample of the pool sizes the other intervals; empty intervals are dropped and the
+   largest bucket split (at its sample median unless fetched whole), as exact does with true
+   counts. A fetched bucket's winner follows the exact rule over its members.
+3. For each other bucket, a walk over the in-memory pool most certain first (the mirror keeps
+   that order) finds its least uncertainty: where the walk first lands in it. Then a walk most
+   complex first, a chunk of rows at a time with only those rows' similarities computed, finds
+   the first rows in the bucket under λ × that minimum; ties break as in exact.
+   A bucket the walks never reach falls back to the exact rule over its sample members.
 
-The first two steps and the end fetches query the store (``plan``, off the event loop); the walk
-reads the mirror (``finish``), which the caller must hold still.
+The searches run in ``plan`` (off the event loop); the walks read the mirror in ``finish``,
+which the caller must hold still.
 """
 
 from __future__ import annotations
@@ -28,7 +27,9 @@ from services.experience.core.mirror import PoolView, tie_key
 from services.experience.core.orchestrate import RATIO_SLACK, pick_in_bucket
 
 #: A bucket estimated at most this large, at an end of the range, is fetched whole.
-FETCH_LIMIT = 2048
+FETCH_LIMIT = 512
+#: HNSW beam for the least similar point (the default missed it in 5% of queries at 100k).
+BOTTOM_EF = 512
 #: Rows of the walk examined at a time, and at most in all before the sample decides.
 WALK_CHUNK = 4096
 WALK_LIMIT = 65_536
@@ -53,14 +54,6 @@ class _Bucket:
     fetched: list[Member] | None = None  # every pool member, when fetched whole
 
 
-def _edges(store: ExperienceStore, tenant: str, query: np.ndarray) -> tuple[float, float] | None:
-    _, top = store.search_ranked(tenant, query, 1)
-    _, bottom = store.search_ranked(tenant, -query, 1)
-    if not len(top) or not len(bottom):
-        return None
-    return -float(bottom[0]), float(top[0])
-
-
 def _intervals(
     sample: PoolView, pool_size: int, similarity: np.ndarray, low: float, high: float, k: int
 ) -> list[_Bucket]:
@@ -76,23 +69,50 @@ def _intervals(
     return intervals
 
 
-def _fetch_ends(store: ExperienceStore, tenant: str, query: np.ndarray, intervals: list[_Bucket]) -> None:
-    """Fetch the small intervals at either end whole (one vector query per end), so that their
-    sizes and members are exact."""
-    taken: set[int] = set()
-    for order, from_top in ((range(len(intervals) - 1, -1, -1), True), (range(len(intervals)), False)):
-        chosen, reach = [], 0.0
+@dataclass(frozen=True)
+class _EndHits:
+    """The points most similar (top) or least similar (bottom) to the query, by one index search:
+    every point from the end up to ``reach`` (inclusive when ``complete``: the search ran dry)."""
+
+    members: list[Member]  # from the end inwards
+    reach: float
+    complete: bool
+
+
+def _end_limit(outward_first: list[_Bucket]) -> int:
+    """Hits to ask for: twice the sample's estimate of the small intervals at this end."""
+    reach = 0.0
+    for interval in outward_first:
+        if reach + interval.size > FETCH_LIMIT:
+            break
+        reach += interval.size
+    return int(reach * 2) + 64
+
+
+def _search_end(store: ExperienceStore, tenant: str, query: np.ndarray, limit: int, from_top: bool) -> _EndHits:
+    # The least similar points lie far from HNSW's paths (the negated query is far from the data).
+    batch, scores = store.search_ranked(tenant, query if from_top else -query, limit, hnsw_ef=None if from_top else BOTTOM_EF)
+    similarity = scores if from_top else -scores
+    members = [
+        (batch.ids[i], float(similarity[i]), float(batch.uncertainty[i]), float(batch.complexity[i]))
+        for i in range(len(batch.ids))
+    ]
+    return _EndHits(members, members[-1][1] if members else 0.0, len(members) < limit)
+
+
+def _take_ends(intervals: list[_Bucket], top: _EndHits, bottom: _EndHits) -> None:
+    """Intervals wholly inside what an end search reached get their exact members and size."""
+    for hits, order in ((top, range(len(intervals) - 1, -1, -1)), (bottom, range(len(intervals)))):
         for b in order:
-            if b in taken or reach + intervals[b].size > FETCH_LIMIT:
+            interval = intervals[b]
+            covered = interval.low > hits.reach if hits is top else interval.high < hits.reach
+            if interval.fetched is not None or not (hits.complete or covered):
                 break
-            reach += intervals[b].size
-            chosen.append(b)
-        if not chosen:
-            continue
-        taken.update(chosen)
-        fetched = _fetch_end(store, tenant, query, [intervals[b] for b in chosen], from_top, int(reach * 2) + 64)
-        for b, members in zip(chosen, fetched or [], strict=False):
-            intervals[b].fetched, intervals[b].size = members, float(len(members))
+            last = b == len(intervals) - 1
+            interval.fetched = [
+                m for m in hits.members if m[1] >= interval.low and (m[1] <= interval.high if last else m[1] < interval.high)
+            ]
+            interval.size = float(len(interval.fetched))
 
 
 def _split(bucket: _Bucket, similarity: np.ndarray) -> list[_Bucket] | None:
@@ -133,28 +153,6 @@ def _buckets(intervals: list[_Bucket], similarity: np.ndarray, k: int) -> list[_
     return buckets
 
 
-def _fetch_end(
-    store: ExperienceStore, tenant: str, query: np.ndarray, intervals: list[_Bucket], from_top: bool, limit: int
-) -> list[list[Member]] | None:
-    """Every member of consecutive end intervals (outermost first), in one vector query; None if
-    the query hit its limit before reaching the innermost interval's far edge."""
-    innermost = intervals[-1]
-    if from_top:
-        batch, scores = store.search_ranked(tenant, query, limit, score_threshold=innermost.low)
-    else:
-        batch, scores = store.search_ranked(tenant, -query, limit, score_threshold=-innermost.high)
-        scores = -scores
-    if len(batch.ids) >= limit:
-        return None
-    members = []
-    for interval in intervals:
-        inside = np.flatnonzero((scores >= interval.low) & (scores <= interval.high))
-        members.append(
-            [(batch.ids[i], float(scores[i]), float(batch.uncertainty[i]), float(batch.complexity[i])) for i in inside]
-        )
-    return members
-
-
 def _exact_pick(members: list[Member], ratio: float) -> tuple[str, float]:
     ids = [m[0] for m in members]
     similarity, uncertainty, complexity = (np.array([m[i] for m in members]) for i in (1, 2, 3))
@@ -184,15 +182,22 @@ def plan(
     k: int,
     ratio: float,
 ) -> SublinearPlan | None:
-    """Bucket edges from the index, interval sizes from ``sample`` or, for the small intervals at
-    either end, fetched whole; the buckets as the exact algorithm plans them, and the fetched
-    buckets decided. None when the tenant's index holds nothing."""
-    edges = _edges(store, tenant, query)
-    if edges is None:
-        return None
+    """Two index searches, most and least similar first, give the pool's similarity range and
+    every member of the small intervals at either end; the other intervals are sized from
+    ``sample``. Returns the buckets as the exact algorithm plans them, with the fetched buckets
+    decided; None when the tenant's index holds nothing."""
     similarity = sample.vectors @ query
-    intervals = _intervals(sample, pool_size, similarity, *edges, k)
-    _fetch_ends(store, tenant, query, intervals)
+    if not len(similarity):
+        return None
+    guess = _intervals(sample, pool_size, similarity, float(similarity.min()), float(similarity.max()), k)
+    top = _search_end(store, tenant, query, _end_limit(guess[::-1]), from_top=True)
+    bottom = _search_end(store, tenant, query, _end_limit(guess), from_top=False)
+    if not top.members or not bottom.members:
+        return None
+    low = min(bottom.members[0][1], float(similarity.min()))
+    high = max(top.members[0][1], float(similarity.max()))
+    intervals = _intervals(sample, pool_size, similarity, low, high, k)
+    _take_ends(intervals, top, bottom)
     buckets = _buckets(intervals, similarity, k)
     result = SublinearPlan(query, sample, similarity, buckets, ratio)
     for b, bucket in enumerate(buckets):
