@@ -26,7 +26,8 @@ from services.experience.backends.base import ExperienceStore
 from services.experience.core.mirror import PoolView, tie_key
 from services.experience.core.orchestrate import RATIO_SLACK, pick_in_bucket
 
-#: A bucket estimated at most this large, at an end of the range, is fetched whole.
+#: End intervals are fetched whole while their estimated sizes add up to at most this; larger
+#: ones are walked. Each fetched point widens the HNSW search, the cost that dominates here.
 FETCH_LIMIT = 512
 #: HNSW beam for the least similar point (the default missed it in 5% of queries at 100k).
 BOTTOM_EF = 512
