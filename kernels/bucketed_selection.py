@@ -126,7 +126,7 @@ def reference(vectors, query, uncertainty, complexity, keys, k, ratio, equal_cou
     return Selection(select_reference(similarity, uncertainty, complexity, keys, k, ratio, equal_count), similarity)
 
 
-# --- fast CPU path: one parallel pass over the vectors, then three over n scalars --------
+# --- fast CPU path: one parallel pass over the vectors, then two over the n scalars -------
 # numba: numpy's matrix-vector product measured about 1.5x a plain read of the vectors here,
 # and each numpy pass over n scalars costs a separate sweep of memory.
 
@@ -155,18 +155,28 @@ def _similarity_and_range(vectors, query):
     return similarity, lows.min(), highs.max()
 
 
-@numba.njit(cache=True)
-def _intervals(similarity, low, width, k):
+@numba.njit(parallel=True, cache=True)
+def _intervals(similarity, uncertainty, low, width, k):
     """Each row's equal-width interval, with ``positions``' float32 arithmetic (an infinite
-    width puts every row in interval 0), and the interval sizes."""
-    position = np.empty(len(similarity), dtype=np.int32)
-    counts = np.zeros(k, dtype=np.int64)
+    width puts every row in interval 0); each interval's size and least uncertainty."""
+    n = len(similarity)
+    position = np.empty(n, dtype=np.int32)
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    counts = np.zeros((chunks, k), dtype=np.int64)
+    floors = np.full((chunks, k), np.inf)
     scale = np.float32(k)
-    for row in range(len(similarity)):
-        p = min(int(np.floor((similarity[row] - low) / width * scale)), k - 1)
-        position[row] = p
-        counts[p] += 1
-    return position, counts
+    for chunk in numba.prange(chunks):
+        for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            p = min(int(np.floor((similarity[row] - low) / width * scale)), k - 1)
+            position[row] = p
+            counts[chunk, p] += 1
+            floors[chunk, p] = min(floors[chunk, p], uncertainty[row])
+    total, floor = np.zeros(k, dtype=np.int64), np.full(k, np.inf)
+    for chunk in range(chunks):
+        for p in range(k):
+            total[p] += counts[chunk, p]
+            floor[p] = min(floor[p], floors[chunk, p])
+    return position, total, floor
 
 
 @numba.njit(cache=True)
@@ -183,6 +193,7 @@ def _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cu
 
 @numba.njit(cache=True)
 def _floors(similarity, keys, uncertainty, position, first_of_interval, cut_interval, cut_value, cut_key, count):
+    """Each bucket's least uncertainty, where some interval holds several buckets."""
     floors = np.full(count, np.inf)
     for row in range(len(similarity)):
         b = _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cut_value, cut_key)
@@ -191,26 +202,37 @@ def _floors(similarity, keys, uncertainty, position, first_of_interval, cut_inte
 
 
 @numba.njit(cache=True)
+def _beats(row, held, similarity, complexity, keys):
+    """The selection's order: more complex, then more similar, then smaller key."""
+    if held < 0 or complexity[row] > complexity[held]:
+        return True
+    if complexity[row] < complexity[held]:
+        return False
+    if similarity[row] != similarity[held]:
+        return similarity[row] > similarity[held]
+    return keys[row] < keys[held]
+
+
+@numba.njit(parallel=True, cache=True)
 def _winners(
     similarity, uncertainty, complexity, keys, position, first_of_interval, cut_interval, cut_value, cut_key, limit
 ):
-    """Per bucket, the kept row that is most complex, then most similar, then of smallest key."""
-    best = np.full(len(limit), -1, dtype=np.int64)
-    for row in range(len(similarity)):
-        b = _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cut_value, cut_key)
-        if uncertainty[row] > limit[b]:
-            continue
-        held = best[b]
-        if (
-            held < 0
-            or complexity[row] > complexity[held]
-            or (
-                complexity[row] == complexity[held]
-                and (similarity[row] > similarity[held] or (similarity[row] == similarity[held] and keys[row] < keys[held]))
-            )
-        ):
-            best[b] = row
-    return best
+    """Per bucket, the kept row that wins the selection's order (per chunk, then across chunks)."""
+    n, buckets = len(similarity), len(limit)
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    best = np.full((chunks, buckets), -1, dtype=np.int64)
+    for chunk in numba.prange(chunks):
+        for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            b = _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cut_value, cut_key)
+            if uncertainty[row] <= limit[b] and _beats(row, best[chunk, b], similarity, complexity, keys):
+                best[chunk, b] = row
+    result = np.full(buckets, -1, dtype=np.int64)
+    for chunk in range(chunks):
+        for b in range(buckets):
+            row = best[chunk, b]
+            if row >= 0 and _beats(row, result[b], similarity, complexity, keys):
+                result[b] = row
+    return result
 
 
 def _thresholds(values: np.ndarray, member_keys: np.ndarray, ranks: list[int]) -> list[tuple[float, int]]:
@@ -239,7 +261,7 @@ def _select_with_range(
     # As numpy computes positions: the width rounds to float32; one interval when there is no width.
     width = np.float32(np.inf) if equal_count or high == low else np.float32(high - low)
     intervals = 1 if equal_count else k
-    position, counts = _intervals(similarity, np.float32(low), width, intervals)
+    position, counts, interval_floors = _intervals(similarity, uncertainty, np.float32(low), width, intervals)
     plan = plan_buckets([n] if equal_count else counts.tolist(), k, equal_count)
     first_of_interval = np.zeros(intervals, dtype=np.int64)
     for index in reversed(range(len(plan))):
@@ -255,7 +277,10 @@ def _select_with_range(
         np.array([c[2] for c in cuts], dtype=np.int64),
     )
     layout = (position, first_of_interval, *cut_arrays)
-    floors = _floors(similarity, keys, uncertainty, *layout, len(plan))
+    if len(plan) == intervals and all(b.start == 0 for b in plan):  # each interval one bucket: the common case
+        floors = interval_floors
+    else:
+        floors = _floors(similarity, keys, uncertainty, *layout, len(plan))
     return _winners(similarity, uncertainty, complexity, keys, *layout, limits(floors, ratio))
 
 
