@@ -23,12 +23,14 @@ RUN groupadd --system --gid 10001 rosemesh \
  && mkdir -p /var/cache/rosemesh /var/lib/rosemesh \
  && chown rosemesh:rosemesh /var/cache/rosemesh /var/lib/rosemesh
 COPY --from=build /opt/rosemesh /opt/rosemesh
-# Caches (models, tokenizers) go to /var/cache/rosemesh, a volume in Kubernetes, since the root
-# filesystem is read-only there; the services bind every interface inside a container.
+# Caches (models, tokenizers, numba's compiled kernels) go to /var/cache/rosemesh, a volume in
+# Kubernetes, since the root filesystem is read-only there; the services bind every interface
+# inside a container.
 ENV PATH=/opt/rosemesh/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/var/cache/rosemesh \
     XDG_CACHE_HOME=/var/cache/rosemesh \
+    NUMBA_CACHE_DIR=/var/cache/rosemesh/numba \
     HF_HUB_OFFLINE=1
 USER 10001:10001
 EXPOSE 50051 50052 50053 50054 50055 9464 9465 9466 9467 9468
