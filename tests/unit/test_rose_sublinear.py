@@ -94,3 +94,20 @@ def test_the_mirror_keeps_its_orders_through_writes(operations) -> None:
         assert sorted(order.tolist()) == list(range(mirror.size))
     assert (np.diff(mirror.complexity[by_complexity]) <= 0).all()
     assert (np.diff(mirror.uncertainty[by_uncertainty]) >= 0).all()
+
+
+def test_sublinear_leaves_excluded_experiences_out_as_exact_does(pool: tuple[QdrantEdgeStore, TenantMirror]) -> None:
+    store, mirror = pool
+    rng = np.random.default_rng(2)
+    view = mirror.view()
+    query = view.vectors[5] + rng.normal(0, 0.05, size=view.vectors.shape[1]).astype(np.float32)
+    query /= np.linalg.norm(query)
+    first = {view.ids[p.index] for p in rose(view.vectors @ query, view.uncertainty, view.complexity, view.keys, 8)}
+    kept = view.without(first)
+    exact = {kept.ids[p.index] for p in rose(kept.vectors @ query, kept.uncertainty, kept.complexity, kept.keys, 8)}
+    found = sublinear.plan(store, TENANT, query, mirror.sample(2000, rng).without(first), len(kept), 8, 1.2, first)
+    assert found is not None
+    excluded_rows = np.array([mirror.row_of[i] for i in first], dtype=np.int64)
+    picks = {p.experience_id for p in sublinear.finish(found, view, mirror.most_complex_first(), mirror.most_certain_first(), excluded_rows)}
+    assert len(picks) == 8 and not picks & first
+    assert len(picks & exact) >= 7

@@ -217,24 +217,28 @@ class ExperiencePool:
             return Orchestration([], 0, self.resolve_mode(query, 0))
         mode = self.resolve_mode(query, mirror.size)
         if mode == SearchMode.SUBLINEAR:
-            pool_size = mirror.size
+            # Quarantined experiences leave the pool before planning, as in exact.
+            quarantined = self.quarantined(query.tenant)
+            pool_size = mirror.size - sum(i in mirror.row_of for i in quarantined)
             found = await asyncio.to_thread(
                 sublinear.plan,
                 self.store,
                 query.tenant,
                 vector,
-                self._sample(query.tenant, mirror),
+                self._sample(query.tenant, mirror).without(quarantined),
                 pool_size,
                 query.k,
                 query.uncertainty_ratio,
+                quarantined,
             )
             if found is None:
                 return Orchestration([], pool_size, mode)
-            # The walk reads the mirror: no await until the picks' ids are taken.
-            picks = sublinear.finish(found, mirror.view(), mirror.most_complex_first(), mirror.most_certain_first())
-            # The store's index knows no quarantine: quarantined picks are dropped, not replaced.
-            quarantined = self.quarantined(query.tenant)
-            chosen = [(p.experience_id, p.similarity, p.bucket) for p in picks if p.experience_id not in quarantined]
+            # The walks read the mirror: no await until the picks' ids are taken.
+            excluded_rows = np.array([mirror.row_of[i] for i in quarantined if i in mirror.row_of], dtype=np.int64)
+            picks = sublinear.finish(
+                found, mirror.view(), mirror.most_complex_first(), mirror.most_certain_first(), excluded_rows
+            )
+            chosen = [(p.experience_id, p.similarity, p.bucket) for p in picks]
             return await self._demonstrations(query.tenant, chosen, pool_size, mode)
         # From here to the picks' ids, nothing awaits: the view cannot change underneath.
         pool = mirror.view().without(self.quarantined(query.tenant))

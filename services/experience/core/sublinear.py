@@ -90,7 +90,9 @@ def _end_limit(outward_first: list[_Bucket]) -> int:
     return int(reach * 2) + 64
 
 
-def _search_end(store: ExperienceStore, tenant: str, query: np.ndarray, limit: int, from_top: bool) -> _EndHits:
+def _search_end(
+    store: ExperienceStore, tenant: str, query: np.ndarray, limit: int, from_top: bool, excluded: frozenset[str] | set[str]
+) -> _EndHits:
     # The least similar points lie far from HNSW's paths (the negated query is far from the data).
     batch, scores = store.search_ranked(tenant, query if from_top else -query, limit, hnsw_ef=None if from_top else BOTTOM_EF)
     similarity = scores if from_top else -scores
@@ -98,7 +100,8 @@ def _search_end(store: ExperienceStore, tenant: str, query: np.ndarray, limit: i
         (batch.ids[i], float(similarity[i]), float(batch.uncertainty[i]), float(batch.complexity[i]))
         for i in range(len(batch.ids))
     ]
-    return _EndHits(members, members[-1][1] if members else 0.0, len(members) < limit)
+    reach = members[-1][1] if members else 0.0
+    return _EndHits([m for m in members if m[0] not in excluded], reach, len(members) < limit)
 
 
 def _take_ends(intervals: list[_Bucket], top: _EndHits, bottom: _EndHits) -> None:
@@ -182,6 +185,7 @@ def plan(
     pool_size: int,
     k: int,
     ratio: float,
+    excluded: frozenset[str] | set[str] = frozenset(),
 ) -> SublinearPlan | None:
     """Two index searches, most and least similar first, give the pool's similarity range and
     every member of the small intervals at either end; the other intervals are sized from
@@ -191,8 +195,8 @@ def plan(
     if not len(similarity):
         return None
     guess = _intervals(sample, pool_size, similarity, float(similarity.min()), float(similarity.max()), k)
-    top = _search_end(store, tenant, query, _end_limit(guess[::-1]), from_top=True)
-    bottom = _search_end(store, tenant, query, _end_limit(guess), from_top=False)
+    top = _search_end(store, tenant, query, _end_limit(guess[::-1]), True, excluded)
+    bottom = _search_end(store, tenant, query, _end_limit(guess), False, excluded)
     if not top.members or not bottom.members:
         return None
     low = min(bottom.members[0][1], float(similarity.min()))
@@ -212,12 +216,19 @@ def _bucket_of(pool: PoolView, rows: np.ndarray, query: np.ndarray, lows: np.nda
     return similarity, np.clip(np.searchsorted(lows, similarity, side="right") - 1, 0, len(lows) - 1)
 
 
-def _floors(pool: PoolView, most_certain: np.ndarray, query: np.ndarray, lows: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+def _walked(order: np.ndarray, start: int, excluded_rows: np.ndarray) -> np.ndarray:
+    rows = order[start : start + WALK_CHUNK]
+    return rows[~np.isin(rows, excluded_rows)] if len(excluded_rows) else rows
+
+
+def _floors(
+    pool: PoolView, most_certain: np.ndarray, excluded_rows: np.ndarray, query: np.ndarray, lows: np.ndarray, wanted: np.ndarray
+) -> np.ndarray:
     """Each wanted bucket's least uncertainty in the pool: where the walk most certain first
     first lands in it (NaN where the walk ends first)."""
     floors = np.full(len(lows), np.nan)
     for start in range(0, min(len(most_certain), WALK_LIMIT), WALK_CHUNK):
-        rows = most_certain[start : start + WALK_CHUNK]
+        rows = _walked(most_certain, start, excluded_rows)
         _, bucket = _bucket_of(pool, rows, query, lows)
         hit, first = np.unique(bucket, return_index=True)
         new = np.isnan(floors[hit])
@@ -228,7 +239,7 @@ def _floors(pool: PoolView, most_certain: np.ndarray, query: np.ndarray, lows: n
 
 
 def _walk(
-    pool: PoolView, walk: np.ndarray, query: np.ndarray, lows: np.ndarray, caps: np.ndarray
+    pool: PoolView, walk: np.ndarray, excluded_rows: np.ndarray, query: np.ndarray, lows: np.ndarray, caps: np.ndarray
 ) -> dict[int, int]:
     """Per bucket with a finite cap, the pool row that the exact rule picks among the walked rows:
     most complex, then most similar, then smallest key."""
@@ -237,7 +248,7 @@ def _walk(
     best_similarity = np.zeros(len(caps), dtype=np.float32)
     widest_cap = float(caps[walking].max())
     for start in range(0, min(len(walk), WALK_LIMIT), WALK_CHUNK):
-        rows = walk[start : start + WALK_CHUNK]
+        rows = _walked(walk, start, excluded_rows)
         rows = rows[pool.uncertainty[rows] <= widest_cap]
         similarity, bucket = _bucket_of(pool, rows, query, lows)
         passed = pool.uncertainty[rows] <= caps[bucket]
@@ -258,23 +269,28 @@ def _walk(
 
 
 def finish(
-    plan: SublinearPlan, pool: PoolView, most_complex: np.ndarray, most_certain: np.ndarray
+    plan: SublinearPlan,
+    pool: PoolView,
+    most_complex: np.ndarray,
+    most_certain: np.ndarray,
+    excluded_rows: np.ndarray | None = None,
 ) -> list[SublinearPick]:
     """RoSE picks, one per bucket, least similar bucket first: the plan's end winners; for the
     rest, each bucket's least uncertainty from a walk over ``pool`` most certain first (the
     sample's where that walk ends first), then a walk most complex first; the sample decides
-    where the walks find nothing."""
+    where the walks find nothing. Rows in ``excluded_rows`` are never walked."""
+    excluded_rows = np.zeros(0, dtype=np.int64) if excluded_rows is None else excluded_rows
     buckets, sample, similarity = plan.buckets, plan.sample, plan.similarity
     winners = dict(plan.winners)
     lows = np.array([bucket.low for bucket in buckets])
     wanted = np.array([b for b, bucket in enumerate(buckets) if b not in winners and len(bucket.members)], dtype=np.int64)
     if len(wanted):
-        floors = _floors(pool, most_certain, plan.query, lows, wanted)
+        floors = _floors(pool, most_certain, excluded_rows, plan.query, lows, wanted)
         caps = np.full(len(buckets), -np.inf)  # -inf: not walked (already won, or no sample to cap it)
         for b in wanted:
             floor = floors[b] if not np.isnan(floors[b]) else sample.uncertainty[buckets[b].members].min()
             caps[b] = plan.ratio * float(floor) * (1 + RATIO_SLACK) + RATIO_SLACK
-        for b, row in _walk(pool, most_complex, plan.query, lows, caps).items():
+        for b, row in _walk(pool, most_complex, excluded_rows, plan.query, lows, caps).items():
             winners[b] = (pool.ids[row], float(pool.vectors[row] @ plan.query))
     for b, bucket in enumerate(buckets):  # never reached: the sample decides
         if b not in winners and len(bucket.members):
