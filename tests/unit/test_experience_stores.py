@@ -269,3 +269,23 @@ def test_search_ranked_matches_search(store: ExperienceStore, pool: Pool) -> Non
     np.testing.assert_allclose(batch.uncertainty, [h.experience.uncertainty for h in hits])
     np.testing.assert_allclose(batch.complexity, [h.experience.complexity for h in hits])
     assert store.search_ranked(GLOBEX, query, 500)[0].ids == [h.experience.id for h in store.search(GLOBEX, query, 500)]
+
+
+def test_edge_search_of_a_sole_tenant_stays_isolated_once_another_arrives(tmp_path: Path) -> None:
+    """A shard holding one tenant is searched without the tenant filter; a second tenant's
+    first write must bring the filter back."""
+    rng = np.random.default_rng(7)
+    store = QdrantEdgeStore(tmp_path, DIM, hnsw_threshold=10**9)
+    try:
+        alone = make_points("solo", unit_vectors(rng, 30), rng)
+        store.upsert(alone)
+        probe = alone[0].vector
+        assert {h.experience.id for h in store.search("solo", probe, 100)} == {p.experience.id for p in alone}
+        assert store.search("other", probe, 100) == []
+        other = make_points("other", unit_vectors(rng, 30), rng)
+        store.upsert(other)
+        assert {h.experience.id for h in store.search("solo", probe, 100)} == {p.experience.id for p in alone}
+        batch, _ = store.search_ranked("other", probe, 100)
+        assert set(batch.ids) == {p.experience.id for p in other}
+    finally:
+        store.close()

@@ -118,6 +118,8 @@ class QdrantEdgeStore(ExperienceStore):
         self._retry_at = 0.0
         self._closed = False
         self._unchecked_writes = 0  # points written since _maybe_build last counted
+        self._writes = 0  # operations applied, for caches of what the shard holds
+        self._sole_tenant_at: tuple[int, str | None] = (-1, None)  # (at _writes, the sole tenant)
         with self._lock:
             self._maybe_build()
 
@@ -190,32 +192,48 @@ class QdrantEdgeStore(ExperienceStore):
 
         return scroll_pages(fetch)
 
+    def _sole_tenant(self, tenant: str) -> bool:
+        """Whether every point of the shard is ``tenant``'s (caller holds the lock); counted once
+        per write."""
+        if self._sole_tenant_at[0] != self._writes:
+            owned = self._shard.count(qe.CountRequest(filter=_tenant_filter(tenant)))
+            self._sole_tenant_at = (self._writes, tenant if owned == self._shard.info().points_count else None)
+        return self._sole_tenant_at[1] == tenant
+
     def _search(
         self,
         tenant: str,
         vector: np.ndarray,
         limit: int,
         score_threshold: float | None,
-        payload: object,
+        fields: list[str] | None,
         hnsw_ef: int | None = None,
     ) -> list[qe.ScoredPoint]:
+        """The ``limit`` nearest points of ``tenant`` with the payload ``fields`` (None: all).
+
+        The tenant filter is most of a filtered HNSW search's cost (at 1M points: 21 ms against
+        3 ms unfiltered, 38 against 13 with a wide beam); a shard that holds one tenant only is
+        searched without it, and every hit's tenant is still checked.
+        """
         if limit <= 0:
             return []
-        request = qe.SearchRequest(
-            query=qe.Query.Nearest(vector_values(vector, self.dimension)),
-            limit=limit,
-            filter=_tenant_filter(tenant),
-            with_payload=payload,
-            score_threshold=score_threshold,
-            params=None if hnsw_ef is None else qe.SearchParams(hnsw_ef=hnsw_ef),
-        )
         with self._lock:
-            return self._shard.search(request)
+            sole = self._sole_tenant(tenant)
+            request = qe.SearchRequest(
+                query=qe.Query.Nearest(vector_values(vector, self.dimension)),
+                limit=limit,
+                filter=None if sole else _tenant_filter(tenant),
+                with_payload=True if fields is None else qe.PayloadSelector.Include([*fields, TENANT]),
+                score_threshold=score_threshold,
+                params=None if hnsw_ef is None else qe.SearchParams(hnsw_ef=hnsw_ef),
+            )
+            hits = self._shard.search(request)
+        return [h for h in hits if h.payload is not None and h.payload.get(TENANT) == tenant]
 
     def search(
         self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
     ) -> list[ScoredExperience]:
-        hits = self._search(tenant, vector, limit, score_threshold, True)
+        hits = self._search(tenant, vector, limit, score_threshold, None)
         return [ScoredExperience(_experience(h), h.score) for h in hits]
 
     def search_ranked(
@@ -226,8 +244,7 @@ class QdrantEdgeStore(ExperienceStore):
         score_threshold: float | None = None,
         hnsw_ef: int | None = None,
     ) -> tuple[RankedBatch, np.ndarray]:
-        selector = qe.PayloadSelector.Include([UNCERTAINTY, COMPLEXITY])
-        hits = self._search(tenant, vector, limit, score_threshold, selector, hnsw_ef)
+        hits = self._search(tenant, vector, limit, score_threshold, [UNCERTAINTY, COMPLEXITY], hnsw_ef)
         return ranked_batch(hits), np.array([h.score for h in hits], dtype=np.float64)
 
     def indexed_count(self, tenant: str) -> int:
@@ -295,6 +312,7 @@ class QdrantEdgeStore(ExperienceStore):
     def _apply(self, operation: qe.UpdateOperation) -> None:
         """Write to the live shard (caller holds the lock), and keep the write for a running build."""
         self._shard.update(operation)
+        self._writes += 1
         if self._delta is not None:
             self._delta.append(operation)
 
@@ -397,6 +415,7 @@ class QdrantEdgeStore(ExperienceStore):
                     retired = self._shard_dir(self._generation)
                     self._shard.close()
                     self._shard, self._generation, self._delta = shard, generation, None
+                    self._writes += 1
                     return retired
             for operation in pending:
                 shard.update(operation)
