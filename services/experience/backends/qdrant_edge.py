@@ -78,13 +78,8 @@ def _create_shard(path: Path, dimension: int) -> qe.EdgeShard:
     return shard
 
 
-def _tenant_filter(
-    tenant: str, *conditions: qe.FieldCondition | qe.HasIdCondition, exclude: Sequence[str] = ()
-) -> qe.Filter:
-    return qe.Filter(
-        must=[qe.FieldCondition(TENANT, match=qe.MatchValue(tenant)), *conditions],
-        must_not=[qe.HasIdCondition(set(exclude))] if exclude else None,
-    )
+def _tenant_filter(tenant: str, *conditions: qe.FieldCondition | qe.HasIdCondition) -> qe.Filter:
+    return qe.Filter(must=[qe.FieldCondition(TENANT, match=qe.MatchValue(tenant)), *conditions])
 
 
 def _experience(record: qe.Record | qe.ScoredPoint) -> Experience:

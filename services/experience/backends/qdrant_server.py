@@ -47,13 +47,8 @@ _INDEXES: dict[str, qm.PayloadSchemaType | qm.KeywordIndexParams] = {
 }
 
 
-def _tenant_filter(
-    tenant: str, *conditions: qm.FieldCondition | qm.HasIdCondition, exclude: Sequence[str] = ()
-) -> qm.Filter:
-    return qm.Filter(
-        must=[qm.FieldCondition(key=TENANT, match=qm.MatchValue(value=tenant)), *conditions],
-        must_not=[qm.HasIdCondition(has_id=list(exclude))] if exclude else None,
-    )
+def _tenant_filter(tenant: str, *conditions: qm.FieldCondition | qm.HasIdCondition) -> qm.Filter:
+    return qm.Filter(must=[qm.FieldCondition(key=TENANT, match=qm.MatchValue(value=tenant)), *conditions])
 
 
 def _has_ids(ids: Sequence[str]) -> qm.HasIdCondition:

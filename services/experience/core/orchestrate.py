@@ -20,6 +20,11 @@ DEFAULT_MMR_LAMBDA = 0.5
 RATIO_SLACK = 1e-9
 
 
+def uncertainty_limit(floor: float, uncertainty_ratio: float) -> float:
+    """The λ filter's inclusive bound on uncertainty in a bucket whose least is ``floor``."""
+    return uncertainty_ratio * floor * (1 + RATIO_SLACK) + RATIO_SLACK
+
+
 class Bucketing(enum.Enum):
     EQUAL_WIDTH = "equal_width"
     EQUAL_COUNT = "equal_count"
@@ -97,8 +102,7 @@ def pick_in_bucket(
     """Keep members whose uncertainty is at most λ × the bucket's minimum, then take the most
     complex; ties go to the more similar, then to the smaller key. O(len(members))."""
     bucket_uncertainty = uncertainty[members]
-    threshold = uncertainty_ratio * float(bucket_uncertainty.min())
-    kept = members[bucket_uncertainty <= threshold * (1 + RATIO_SLACK) + RATIO_SLACK]
+    kept = members[bucket_uncertainty <= uncertainty_limit(float(bucket_uncertainty.min()), uncertainty_ratio)]
     kept_complexity = complexity[kept]
     best = kept[kept_complexity == kept_complexity.max()]
     if len(best) > 1:

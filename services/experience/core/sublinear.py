@@ -24,7 +24,7 @@ import numpy as np
 
 from services.experience.backends.base import ExperienceStore
 from services.experience.core.mirror import PoolView, tie_key
-from services.experience.core.orchestrate import RATIO_SLACK, pick_in_bucket
+from services.experience.core.orchestrate import pick_in_bucket, uncertainty_limit
 
 #: End intervals are fetched whole while their estimated sizes add up to at most this; larger
 #: ones are walked. Each fetched point widens the HNSW search, the cost that dominates here.
@@ -289,7 +289,7 @@ def finish(
         caps = np.full(len(buckets), -np.inf)  # -inf: not walked (already won, or no sample to cap it)
         for b in wanted:
             floor = floors[b] if not np.isnan(floors[b]) else sample.uncertainty[buckets[b].members].min()
-            caps[b] = plan.ratio * float(floor) * (1 + RATIO_SLACK) + RATIO_SLACK
+            caps[b] = uncertainty_limit(float(floor), plan.ratio)
         for b, row in _walk(pool, most_complex, excluded_rows, plan.query, lows, caps).items():
             winners[b] = (pool.ids[row], float(pool.vectors[row] @ plan.query))
     for b, bucket in enumerate(buckets):  # never reached: the sample decides
