@@ -33,7 +33,9 @@ class EmbeddingSettings(ServiceSettings):
     triton_model: str = Field("embedding_minilm", description="model name in the Triton repository")
     int8: bool = Field(True, description="also serve the int8 dynamic-quantized model (ONNX Runtime)")
     max_batch_size: int = Field(32, ge=1, le=1024, description="texts per inference batch")
-    max_wait_ms: float = Field(1.0, ge=0, le=1000, description="how long a lone request waits for company")
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=1000, description="how long a lone request waits for company (requests that come during a batch share the next)"
+    )
     max_queue: int = Field(4096, ge=1, description="texts waiting at most; beyond, RESOURCE_EXHAUSTED")
     max_texts: int = Field(512, ge=1, description="texts per request at most")
     max_text_bytes: int = Field(32 * 1024, ge=1, description="UTF-8 bytes per text at most")
