@@ -40,15 +40,19 @@ def bench_selection(n: int, dimension: int, k: int, rounds: int, rng: np.random.
     pool = (vectors, query, rng.random(n), rng.integers(1, 15, n).astype(np.float64), rng.permutation(n).astype(np.int64))
     as_tensor = torch.from_numpy(vectors)
     fast = bucketed_selection.fast_cpu(*pool, k, 1.2)
+    rows = bucketed_selection.compact(vectors)
+    compact = bucketed_selection.fast_cpu_compact(vectors, rows, *pool[1:], k, 1.2)
     result = {
         "size": [n, dimension],
         **_best_ms_interleaved(
             {
                 "plain_pass_ms": lambda: as_tensor.sum(),  # reading the vectors once: the floor
                 "fast_ms": lambda: bucketed_selection.fast_cpu(*pool, k, 1.2),
+                "compact_ms": lambda: bucketed_selection.fast_cpu_compact(vectors, rows, *pool[1:], k, 1.2),
             },
             rounds,
         ),
+        "compact_matches_fast": compact.picks.tolist() == fast.picks.tolist(),
         "reference_argsort_loop_ms": _best_ms(lambda: bucketed_selection.reference(*pool, k, 1.2), 2),
         "matches_reference": bucketed_selection.select_reference(
             fast.similarity, *pool[2:], k, 1.2
@@ -59,6 +63,7 @@ def bench_selection(n: int, dimension: int, k: int, rounds: int, rng: np.random.
         index.add(vectors)
         result["faiss_flat_rank_all_ms"] = _best_ms(lambda: index.search(query[None, :], n), rounds)
     result["fast_over_plain_pass"] = round(result["fast_ms"] / result["plain_pass_ms"], 3)
+    result["fast_over_compact"] = round(result["fast_ms"] / result["compact_ms"], 3)
     result["reference_over_fast"] = round(result["reference_argsort_loop_ms"] / result["fast_ms"], 2)
     return result
 

@@ -18,6 +18,10 @@ The rules (the experience service's exact algorithm, ties included):
 Every bucket is a run of the rank order, so it is named by its interval and a range of ranks
 within that interval. Only a bucket that starts inside an interval needs a rank selection to
 find where it starts: a threshold (similarity, key) that its first member is.
+
+Paths: ``reference`` (the specification), ``fast_cpu`` (numba, float32 rows),
+``fast_cpu_compact`` (numba, a scan of int16 codes with exact floats where they decide; the
+same picks as fast_cpu) and ``triton_gpu``.
 """
 
 import math
@@ -37,7 +41,9 @@ RATIO_SLACK = 1e-9
 @dataclass(frozen=True)
 class Selection:
     picks: np.ndarray  # int64 pool rows, one per bucket; picks[b] is bucket b's
-    similarity: np.ndarray  # float32 [n], what the buckets were built from
+    # float32 [n], what the buckets were built from (the compact path: exact at the picks and
+    # wherever a value decided something, within the row's bound elsewhere)
+    similarity: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -135,10 +141,19 @@ _SUM_IN_ANY_ORDER = {"reassoc", "contract"}
 _CHUNK = 4096
 
 
-@numba.njit(parallel=True, fastmath=_SUM_IN_ANY_ORDER, cache=True)
+@numba.njit(fastmath=_SUM_IN_ANY_ORDER, cache=True)
+def _dot(vectors, row, query):
+    """A row's similarity: the one definition every path uses, so their floats agree."""
+    total = np.float32(0.0)
+    for col in range(vectors.shape[1]):
+        total += vectors[row, col] * query[col]
+    return total
+
+
+@numba.njit(parallel=True, cache=True)
 def _similarity_and_range(vectors, query):
     """Similarity of every row, and its lowest and highest value, in one read of ``vectors``."""
-    n, d = vectors.shape
+    n = vectors.shape[0]
     similarity = np.empty(n, dtype=np.float32)
     chunks = (n + _CHUNK - 1) // _CHUNK
     lows = np.full(chunks, np.inf, dtype=np.float32)
@@ -146,13 +161,28 @@ def _similarity_and_range(vectors, query):
     for chunk in numba.prange(chunks):
         low, high = np.float32(np.inf), np.float32(-np.inf)
         for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
-            total = np.float32(0.0)
-            for col in range(d):
-                total += vectors[row, col] * query[col]
+            total = _dot(vectors, row, query)
             similarity[row] = total
             low, high = min(low, total), max(high, total)
         lows[chunk], highs[chunk] = low, high
     return similarity, lows.min(), highs.max()
+
+
+@numba.njit(cache=True)
+def _position(value, low, width, scale, k):
+    return min(int(np.floor((value - low) / width * scale)), k - 1)
+
+
+@numba.njit(cache=True)
+def _merge_chunks(counts, floors):
+    """Per-chunk interval sizes and least uncertainties, summed and minimised over the chunks."""
+    chunks, k = counts.shape
+    total, floor = np.zeros(k, dtype=np.int64), np.full(k, np.inf)
+    for chunk in range(chunks):
+        for p in range(k):
+            total[p] += counts[chunk, p]
+            floor[p] = min(floor[p], floors[chunk, p])
+    return total, floor
 
 
 @numba.njit(parallel=True, cache=True)
@@ -167,16 +197,11 @@ def _intervals(similarity, uncertainty, low, width, k):
     scale = np.float32(k)
     for chunk in numba.prange(chunks):
         for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
-            p = min(int(np.floor((similarity[row] - low) / width * scale)), k - 1)
+            p = _position(similarity[row], low, width, scale, k)
             position[row] = p
             counts[chunk, p] += 1
             floors[chunk, p] = min(floors[chunk, p], uncertainty[row])
-    total, floor = np.zeros(k, dtype=np.int64), np.full(k, np.inf)
-    for chunk in range(chunks):
-        for p in range(k):
-            total[p] += counts[chunk, p]
-            floor[p] = min(floor[p], floors[chunk, p])
-    return position, total, floor
+    return (position, *_merge_chunks(counts, floors))
 
 
 @numba.njit(cache=True)
@@ -191,14 +216,21 @@ def _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cu
     return bucket
 
 
-@numba.njit(cache=True)
+@numba.njit(parallel=True, cache=True)
 def _floors(similarity, keys, uncertainty, position, first_of_interval, cut_interval, cut_value, cut_key, count):
     """Each bucket's least uncertainty, where some interval holds several buckets."""
-    floors = np.full(count, np.inf)
-    for row in range(len(similarity)):
-        b = _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cut_value, cut_key)
-        floors[b] = min(floors[b], uncertainty[row])
-    return floors
+    n = len(similarity)
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    floors = np.full((chunks, count), np.inf)
+    for chunk in numba.prange(chunks):
+        for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            b = _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cut_value, cut_key)
+            floors[chunk, b] = min(floors[chunk, b], uncertainty[row])
+    result = np.full(count, np.inf)
+    for chunk in range(chunks):
+        for b in range(count):
+            result[b] = min(result[b], floors[chunk, b])
+    return result
 
 
 @numba.njit(cache=True)
@@ -235,14 +267,105 @@ def _winners(
     return result
 
 
-def _thresholds(values: np.ndarray, member_keys: np.ndarray, ranks: list[int]) -> list[tuple[float, int]]:
-    """The (similarity, key) at each rank of the rank order, by selection rather than a sort."""
-    at = np.partition(values, ranks)[ranks]
+# A split bucket's cut is found without sorting its interval: the interval's rows are counted
+# in _CUT_BINS bins of similarity, and only the rows of the bin holding the cut's rank (give or
+# take a margin) are sorted.
+_CUT_BINS = 1024
+
+
+@numba.njit(parallel=True, cache=True)
+def _histogram(similarity, position, interval, origin, step):
+    """One interval's rows counted in bins of similarity, with each bin's least and greatest value."""
+    n = len(similarity)
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    counts = np.zeros((chunks, _CUT_BINS), dtype=np.int64)
+    lows = np.full((chunks, _CUT_BINS), np.inf, dtype=np.float32)
+    highs = np.full((chunks, _CUT_BINS), -np.inf, dtype=np.float32)
+    for chunk in numba.prange(chunks):
+        for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            if position[row] != interval:
+                continue
+            value = similarity[row]
+            place = (value - origin) / step  # monotone in value, which is all a bin needs
+            j = 0 if place < 0 else (_CUT_BINS - 1 if place >= _CUT_BINS - 1 else int(place))
+            counts[chunk, j] += 1
+            lows[chunk, j] = min(lows[chunk, j], value)
+            highs[chunk, j] = max(highs[chunk, j], value)
+    total = np.zeros(_CUT_BINS, dtype=np.int64)
+    low = np.full(_CUT_BINS, np.inf, dtype=np.float32)
+    high = np.full(_CUT_BINS, -np.inf, dtype=np.float32)
+    for chunk in range(chunks):
+        for j in range(_CUT_BINS):
+            total[j] += counts[chunk, j]
+            low[j] = min(low[j], lows[chunk, j])
+            high[j] = max(high[j], highs[chunk, j])
+    return total, low, high
+
+
+@numba.njit(parallel=True, cache=True)
+def _windows(similarity, position, interval, lowest, highest):
+    """The interval's rows inside any window [lowest[w], highest[w]], and for each window how
+    many of the interval's rows lie below it: one pass for all of an interval's cuts."""
+    n, windows = len(similarity), len(lowest)
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    found = np.zeros(chunks, dtype=np.int64)
+    below = np.zeros((chunks, windows), dtype=np.int64)
+    rows = np.empty(n, dtype=np.int64)  # each chunk fills the front of its own stretch
+    for chunk in numba.prange(chunks):
+        for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            if position[row] != interval:
+                continue
+            inside = False
+            for w in range(windows):
+                if similarity[row] < lowest[w]:
+                    below[chunk, w] += 1
+                elif similarity[row] <= highest[w]:
+                    inside = True
+            if inside:
+                rows[chunk * _CHUNK + found[chunk]] = row
+                found[chunk] += 1
+    total = 0
+    for chunk in range(chunks):
+        for i in range(found[chunk]):
+            rows[total + i] = rows[chunk * _CHUNK + i]
+        total += found[chunk]
+    return rows[:total], below.sum(axis=0)
+
+
+@dataclass(frozen=True)
+class _Settler:
+    """The compact path's hook: computes chosen rows' similarity exactly, in place."""
+
+    vectors: np.ndarray
+    query: np.ndarray
+    exact: np.ndarray  # bool [n]
+    bounds: np.ndarray
+    reach: np.float32  # |query|, so that a row's estimate is within bounds[row]·reach
+    margin: float  # twice the largest bound: how far an estimated cut can sit from the exact one
+
+
+def _cut_points(
+    similarity, keys, position, interval: int, ranks: list[int], origin: float, step: float, settler: _Settler | None
+) -> list[tuple[float, int]]:
+    """The (similarity, key) at each rank of an interval's rank order.
+
+    With estimates, the value at a rank moves by at most the largest bound, so a margin of twice
+    that around the bin holding the rank catches every row that could be there or swap sides."""
+    counts, lows, highs = _histogram(similarity, position, interval, origin, step)
+    bins = np.searchsorted(np.cumsum(counts), ranks, side="right")
+    margin = np.float32(settler.margin if settler is not None else 0.0)
+    # One float32 step further out, so that rounding the sums cannot narrow a window.
+    lowest = np.nextafter(lows[bins] - margin, np.float32(-np.inf))
+    highest = np.nextafter(highs[bins] + margin, np.float32(np.inf))
+    rows, below = _windows(similarity, position, interval, lowest, highest)
+    values = similarity[rows]  # before settling: window membership is by what the pass saw
+    members = [rows[(values >= lo) & (values <= hi)] for lo, hi in zip(lowest, highest, strict=True)]
+    if settler is not None:
+        _settle_rows(settler.vectors, settler.query, similarity, settler.exact, rows)
     result = []
-    for rank, value in zip(ranks, at, strict=True):
-        below = int(np.count_nonzero(values < value))
-        tied = np.sort(member_keys[values == value])
-        result.append((value, int(tied[rank - below])))
+    for rank, inside, under in zip(ranks, members, below, strict=True):
+        row = inside[np.lexsort((keys[inside], similarity[inside]))][rank - under]
+        result.append((float(similarity[row]), int(keys[row])))
     return result
 
 
@@ -256,21 +379,32 @@ def _select_with_range(
     k: int,
     ratio: float,
     equal_count: bool,
+    settler: _Settler | None = None,
 ) -> np.ndarray:
+    """The picks, from every row's similarity (exact, or estimated with a ``settler``) and the
+    pool's exact range (for equal count, any range: it only spaces the cut bins)."""
     n = len(similarity)
     # As numpy computes positions: the width rounds to float32; one interval when there is no width.
     width = np.float32(np.inf) if equal_count or high == low else np.float32(high - low)
     intervals = 1 if equal_count else k
-    position, counts, interval_floors = _intervals(similarity, uncertainty, np.float32(low), width, intervals)
+    if settler is None:
+        position, counts, interval_floors = _intervals(similarity, uncertainty, np.float32(low), width, intervals)
+    else:
+        position, counts, interval_floors = _settle_intervals(
+            settler.vectors, settler.query, similarity, settler.exact, settler.bounds, settler.reach,
+            uncertainty, np.float32(low), width, intervals,
+        )
     plan = plan_buckets([n] if equal_count else counts.tolist(), k, equal_count)
     first_of_interval = np.zeros(intervals, dtype=np.int64)
     for index in reversed(range(len(plan))):
         first_of_interval[plan[index].interval] = index
+    span = high - low if high > low else float(intervals)
     cuts: list[tuple[int, float, int]] = []
     for interval in sorted({b.interval for b in plan if b.start > 0}):
-        inside = position == interval
         ranks = [b.start for b in plan if b.interval == interval and b.start > 0]
-        cuts += [(interval, v, key) for v, key in _thresholds(similarity[inside], keys[inside], ranks)]
+        origin, step = low + interval * span / intervals, span / (intervals * _CUT_BINS)
+        points = _cut_points(similarity, keys, position, interval, ranks, origin, step, settler)
+        cuts += [(interval, value, key) for value, key in points]
     cut_arrays = (
         np.array([c[0] for c in cuts], dtype=np.int32),
         np.array([c[1] for c in cuts], dtype=np.float32),
@@ -281,7 +415,14 @@ def _select_with_range(
         floors = interval_floors
     else:
         floors = _floors(similarity, keys, uncertainty, *layout, len(plan))
-    return _winners(similarity, uncertainty, complexity, keys, *layout, limits(floors, ratio))
+    limit = limits(floors, ratio)
+    picks = _winners(similarity, uncertainty, complexity, keys, *layout, limit)
+    if settler is not None:
+        args = (settler.vectors, settler.query, similarity, settler.exact)
+        _settle_rows(*args, picks)
+        if _settle_rivals(*args, settler.bounds, settler.reach, uncertainty, complexity, keys, *layout, limit, picks):
+            picks = _winners(similarity, uncertainty, complexity, keys, *layout, limit)
+    return picks
 
 
 def _as_pool(uncertainty, complexity, keys):
@@ -320,6 +461,183 @@ def fast_cpu(vectors, query, uncertainty, complexity, keys, k, ratio, equal_coun
     )
     return Selection(picks, similarity)
 
+
+# --- compact CPU path: the scan reads int16 codes, exact floats only where they decide ----
+# The codes are half the bytes of the float32 rows, and at 100k rows and more the scan is
+# bound by reading memory. Each row's estimate comes with a bound on its distance from the
+# float32 similarity (_dot's); a row is computed exactly only when, anywhere in its bound, it
+# could land on the other side of something that decides: the pool's range, an interval edge,
+# a split bucket's cut, or a winner's similarity among rows tied on complexity. So the picks
+# are fast_cpu's, exactly.
+
+_CODE_LIMIT = 32767
+
+
+@dataclass(frozen=True)
+class CompactRows:
+    """Rows as int16 codes times a per-row float32 scale. For any query q, the similarity
+    estimated from a row's codes is within ``bounds[row]·|q|`` of its float32 similarity."""
+
+    codes: np.ndarray  # int16 [n, d]
+    scales: np.ndarray  # float32 [n]
+    bounds: np.ndarray  # float32 [n]
+
+    def __len__(self) -> int:
+        return len(self.scales)
+
+
+def compact(vectors: np.ndarray) -> CompactRows:
+    rows = np.asarray(vectors, dtype=np.float32)
+    n, d = rows.shape
+    peak = np.abs(rows).max(axis=1) if d else np.zeros(n, dtype=np.float32)
+    scales = (peak / _CODE_LIMIT).astype(np.float32)
+    divisor = np.where(scales > 0, scales, np.float32(1))[:, None]
+    codes = np.clip(np.rint(rows / divisor), -_CODE_LIMIT, _CODE_LIMIT).astype(np.int16)
+    decoded = codes * scales[:, None].astype(np.float64)  # exact in float64
+    residual = np.linalg.norm(rows - decoded, axis=1)
+    # float32 rounding of a d-term dot product, in any summation order, and of estimate ± bound,
+    # stays under (d + 4)·2^-24 times |q| times the row's norm.
+    rounding = (d + 4) * 2.0**-24 * (np.linalg.norm(rows.astype(np.float64), axis=1) + np.linalg.norm(decoded, axis=1))
+    bounds = ((residual + rounding) * (1 + 1e-6)).astype(np.float32)
+    return CompactRows(codes, scales, bounds)
+
+
+@numba.njit(parallel=True, fastmath=_SUM_IN_ANY_ORDER, cache=True)
+def _estimates(codes, scales, bounds, query, reach):
+    """Each row's estimate; the least estimate + bound and the greatest estimate - bound."""
+    n, d = codes.shape
+    estimate = np.empty(n, dtype=np.float32)
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    ceilings = np.full(chunks, np.inf, dtype=np.float32)
+    floors = np.full(chunks, -np.inf, dtype=np.float32)
+    for chunk in numba.prange(chunks):
+        ceiling, floor = np.float32(np.inf), np.float32(-np.inf)
+        for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            total = np.float32(0.0)
+            for col in range(d):
+                total += np.float32(codes[row, col]) * query[col]
+            value = total * scales[row]
+            estimate[row] = value
+            reach_row = bounds[row] * reach
+            ceiling, floor = min(ceiling, value + reach_row), max(floor, value - reach_row)
+        ceilings[chunk], floors[chunk] = ceiling, floor
+    return estimate, ceilings.min(), floors.max()
+
+
+@numba.njit(parallel=True, cache=True)
+def _settle_range(vectors, query, similarity, exact, bounds, reach, lowest_ceiling, highest_floor):
+    """Compute exactly every row that could be the least or the most similar; their range is the pool's."""
+    n = len(similarity)
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    lows = np.full(chunks, np.inf, dtype=np.float32)
+    highs = np.full(chunks, -np.inf, dtype=np.float32)
+    for chunk in numba.prange(chunks):
+        low, high = np.float32(np.inf), np.float32(-np.inf)
+        for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            reach_row = bounds[row] * reach
+            if similarity[row] - reach_row <= lowest_ceiling or similarity[row] + reach_row >= highest_floor:
+                value = _dot(vectors, row, query)
+                similarity[row] = value
+                exact[row] = True
+                low, high = min(low, value), max(high, value)
+        lows[chunk], highs[chunk] = low, high
+    return lows.min(), highs.max()
+
+
+@numba.njit(parallel=True, cache=True)
+def _settle_intervals(vectors, query, similarity, exact, bounds, reach, uncertainty, low, width, k):
+    """As _intervals, computing exactly the rows whose bound straddles an interval edge."""
+    n = len(similarity)
+    position = np.empty(n, dtype=np.int32)
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    counts = np.zeros((chunks, k), dtype=np.int64)
+    floors = np.full((chunks, k), np.inf)
+    scale = np.float32(k)
+    for chunk in numba.prange(chunks):
+        for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            if exact[row]:
+                p = _position(similarity[row], low, width, scale, k)
+            else:
+                reach_row = bounds[row] * reach
+                p = max(_position(similarity[row] - reach_row, low, width, scale, k), 0)
+                if p != _position(similarity[row] + reach_row, low, width, scale, k):
+                    similarity[row] = _dot(vectors, row, query)
+                    exact[row] = True
+                    p = _position(similarity[row], low, width, scale, k)
+            position[row] = p
+            counts[chunk, p] += 1
+            floors[chunk, p] = min(floors[chunk, p], uncertainty[row])
+    return (position, *_merge_chunks(counts, floors))
+
+
+@numba.njit(cache=True)
+def _settle_rows(vectors, query, similarity, exact, rows):
+    for row in rows:
+        if not exact[row]:
+            similarity[row] = _dot(vectors, row, query)
+            exact[row] = True
+
+
+@numba.njit(parallel=True, cache=True)
+def _settle_rivals(
+    vectors, query, similarity, exact, bounds, reach, uncertainty, complexity, keys,
+    position, first_of_interval, cut_interval, cut_value, cut_key, limit, winners,
+):
+    """Compute exactly every kept row tied with its bucket's winner on complexity whose bound
+    reaches the winner's (exact) similarity: only those can win the similarity tie-break."""
+    n = len(similarity)
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    settled = np.zeros(chunks, dtype=np.int64)
+    # A winner is its bucket's most complex kept row, so most rows fall below every winner.
+    least = np.inf
+    for winner in winners:
+        if winner >= 0:
+            least = min(least, complexity[winner])
+    for chunk in numba.prange(chunks):
+        for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            if complexity[row] < least or exact[row]:
+                continue
+            b = _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cut_value, cut_key)
+            winner = winners[b]
+            if (
+                winner >= 0
+                and uncertainty[row] <= limit[b]
+                and complexity[row] == complexity[winner]
+                and similarity[row] + bounds[row] * reach >= similarity[winner]
+            ):
+                similarity[row] = _dot(vectors, row, query)
+                exact[row] = True
+                settled[chunk] += 1
+    return settled.sum()
+
+
+def fast_cpu_compact(
+    vectors, rows: CompactRows, query, uncertainty, complexity, keys, k, ratio, equal_count=False
+) -> Selection:
+    """fast_cpu's picks from a scan of ``rows`` (``compact(vectors)``). The similarity returned is
+    exact (fast_cpu's) at the picks and wherever it decided something, an estimate elsewhere."""
+    _check(k, ratio)
+    n = len(rows)
+    if n == 0:
+        return Selection(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    # Bounds scale with |q|; float32 so that estimate ± bound is the arithmetic positions use.
+    reach = np.float32(np.linalg.norm(query.astype(np.float64)) * (1 + 1e-6))
+    similarity, lowest_ceiling, highest_floor = _estimates(rows.codes, rows.scales, rows.bounds, query, reach)
+    settler = _Settler(
+        vectors, query, np.zeros(n, dtype=np.bool_), rows.bounds, reach, 2 * float(rows.bounds.max()) * float(reach)
+    )
+    if equal_count:  # no interval edges: the estimated range only spaces the cut bins
+        low, high = float(lowest_ceiling), float(highest_floor)
+    else:
+        low32, high32 = _settle_range(
+            vectors, query, similarity, settler.exact, rows.bounds, reach, lowest_ceiling, highest_floor
+        )
+        low, high = float(low32), float(high32)
+    pool = _as_pool(uncertainty, complexity, keys)
+    picks = _select_with_range(similarity, low, high, *pool, k, ratio, equal_count, settler)
+    return Selection(picks, similarity)
 
 # --- Triton: one pass over the vectors, then passes over n scalars -----------------------
 

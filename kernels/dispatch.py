@@ -20,16 +20,25 @@ def select_buckets(
     k: int,
     ratio: float,
     equal_count: bool = False,
+    compact: bucketed_selection.CompactRows | None = None,
 ) -> bucketed_selection.Selection:
-    implementation = bucketed_selection.triton_gpu if on_gpu() else bucketed_selection.fast_cpu
-    return implementation(vectors, query, uncertainty, complexity, keys, k, ratio, equal_count)
+    """``compact``, the vectors' int16 codes, lets the CPU path scan half the bytes; same picks."""
+    pool = (uncertainty, complexity, keys, k, ratio, equal_count)
+    if on_gpu():
+        return bucketed_selection.triton_gpu(vectors, query, *pool)
+    if compact is not None:
+        return bucketed_selection.fast_cpu_compact(vectors, compact, query, *pool)
+    return bucketed_selection.fast_cpu(vectors, query, *pool)
 
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the selection on a tiny pool, so that a service's
     first call does not pay for it."""
-    rows = np.eye(2, 4, dtype=np.float32)
-    select_buckets(rows, rows[0], np.zeros(2), np.ones(2), np.arange(2), 2, 1.2)
+    rows = np.eye(3, 4, dtype=np.float32)
+    pool = (np.zeros(3), np.ones(3), np.arange(3), 2, 1.2)
+    for equal_count in (False, True):  # equal count on two buckets of three rows: a cut
+        select_buckets(rows, rows[0], *pool, equal_count)
+        select_buckets(rows, rows[0], *pool, equal_count, bucketed_selection.compact(rows))
 
 
 def decide_exits(

@@ -23,6 +23,9 @@ MAX_TOKENS = 256
 ONNX_INPUTS = ("input_ids", "attention_mask")
 ONNX_OUTPUT = "embeddings"
 OPSET = 17
+HEADS = 12
+#: Recorded in the manifest; an export made with another graph recipe is redone.
+GRAPH = "bert-fused"
 
 
 @dataclass(frozen=True)
@@ -95,23 +98,44 @@ def _export_fp32(source: Path, target: Path) -> None:
             opset_version=OPSET,
             dynamo=False,
         )
+    _fuse(target)
+
+
+def _fuse(path: Path) -> None:
+    """Rewrite the graph with ONNX Runtime's BERT fusions (Attention, SkipLayerNormalization,
+    BiasGelu, EmbedLayerNormalization): same outputs to 1e-6, and a one-question embed about
+    15% faster here, where the experience service waits on it every Orchestrate."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fused = optimize_model(str(path), model_type="bert", num_heads=HEADS, hidden_size=DIMENSION)
+    fused.save_model_to_file(str(path))
 
 
 def _quantize_int8(fp32: Path, target: Path) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Per-channel weights keep the cosine to fp32 near 0.99; per-tensor drops it to about 0.96.
-    quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    # ONNX shape inference cannot type the outputs of the fused (com.microsoft) operators; they are float.
+    quantize_dynamic(
+        str(fp32),
+        str(target),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 def ensure_exported(models_dir: Path, *, int8: bool = True, force: bool = False) -> ExportedModel:
     """Export the model once into ``models_dir``; later calls reuse the files."""
     model = exported_model(models_dir)
     steps = []
-    if force or not model.fp32_path.exists() or not model.tokenizer_path.exists():
+    if force or not model.fp32_path.exists() or not model.tokenizer_path.exists() or _graph(model) != GRAPH:
         steps += ["fp32"]
-    if int8 and (force or not model.int8_path.exists()):
+    if int8 and ("fp32" in steps or not model.int8_path.exists()):
         steps += ["int8"]
+    elif "fp32" in steps:
+        model.int8_path.unlink(missing_ok=True)  # quantized from the graph being replaced
     if not steps:
         return model
 
@@ -132,9 +156,22 @@ def ensure_exported(models_dir: Path, *, int8: bool = True, force: bool = False)
             _atomic_write(model.int8_path, lambda tmp: _quantize_int8(model.fp32_path, tmp))
             progress.advance(task)
         progress.update(task, description=f"{MODEL_NAME}: exported to {model.directory}")
-    manifest = asdict(model) | {"directory": str(model.directory), "opset": OPSET, "source": str(source)}
+    manifest = asdict(model) | {
+        "directory": str(model.directory),
+        "opset": OPSET,
+        "graph": GRAPH,
+        "source": str(source),
+    }
     model.manifest_path.write_text(json.dumps(manifest, indent=2))
     return model
+
+
+def _graph(model: ExportedModel) -> str | None:
+    """The graph recipe of the export already in place, if any."""
+    try:
+        return json.loads(model.manifest_path.read_text()).get("graph")
+    except (OSError, ValueError):
+        return None
 
 
 def _atomic_write(target: Path, write: object) -> None:

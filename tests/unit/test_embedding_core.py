@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 import numpy as np
+import onnx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.embedding.export import MAX_TOKENS, source_model_dir
+from services.embedding.export import GRAPH, MAX_TOKENS, ExportedModel, source_model_dir
 from services.runtime.tokens import EncodedText, TextEncoder, pad_batch
 
 
@@ -26,3 +30,12 @@ def test_pad_batch_keeps_every_token_and_masks_the_rest(lengths: list[int]) -> N
     for row, n in enumerate(lengths):
         assert ids[row, :n].tolist() == list(range(1, n + 1))
         assert not ids[row, n:].any()
+
+
+def test_the_export_is_the_fused_bert_graph(embedding_model: ExportedModel) -> None:
+    """ONNX Runtime's BERT fusions took: one Attention per layer, and the manifest says so (an
+    export made before the fusions is redone on the next start)."""
+    graph = onnx.load(str(embedding_model.fp32_path), load_external_data=False).graph
+    operators = Counter(node.op_type for node in graph.node)
+    assert operators["Attention"] == 6 and operators["SkipLayerNormalization"] == 12
+    assert json.loads(embedding_model.manifest_path.read_text())["graph"] == GRAPH

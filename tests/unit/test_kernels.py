@@ -53,6 +53,84 @@ def test_selection_reference_and_fast_path_equal_the_services_exact_rose(pool) -
     assert fast.picks.tolist() == expected.tolist()
 
 
+@settings(max_examples=150, deadline=None)
+@given(pools())
+def test_selection_from_int16_codes_picks_what_the_float32_path_picks(pool) -> None:
+    vectors, query, uncertainty, complexity, keys, k, ratio, equal_count = pool
+    fast = bucketed_selection.fast_cpu(*pool)
+    rows = bucketed_selection.compact(vectors)
+    result = bucketed_selection.fast_cpu_compact(vectors, rows, query, uncertainty, complexity, keys, k, ratio, equal_count)
+    assert result.picks.tolist() == fast.picks.tolist()
+    assert np.array_equal(result.similarity[result.picks], fast.similarity[fast.picks])
+    assert (np.abs(result.similarity - fast.similarity) <= rows.bounds * np.linalg.norm(query) + 1e-7).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 64),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([1e-3, 1.0, 30.0]),
+)
+def test_int16_codes_keep_every_similarity_within_its_bound(dimension, seed, norm) -> None:
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((200, dimension)).astype(np.float32)
+    vectors[::7] *= rng.random((len(vectors[::7]), 1)).astype(np.float32) * norm
+    vectors[3] = 0  # a zero row: scale 0, codes 0, bound 0
+    query = rng.standard_normal(dimension).astype(np.float32) * np.float32(norm)
+    rows = bucketed_selection.compact(vectors)
+    exact = bucketed_selection.fast_cpu(vectors, query, np.zeros(200), np.zeros(200), np.arange(200), 1, 1.0).similarity
+    estimate = (rows.codes.astype(np.float64) @ query.astype(np.float64)) * rows.scales
+    assert (np.abs(estimate - exact) <= rows.bounds * np.linalg.norm(query)).all()
+    assert rows.bounds.max() <= 1e-3 * max(1.0, float(np.linalg.norm(vectors, axis=1).max()))
+
+
+@pytest.mark.parametrize("equal_count", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_selection_from_int16_codes_settles_crowded_edges_cuts_and_ties(seed, equal_count) -> None:
+    """Thousands of rows with duplicated vectors, integer complexities (ties everywhere) and
+    an outlier that empties the middle intervals, so that buckets are split by cuts."""
+    rng = np.random.default_rng(seed)
+    n, dimension = 20_000, 48
+    centres = rng.standard_normal((12, dimension))
+    vectors = centres[rng.integers(12, size=n)] + rng.normal(0, 0.4, size=(n, dimension))
+    vectors[rng.integers(n, size=500)] = vectors[rng.integers(n, size=500)]
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = vectors.astype(np.float32)
+    query = vectors[0] + np.float32(0.01)
+    query /= np.linalg.norm(query)
+    vectors[1] = query  # the outlier: similarity 1
+    uncertainty = rng.integers(0, 4, n) / 4
+    complexity = rng.integers(1, 6, n).astype(np.float64)
+    keys = rng.permutation(n).astype(np.int64)
+    rows = bucketed_selection.compact(vectors)
+    for k in (2, 5, 8, 13):
+        pool = (uncertainty, complexity, keys, k, 1.2, equal_count)
+        fast = bucketed_selection.fast_cpu(vectors, query, *pool)
+        assert bucketed_selection.fast_cpu_compact(vectors, rows, query, *pool).picks.tolist() == fast.picks.tolist()
+        assert bucketed_selection.select_reference(fast.similarity, *pool).tolist() == fast.picks.tolist()
+
+
+def test_selection_from_int16_codes_breaks_complexity_ties_on_exact_similarity() -> None:
+    """Every row equally complex and certain, and each with a twin a hair away: each bucket's
+    winner is its most similar row, closer to its twin than the codes can tell apart."""
+    rng = np.random.default_rng(0)
+    n, dimension = 4000, 32
+    base = rng.standard_normal((n // 2, dimension))
+    vectors = np.concatenate([base, base + rng.normal(0, 3e-5, size=base.shape)])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    pool = (np.zeros(n), np.ones(n), rng.permutation(n).astype(np.int64), 8, 1.2)
+    rows = bucketed_selection.compact(vectors)
+    told_apart_by_codes = 0
+    for _ in range(30):
+        query = vectors[rng.integers(n)] + rng.normal(0, 0.3, dimension).astype(np.float32)
+        query /= np.linalg.norm(query)
+        fast = bucketed_selection.fast_cpu(vectors, query, *pool)
+        estimate = ((rows.codes.astype(np.float64) @ query) * rows.scales).astype(np.float32)
+        told_apart_by_codes += bucketed_selection.select_fast(estimate, *pool).tolist() == fast.picks.tolist()
+        assert bucketed_selection.fast_cpu_compact(vectors, rows, query, *pool).picks.tolist() == fast.picks.tolist()
+    assert told_apart_by_codes < 30  # the case is hard: the estimates alone pick wrong
+
+
 @settings(max_examples=40, deadline=None)
 @given(pools())
 def test_selection_triton_equals_the_reference(pool) -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernels.bucketed_selection import compact
 from services.experience.backends.base import StoredPoint
 from services.experience.backends.qdrant_edge import QdrantEdgeStore
 from services.experience.core import sublinear
@@ -74,26 +75,38 @@ def test_sublinear_agrees_with_exact(pool: tuple[QdrantEdgeStore, TenantMirror])
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["upsert", "remove", "order"]), st.integers(0, 30), st.integers(0, 4), st.integers(0, 3)
+            st.sampled_from(["upsert", "remove", "order", "view"]),
+            st.integers(0, 30),
+            st.integers(0, 4),
+            st.integers(0, 3),
         ),
         max_size=80,
     )
 )
-def test_the_mirror_keeps_its_orders_through_writes(operations) -> None:
+def test_the_mirror_keeps_its_orders_and_codes_through_writes(operations) -> None:
     mirror = TenantMirror(2, capacity=4)
     for operation, question, complexity, uncertainty in operations:
         eid = experience_id(TENANT, f"question {question}")
         if operation == "upsert":
-            mirror.upsert(eid, np.ones(2, np.float32), uncertainty / 3, float(complexity))
+            vector = np.array([question + 1, complexity - uncertainty / 7], np.float32)
+            mirror.upsert(eid, vector, uncertainty / 3, float(complexity))
         elif operation == "remove":
             mirror.remove(eid)
-        else:
+        elif operation == "order":
             mirror.most_complex_first(), mirror.most_certain_first()
+        else:
+            mirror.view()  # codes caught up here; later writes must keep them in step
     by_complexity, by_uncertainty = mirror.most_complex_first(), mirror.most_certain_first()
     for order in (by_complexity, by_uncertainty):
         assert sorted(order.tolist()) == list(range(mirror.size))
     assert (np.diff(mirror.complexity[by_complexity]) <= 0).all()
     assert (np.diff(mirror.uncertainty[by_uncertainty]) >= 0).all()
+    view = mirror.view()
+    expected = compact(view.vectors)
+    assert view.compact is not None
+    assert np.array_equal(view.compact.codes, expected.codes)
+    assert np.array_equal(view.compact.scales, expected.scales)
+    assert np.array_equal(view.compact.bounds, expected.bounds)
 
 
 def test_sublinear_leaves_excluded_experiences_out_as_exact_does(pool: tuple[QdrantEdgeStore, TenantMirror]) -> None:

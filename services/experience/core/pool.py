@@ -127,6 +127,8 @@ class ExperiencePool:
                     self.screen.add(e.tenant, e.id, e.question, e.reasoning)
 
         await asyncio.to_thread(scan)
+        for mirror in self.mirrors.values():
+            await asyncio.to_thread(mirror.catch_up)
         await asyncio.to_thread(kernels.warm_up)
         for tenant, mirror in self.mirrors.items():
             POOL_SIZE.labels(tenant).set(mirror.size)
@@ -252,6 +254,7 @@ class ExperiencePool:
                 query.k,
                 query.uncertainty_ratio,
                 equal_count=query.bucketing is algo.Bucketing.EQUAL_COUNT,
+                compact=pool.compact,
             )
             similarity = selection.similarity
             picks = [algo.Pick(int(row), bucket) for bucket, row in enumerate(selection.picks)]
