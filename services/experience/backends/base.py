@@ -1,6 +1,7 @@
 """The interface every experience store implements.
 
-Stores are synchronous and thread-safe; the service calls them from worker threads.
+Stores are synchronous and thread-safe; the service calls them from worker threads (or, for
+stores with ``quick_reads``, reads a few points on its event loop).
 Every method takes the tenant explicitly and must never return another tenant's data:
 isolation is enforced here, not by the caller's filters.
 """
@@ -40,6 +41,10 @@ class ScoredExperience:
 class ExperienceStore(ABC):
     #: Reported by Stats, e.g. "qdrant-edge" or "qdrant".
     backend_name: str
+    #: True where a read of a few points returns in well under a millisecond in this process
+    #: (and keeps the GIL anyway): callers on an event loop may skip the worker-thread hop,
+    #: which costs more than the read on a small machine.
+    quick_reads: bool = False
 
     def __init__(self, dimension: int) -> None:
         self.dimension = dimension

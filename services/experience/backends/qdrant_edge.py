@@ -93,6 +93,7 @@ def _stored(record: qe.Record) -> StoredPoint:
 
 class QdrantEdgeStore(ExperienceStore):
     backend_name = "qdrant-edge"
+    quick_reads = True  # in process: reading eight points measured 0.46 ms, the thread hop 0.8 ms
 
     def __init__(self, data_dir: Path, dimension: int, *, hnsw_threshold: int = 20_000) -> None:
         """Open (or create) the store in ``data_dir``; one process at a time may own it.

@@ -273,7 +273,11 @@ class ExperiencePool:
     async def _demonstrations(
         self, tenant: str, chosen: list[tuple[str, float, int | None]], pool_size: int, mode: str
     ) -> Orchestration:
-        found = await asyncio.to_thread(self.store.get_many, tenant, [eid for eid, _, _ in chosen])
+        ids = [eid for eid, _, _ in chosen]
+        if self.store.quick_reads:
+            found = self.store.get_many(tenant, ids)
+        else:
+            found = await asyncio.to_thread(self.store.get_many, tenant, ids)
         demonstrations = [
             Demonstration(found[eid], similarity, bucket) for eid, similarity, bucket in chosen if eid in found
         ]
