@@ -419,7 +419,7 @@ def _select_with_range(
     picks = _winners(similarity, uncertainty, complexity, keys, *layout, limit)
     if settler is not None:
         args = (settler.vectors, settler.query, similarity, settler.exact)
-        _settle_rows(*args, picks)
+        _settle_rows(*args, picks[picks >= 0])
         if _settle_rivals(*args, settler.bounds, settler.reach, uncertainty, complexity, keys, *layout, limit, picks):
             picks = _winners(similarity, uncertainty, complexity, keys, *layout, limit)
     return picks
