@@ -611,6 +611,24 @@ def _settle_rivals(
     return settled.sum()
 
 
+def top_candidates_compact(vectors, rows: CompactRows, query, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every row that can be among the k most similar to ``query``, with its float32 similarity
+    (``_dot``'s): the rows whose estimate + bound reaches the k-th largest estimate − bound."""
+    n = len(rows)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    reach = np.float32(np.linalg.norm(query.astype(np.float64)) * (1 + 1e-6))
+    estimate, _, _ = _estimates(rows.codes, rows.scales, rows.bounds, query, reach)
+    if k >= n:
+        candidates = np.arange(n)
+    else:
+        reach_rows = rows.bounds * reach
+        floor = np.partition(estimate - reach_rows, n - k)[n - k]  # the k-th largest
+        candidates = np.flatnonzero(estimate + reach_rows >= floor)
+    _settle_rows(vectors, query, estimate, np.zeros(n, dtype=np.bool_), candidates)
+    return candidates, estimate[candidates]
+
+
 def fast_cpu_compact(
     vectors, rows: CompactRows, query, uncertainty, complexity, keys, k, ratio, equal_count=False
 ) -> Selection:

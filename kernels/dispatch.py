@@ -31,6 +31,16 @@ def select_buckets(
     return bucketed_selection.fast_cpu(vectors, query, *pool)
 
 
+def top_candidates(
+    vectors: np.ndarray, query: np.ndarray, k: int, compact: bucketed_selection.CompactRows | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that can be among the k most similar to ``query``, with their similarity: every row,
+    unless ``compact`` lets the scan rule most of them out from their int16 codes."""
+    if compact is not None:
+        return bucketed_selection.top_candidates_compact(vectors, compact, query, k)
+    return np.arange(len(vectors)), vectors @ query
+
+
 def warm_up() -> None:
     """Compile (or load from numba's cache) the selection on a tiny pool, so that a service's
     first call does not pay for it."""
@@ -39,6 +49,7 @@ def warm_up() -> None:
     for equal_count in (False, True):  # equal count on two buckets of three rows: a cut
         select_buckets(rows, rows[0], *pool, equal_count)
         select_buckets(rows, rows[0], *pool, equal_count, bucketed_selection.compact(rows))
+    top_candidates(rows, rows[0], 1, bucketed_selection.compact(rows))
 
 
 def decide_exits(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from kernels import active_attention, bucketed_selection, exit_test
 from services.earlyexit.modeling import EncoderLayer, key_bias_from_mask
-from services.experience.core.orchestrate import Bucketing, rose
+from services.experience.core.orchestrate import Bucketing, rose, similarity_top_k
 
 pytestmark = pytest.mark.skipif(
     os.environ["TRITON_INTERPRET"] != "1", reason="Triton kernels run on this CPU only when interpreted"
@@ -63,6 +63,17 @@ def test_selection_from_int16_codes_picks_what_the_float32_path_picks(pool) -> N
     assert result.picks.tolist() == fast.picks.tolist()
     assert np.array_equal(result.similarity[result.picks], fast.similarity[fast.picks])
     assert (np.abs(result.similarity - fast.similarity) <= rows.bounds * np.linalg.norm(query) + 1e-7).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(pools())
+def test_top_k_from_int16_codes_keeps_every_row_that_can_be_in_it(pool) -> None:
+    vectors, query, _, _, keys, k, _, _ = pool
+    similarity = bucketed_selection.fast_cpu(*pool).similarity
+    rows, candidates = bucketed_selection.top_candidates_compact(vectors, bucketed_selection.compact(vectors), query, k)
+    assert np.array_equal(candidates, similarity[rows])  # the float32 values, bit for bit
+    full = [p.index for p in similarity_top_k(similarity, keys, k)]
+    assert [int(rows[p.index]) for p in similarity_top_k(candidates, keys[rows], k)] == full
 
 
 @settings(max_examples=60, deadline=None)

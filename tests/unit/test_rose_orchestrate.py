@@ -105,6 +105,12 @@ def test_similarity_top_k_is_least_similar_first() -> None:
     assert [p.index for p in picks] == [2, 3, 1]
 
 
+def test_similarity_top_k_breaks_a_tie_at_the_kth_by_smaller_key() -> None:
+    # 0.5 four times for the last two places: keys 3 and 5 win over 7 and 9, whatever the rows
+    picks = similarity_top_k(arr(0.5, 0.9, 0.5, 0.5, 0.1, 0.5), np.array([7, 1, 3, 9, 2, 5]), 3)
+    assert [p.index for p in picks] == [2, 5, 1]
+
+
 def test_mmr_prefers_diverse_neighbours() -> None:
     vectors = np.array([[1, 0], [0.99, 0.141], [0, 1]], dtype=np.float64)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

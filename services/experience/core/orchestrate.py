@@ -133,12 +133,20 @@ def rose(
 
 
 def similarity_top_k(similarity: np.ndarray, keys: np.ndarray, k: int) -> list[Pick]:
-    """The k most similar, returned least similar first (the best sits next to the question)."""
+    """The k most similar (exact ties at the k-th by smaller key), returned least similar first
+    (the best sits next to the question)."""
     n = len(similarity)
     if n == 0:
         return []
     k = min(k, n)
-    candidates = np.argpartition(-similarity, k - 1)[:k] if k < n else np.arange(n)
+    if k < n:
+        threshold = similarity[np.argpartition(-similarity, k - 1)[k - 1]]
+        above = np.flatnonzero(similarity > threshold)
+        tied = np.flatnonzero(similarity == threshold)
+        tied = tied[np.argsort(keys[tied], kind="stable")][: k - len(above)]
+        candidates = np.concatenate([above, tied])
+    else:
+        candidates = np.arange(n)
     ordered = _similarity_order(similarity, keys, candidates)
     return [Pick(int(i), None) for i in ordered]
 

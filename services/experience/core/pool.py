@@ -256,18 +256,20 @@ class ExperiencePool:
                 equal_count=query.bucketing is algo.Bucketing.EQUAL_COUNT,
                 compact=pool.compact,
             )
-            similarity = selection.similarity
+            rows, similarity = np.arange(len(pool)), selection.similarity
             picks = [algo.Pick(int(row), bucket) for bucket, row in enumerate(selection.picks)]
+        elif query.strategy == Strategy.SIMILARITY_TOPK:
+            # Scored exactly: only the rows that can be among the k most similar.
+            rows, similarity = kernels.top_candidates(pool.vectors, vector, query.k, pool.compact)
+            picks = algo.similarity_top_k(similarity, pool.keys[rows], query.k)
         else:
-            similarity = pool.similarity(vector)
-            if query.strategy == Strategy.SIMILARITY_TOPK:
-                picks = algo.similarity_top_k(similarity, pool.keys, query.k)
-            elif query.strategy == Strategy.MMR:
+            rows, similarity = np.arange(len(pool)), pool.similarity(vector)
+            if query.strategy == Strategy.MMR:
                 picks = algo.mmr(similarity, pool.vectors, pool.keys, query.k, query.mmr_lambda)
             else:
                 seed = query.seed if query.seed is not None else int(np.random.default_rng().integers(2**63))
                 picks = algo.random_k(similarity, pool.keys, query.k, seed)
-        chosen = [(pool.ids[p.index], float(similarity[p.index]), p.bucket) for p in picks]
+        chosen = [(pool.ids[rows[p.index]], float(similarity[p.index]), p.bucket) for p in picks]
         return await self._demonstrations(query.tenant, chosen, len(pool), mode)
 
     async def _demonstrations(
