@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from kernels import active_attention, bucketed_selection, exit_test
 from services.earlyexit.modeling import EncoderLayer, key_bias_from_mask
-from services.experience.core.orchestrate import Bucketing, rose, similarity_top_k
+from services.experience.core.orchestrate import Bucketing, mmr, rose, similarity_top_k
 
 pytestmark = pytest.mark.skipif(
     os.environ["TRITON_INTERPRET"] != "1", reason="Triton kernels run on this CPU only when interpreted"
@@ -74,6 +74,9 @@ def test_top_k_from_int16_codes_keeps_every_row_that_can_be_in_it(pool) -> None:
     assert np.array_equal(candidates, similarity[rows])  # the float32 values, bit for bit
     full = [p.index for p in similarity_top_k(similarity, keys, k)]
     assert [int(rows[p.index]) for p in similarity_top_k(candidates, keys[rows], k)] == full
+    # MMR chooses among the k most similar here, so the candidates serve it alike.
+    full = [p.index for p in mmr(similarity, vectors, keys, 3, fetch=k)]
+    assert [int(rows[p.index]) for p in mmr(candidates, vectors[rows], keys[rows], 3, fetch=k)] == full
 
 
 @settings(max_examples=60, deadline=None)

@@ -11,7 +11,7 @@ from services.experience.core.orchestrate import (
     Bucketing,
     divide_into_buckets,
     mmr,
-    random_k,
+    random_rows,
     rose,
     similarity_top_k,
 )
@@ -122,11 +122,13 @@ def test_mmr_prefers_diverse_neighbours() -> None:
     assert {p.index for p in mmr(similarity, vectors, np.arange(3), 2, trade_off=0.5)} == {1, 2}
 
 
-def test_random_is_reproducible_with_a_seed() -> None:
-    similarity = np.linspace(0, 1, 50)
-    a = random_k(similarity, np.arange(50), 5, seed=11)
-    assert a == random_k(similarity, np.arange(50), 5, seed=11)
-    assert len({p.index for p in a}) == 5
+def test_random_is_reproducible_with_a_seed_whatever_the_row_order() -> None:
+    keys = np.arange(50) * 7
+    a = random_rows(keys, 5, seed=11)
+    assert a.tolist() == random_rows(keys, 5, seed=11).tolist()
+    assert len(set(a.tolist())) == 5
+    shuffled = np.random.default_rng(0).permutation(50)  # another process's row order
+    assert set(keys[shuffled][random_rows(keys[shuffled], 5, seed=11)]) == set(keys[a])
 
 
 pools = st.integers(1, 60).flatmap(

@@ -151,6 +151,11 @@ def similarity_top_k(similarity: np.ndarray, keys: np.ndarray, k: int) -> list[P
     return [Pick(int(i), None) for i in ordered]
 
 
+def mmr_fetch(k: int) -> int:
+    """How many of the most similar MMR chooses among, by default."""
+    return max(20 * k, 100)
+
+
 def mmr(
     similarity: np.ndarray,
     vectors: np.ndarray,
@@ -159,17 +164,17 @@ def mmr(
     trade_off: float = DEFAULT_MMR_LAMBDA,
     fetch: int | None = None,
 ) -> list[Pick]:
-    """Maximal marginal relevance among the ``fetch`` most similar (default max(20k, 100)):
+    """Maximal marginal relevance among the ``fetch`` most similar (default ``mmr_fetch(k)``):
     greedily maximise trade_off·sim(q, x) − (1 − trade_off)·max sim(x, chosen)."""
     n = len(similarity)
     if n == 0:
         return []
-    fetch = min(n, fetch or max(20 * k, 100))
+    fetch = min(n, fetch or mmr_fetch(k))
     candidates = similarity_top_k(similarity, keys, fetch)
     pool = np.array([p.index for p in candidates])
     redundancy = np.full(len(pool), -np.inf)
     chosen: list[int] = []
-    for _ in range(min(k, n)):
+    for _ in range(min(k, len(pool))):  # never more than it chooses among
         score = trade_off * similarity[pool] - (1 - trade_off) * np.where(np.isinf(redundancy), 0, redundancy)
         score[chosen] = -np.inf
         best = int(np.lexsort((keys[pool], -score))[0])
@@ -179,11 +184,7 @@ def mmr(
     return [Pick(int(i), None) for i in ordered]
 
 
-def random_k(similarity: np.ndarray, keys: np.ndarray, k: int, seed: int) -> list[Pick]:
-    """k distinct experiences drawn uniformly with ``seed``, least similar first."""
-    n = len(similarity)
-    if n == 0:
-        return []
+def random_rows(keys: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k distinct rows drawn uniformly with ``seed``, the same experiences in every process."""
     by_key = np.argsort(keys, kind="stable")  # row order varies between processes; keys do not
-    drawn = by_key[np.random.default_rng(seed).choice(n, size=min(k, n), replace=False)]
-    return [Pick(int(i), None) for i in _similarity_order(similarity, keys, drawn)]
+    return by_key[np.random.default_rng(seed).choice(len(keys), size=min(k, len(keys)), replace=False)]

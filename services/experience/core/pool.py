@@ -258,17 +258,19 @@ class ExperiencePool:
             )
             rows, similarity = np.arange(len(pool)), selection.similarity
             picks = [algo.Pick(int(row), bucket) for bucket, row in enumerate(selection.picks)]
-        elif query.strategy == Strategy.SIMILARITY_TOPK:
-            # Scored exactly: only the rows that can be among the k most similar.
-            rows, similarity = kernels.top_candidates(pool.vectors, vector, query.k, pool.compact)
-            picks = algo.similarity_top_k(similarity, pool.keys[rows], query.k)
-        else:
-            rows, similarity = np.arange(len(pool)), pool.similarity(vector)
-            if query.strategy == Strategy.MMR:
-                picks = algo.mmr(similarity, pool.vectors, pool.keys, query.k, query.mmr_lambda)
+        elif query.strategy in (Strategy.SIMILARITY_TOPK, Strategy.MMR):
+            # Scored exactly: only the rows that can be among the most similar the strategy ranks.
+            ranked = query.k if query.strategy == Strategy.SIMILARITY_TOPK else algo.mmr_fetch(query.k)
+            rows, similarity = kernels.top_candidates(pool.vectors, vector, ranked, pool.compact)
+            if query.strategy == Strategy.SIMILARITY_TOPK:
+                picks = algo.similarity_top_k(similarity, pool.keys[rows], query.k)
             else:
-                seed = query.seed if query.seed is not None else int(np.random.default_rng().integers(2**63))
-                picks = algo.random_k(similarity, pool.keys, query.k, seed)
+                picks = algo.mmr(similarity, pool.vectors[rows], pool.keys[rows], query.k, query.mmr_lambda)
+        else:
+            seed = query.seed if query.seed is not None else int(np.random.default_rng().integers(2**63))
+            rows = algo.random_rows(pool.keys, query.k, seed)
+            similarity = pool.vectors[rows] @ vector
+            picks = algo.similarity_top_k(similarity, pool.keys[rows], query.k)  # all k, least similar first
         chosen = [(pool.ids[rows[p.index]], float(similarity[p.index]), p.bucket) for p in picks]
         return await self._demonstrations(query.tenant, chosen, len(pool), mode)
 
