@@ -611,14 +611,20 @@ def _settle_rivals(
     return settled.sum()
 
 
+def _scan(vectors, rows: CompactRows, query):
+    """The compact paths' common start: contiguous float32 inputs, ``reach`` (|query|, float32 so
+    that estimate ± bound is the arithmetic positions use) and ``_estimates``' results."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    reach = np.float32(np.linalg.norm(query.astype(np.float64)) * (1 + 1e-6))
+    return vectors, query, reach, *_estimates(rows.codes, rows.scales, rows.bounds, query, reach)
+
+
 def top_candidates_compact(vectors, rows: CompactRows, query, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Every row that can be among the k most similar to ``query``, with its float32 similarity
     (``_dot``'s): the rows whose estimate + bound reaches the k-th largest estimate − bound."""
     n = len(rows)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    query = np.ascontiguousarray(query, dtype=np.float32)
-    reach = np.float32(np.linalg.norm(query.astype(np.float64)) * (1 + 1e-6))
-    estimate, _, _ = _estimates(rows.codes, rows.scales, rows.bounds, query, reach)
+    vectors, query, reach, estimate, _, _ = _scan(vectors, rows, query)
     if k >= n:
         candidates = np.arange(n)
     else:
@@ -638,11 +644,7 @@ def fast_cpu_compact(
     n = len(rows)
     if n == 0:
         return Selection(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    query = np.ascontiguousarray(query, dtype=np.float32)
-    # Bounds scale with |q|; float32 so that estimate ± bound is the arithmetic positions use.
-    reach = np.float32(np.linalg.norm(query.astype(np.float64)) * (1 + 1e-6))
-    similarity, lowest_ceiling, highest_floor = _estimates(rows.codes, rows.scales, rows.bounds, query, reach)
+    vectors, query, reach, similarity, lowest_ceiling, highest_floor = _scan(vectors, rows, query)
     settler = _Settler(
         vectors, query, np.zeros(n, dtype=np.bool_), rows.bounds, reach, 2 * float(rows.bounds.max()) * float(reach)
     )

@@ -257,8 +257,8 @@ class ExperiencePool:
                 equal_count=query.bucketing is algo.Bucketing.EQUAL_COUNT,
                 compact=pool.compact,
             )
-            rows, similarity = np.arange(len(pool)), selection.similarity
-            picks = [algo.Pick(int(row), bucket) for bucket, row in enumerate(selection.picks)]
+            rows, similarity = selection.picks, selection.similarity[selection.picks]
+            picks = [algo.Pick(bucket, bucket) for bucket in range(len(rows))]
         elif query.strategy in (Strategy.SIMILARITY_TOPK, Strategy.MMR):
             # Scored exactly: only the rows that can be among the most similar the strategy ranks.
             ranked = query.k if query.strategy == Strategy.SIMILARITY_TOPK else algo.mmr_fetch(query.k)
