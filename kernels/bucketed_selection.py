@@ -151,6 +151,19 @@ def _dot(vectors, row, query):
 
 
 @numba.njit(parallel=True, cache=True)
+def _similarity_of_rows(vectors, rows, query):
+    similarity = np.empty(len(rows), dtype=np.float32)
+    for i in numba.prange(len(rows)):
+        similarity[i] = _dot(vectors, rows[i], query)
+    return similarity
+
+
+def similarity_of_rows(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Similarity of some rows, read in place (no gathered copy of the rows)."""
+    return _similarity_of_rows(vectors, np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(query, dtype=np.float32))
+
+
+@numba.njit(parallel=True, cache=True)
 def _similarity_and_range(vectors, query):
     """Similarity of every row, and its lowest and highest value, in one read of ``vectors``."""
     n = vectors.shape[0]

@@ -41,6 +41,11 @@ def top_candidates(
     return np.arange(len(vectors)), vectors @ query
 
 
+def similarity_of_rows(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Similarity of ``rows`` of ``vectors`` (the CPU's sublinear walks and probes)."""
+    return bucketed_selection.similarity_of_rows(vectors, rows, query)
+
+
 def warm_up() -> None:
     """Compile (or load from numba's cache) the selection on a tiny pool, so that a service's
     first call does not pay for it."""
@@ -50,6 +55,7 @@ def warm_up() -> None:
         select_buckets(rows, rows[0], *pool, equal_count)
         select_buckets(rows, rows[0], *pool, equal_count, bucketed_selection.compact(rows))
     top_candidates(rows, rows[0], 1, bucketed_selection.compact(rows))
+    similarity_of_rows(rows, np.arange(2), rows[0])
 
 
 def decide_exits(

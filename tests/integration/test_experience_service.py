@@ -90,6 +90,29 @@ async def test_record_then_orchestrate(tenant_client: ExperienceClient, embeddin
         assert len({d.experience.id for d in other.demonstrations}) == 7
 
 
+async def test_sublinear_keeps_up_with_writes_after_partitioning(tenant_client: ExperienceClient) -> None:
+    """A pool this small is probed whole, so sublinear RoSE must pick exactly what exact RoSE
+    picks, before and after the writes that follow the partition's training."""
+    question = "Where do you keep milk cold?\nA. fridge\nB. oven"
+    recorded = await record_questions(tenant_client, 40)
+
+    async def both() -> tuple[list[str], list[str]]:
+        exact = await tenant_client.orchestrate(question, k=6, search_mode=pb.SEARCH_MODE_EXACT)
+        sublinear = await tenant_client.orchestrate(question, k=6, search_mode=pb.SEARCH_MODE_SUBLINEAR)
+        return [d.experience.id for d in exact.demonstrations], [d.experience.id for d in sublinear.demonstrations]
+
+    exact, sublinear = await both()  # the first sublinear call trains the partition
+    assert len(exact) == 6 and sublinear == exact
+    rng = random.Random(5)
+    added = [await tenant_client.record(f"{question} Variant {i}.", sampled_paths(rng, "A")) for i in range(5)]
+    for response in recorded[:10]:
+        assert await tenant_client.delete(response.experience.id)
+    exact, sublinear = await both()
+    assert sublinear == exact
+    assert {a.experience.id for a in added} & set(sublinear)  # the new, most similar rows are reachable
+    assert not {r.experience.id for r in recorded[:10]} & set(sublinear)
+
+
 async def test_read_your_writes_and_rerecord_updates(tenant_client: ExperienceClient) -> None:
     question = "Where would you put a plate after washing it?\nA. cupboard\nB. table"
     first = await tenant_client.record(question, [("Plates dry\nthen go away", "A")])

@@ -1,9 +1,7 @@
-"""The sublinear RoSE agrees with the exact one on a real embedded-engine pool."""
+"""The sublinear RoSE agrees with the exact one; the mirror keeps its orders, codes and
+partition through writes."""
 
 from __future__ import annotations
-
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels.bucketed_selection import compact
-from services.experience.backends.base import StoredPoint
-from services.experience.backends.qdrant_edge import QdrantEdgeStore
 from services.experience.core import sublinear
 from services.experience.core.mirror import TenantMirror
 from services.experience.core.orchestrate import rose
-from services.experience.model import Experience, experience_id
+from services.experience.model import experience_id
 
 TENANT = "agree"
 
@@ -32,26 +28,18 @@ def clustered_pool(n: int, dimension: int, rng: np.random.Generator) -> tuple[np
 
 
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> tuple[QdrantEdgeStore, TenantMirror]:
+def mirror() -> TenantMirror:
     rng = np.random.default_rng(0)
     dimension, n = 64, 6000
     vectors, uncertainty, complexity = clustered_pool(n, dimension, rng)
-    store = QdrantEdgeStore(Path(tmp_path_factory.mktemp("edge")), dimension, hnsw_threshold=10**9)
     mirror = TenantMirror(dimension)
-    now = time.time()
-    points = []
     for i in range(n):
-        eid = experience_id(TENANT, f"question {i}")
-        e = Experience(eid, TENANT, f"question {i}", "r", "a", float(uncertainty[i]), float(complexity[i]), 5, 3, now, now)
-        points.append(StoredPoint(e, vectors[i]))
-        mirror.upsert(eid, vectors[i], uncertainty[i], complexity[i])
-    store.upsert(points)
-    yield store, mirror
-    store.close()
+        mirror.upsert(experience_id(TENANT, f"question {i}"), vectors[i], uncertainty[i], complexity[i])
+    mirror.partition = mirror.partitioned()
+    return mirror
 
 
-def test_sublinear_agrees_with_exact(pool: tuple[QdrantEdgeStore, TenantMirror]) -> None:
-    store, mirror = pool
+def test_sublinear_agrees_with_exact(mirror: TenantMirror) -> None:
     rng = np.random.default_rng(1)
     view = mirror.view()
     sample = mirror.sample(2000, rng)
@@ -61,9 +49,7 @@ def test_sublinear_agrees_with_exact(pool: tuple[QdrantEdgeStore, TenantMirror])
         query = (query / np.linalg.norm(query)).astype(np.float32)
         similarity = view.vectors @ query
         exact = {view.ids[p.index] for p in rose(similarity, view.uncertainty, view.complexity, view.keys, 8)}
-        found = sublinear.plan(store, TENANT, query, sample, len(view), 8, 1.2)
-        assert found is not None
-        picks = sublinear.finish(found, view, mirror.most_complex_first(), mirror.most_certain_first())
+        picks = sublinear.select(mirror, query, sample, len(view), 8, 1.2)
         assert [p.bucket for p in picks] == list(range(len(picks)))
         assert len({p.experience_id for p in picks}) == len(picks) == 8
         agreement.append(len(exact & {p.experience_id for p in picks}) / len(exact))
@@ -75,7 +61,7 @@ def test_sublinear_agrees_with_exact(pool: tuple[QdrantEdgeStore, TenantMirror])
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["upsert", "remove", "order", "view"]),
+            st.sampled_from(["upsert", "remove", "order", "view", "partition"]),
             st.integers(0, 30),
             st.integers(0, 4),
             st.integers(0, 3),
@@ -83,7 +69,7 @@ def test_sublinear_agrees_with_exact(pool: tuple[QdrantEdgeStore, TenantMirror])
         max_size=80,
     )
 )
-def test_the_mirror_keeps_its_orders_and_codes_through_writes(operations) -> None:
+def test_the_mirror_keeps_its_orders_codes_and_partition_through_writes(operations) -> None:
     mirror = TenantMirror(2, capacity=4)
     for operation, question, complexity, uncertainty in operations:
         eid = experience_id(TENANT, f"question {question}")
@@ -94,6 +80,9 @@ def test_the_mirror_keeps_its_orders_and_codes_through_writes(operations) -> Non
             mirror.remove(eid)
         elif operation == "order":
             mirror.most_complex_first(), mirror.most_certain_first()
+        elif operation == "partition" and mirror.size:
+            mirror.view()
+            mirror.partition = mirror.partitioned()
         else:
             mirror.view()  # codes caught up here; later writes must keep them in step
     by_complexity, by_uncertainty = mirror.most_complex_first(), mirror.most_certain_first()
@@ -107,10 +96,19 @@ def test_the_mirror_keeps_its_orders_and_codes_through_writes(operations) -> Non
     assert np.array_equal(view.compact.codes, expected.codes)
     assert np.array_equal(view.compact.scales, expected.scales)
     assert np.array_equal(view.compact.bounds, expected.bounds)
+    if mirror.partition is not None:
+        partition = mirror.partition
+        listed = np.concatenate(partition.members)
+        assert sorted(listed.tolist()) == list(range(mirror.size))  # every row in one cluster
+        for cluster, members in enumerate(partition.members):
+            assert (partition.cluster_of[members] == cluster).all()
+        assert (partition.cluster_of[mirror.size :] == -1).all()
+        similarity = view.vectors @ partition.centroids.T  # each row sits in a nearest cluster
+        placed = similarity[np.arange(mirror.size), partition.cluster_of[: mirror.size]]
+        assert (placed >= similarity.max(axis=1, initial=-np.inf) - 1e-4).all()
 
 
-def test_sublinear_leaves_excluded_experiences_out_as_exact_does(pool: tuple[QdrantEdgeStore, TenantMirror]) -> None:
-    store, mirror = pool
+def test_sublinear_leaves_excluded_experiences_out_as_exact_does(mirror: TenantMirror) -> None:
     rng = np.random.default_rng(2)
     view = mirror.view()
     query = view.vectors[5] + rng.normal(0, 0.05, size=view.vectors.shape[1]).astype(np.float32)
@@ -118,9 +116,8 @@ def test_sublinear_leaves_excluded_experiences_out_as_exact_does(pool: tuple[Qdr
     first = {view.ids[p.index] for p in rose(view.vectors @ query, view.uncertainty, view.complexity, view.keys, 8)}
     kept = view.without(first)
     exact = {kept.ids[p.index] for p in rose(kept.vectors @ query, kept.uncertainty, kept.complexity, kept.keys, 8)}
-    found = sublinear.plan(store, TENANT, query, mirror.sample(2000, rng).without(first), len(kept), 8, 1.2, first)
-    assert found is not None
     excluded_rows = np.array([mirror.row_of[i] for i in first], dtype=np.int64)
-    picks = {p.experience_id for p in sublinear.finish(found, view, mirror.most_complex_first(), mirror.most_certain_first(), excluded_rows)}
+    sample = mirror.sample(2000, rng).without(first)
+    picks = {p.experience_id for p in sublinear.select(mirror, query, sample, len(kept), 8, 1.2, excluded_rows)}
     assert len(picks) == 8 and not picks & first
     assert len(picks & exact) >= 7

@@ -24,15 +24,6 @@ class StoredPoint:
 
 
 @dataclass(frozen=True)
-class RankedBatch:
-    """A page of the complexity walk: ids and the two scores, no vectors, no other payload."""
-
-    ids: list[str]
-    uncertainty: np.ndarray
-    complexity: np.ndarray
-
-
-@dataclass(frozen=True)
 class ScoredExperience:
     experience: Experience
     score: float  # cosine similarity to the query vector
@@ -81,19 +72,6 @@ class ExperienceStore(ABC):
     ) -> list[ScoredExperience]:
         """The ``limit`` experiences most similar to ``vector`` (cosine), best first; with
         ``score_threshold``, only those scoring at least that. Pass ``-vector`` for the least similar."""
-
-    @abstractmethod
-    def search_ranked(
-        self,
-        tenant: str,
-        vector: np.ndarray,
-        limit: int,
-        score_threshold: float | None = None,
-        hnsw_ef: int | None = None,
-    ) -> tuple[RankedBatch, np.ndarray]:
-        """``search`` without decoding experiences: the hits' ids and two scores, and their
-        similarities, best first. For walking many hits fast. ``hnsw_ef`` widens the index's
-        beam where the default misses (the least similar points lie far from the graph's paths)."""
 
     def indexed_count(self, tenant: str) -> int:
         """Points covered by an approximate (HNSW) index; exact-search stores report 0."""

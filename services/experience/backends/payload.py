@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from services.experience.backends.base import RankedBatch
 from services.experience.model import Experience
 
 # The tenant key has a payload index (it filters every read); the two scores come back with
@@ -78,11 +77,3 @@ def scroll_pages(fetch: Callable[[Any], tuple[Sequence[T], Any]]) -> Iterator[T]
         if offset is None:
             return
 
-
-def ranked_batch(records: Sequence[Any]) -> RankedBatch:
-    """A RankedBatch from engine records that carry the uncertainty and complexity payload."""
-    return RankedBatch(
-        ids=[str(r.id) for r in records],
-        uncertainty=np.array([r.payload[UNCERTAINTY] for r in records], dtype=np.float64),
-        complexity=np.array([r.payload[COMPLEXITY] for r in records], dtype=np.float64),
-    )

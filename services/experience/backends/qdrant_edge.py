@@ -29,16 +29,13 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from services.experience.backends.base import ExperienceStore, RankedBatch, ScoredExperience, StoredPoint
+from services.experience.backends.base import ExperienceStore, ScoredExperience, StoredPoint
 from services.experience.backends.payload import (
-    COMPLEXITY,
     TENANT,
-    UNCERTAINTY,
     from_payload,
     page_after,
     point_id,
     point_ids,
-    ranked_batch,
     scroll_pages,
     to_payload,
     vector_values,
@@ -196,21 +193,12 @@ class QdrantEdgeStore(ExperienceStore):
             self._sole_tenant_at = (self._writes, tenant if owned == self._shard.info().points_count else None)
         return self._sole_tenant_at[1] == tenant
 
-    def _search(
-        self,
-        tenant: str,
-        vector: np.ndarray,
-        limit: int,
-        score_threshold: float | None,
-        fields: list[str] | None,
-        hnsw_ef: int | None = None,
-    ) -> list[qe.ScoredPoint]:
-        """The ``limit`` nearest points of ``tenant`` with the payload ``fields`` (None: all).
-
-        The tenant filter is most of a filtered HNSW search's cost (at 1M points: 21 ms against
-        3 ms unfiltered, 38 against 13 with a wide beam); a shard that holds one tenant only is
-        searched without it, and every hit's tenant is still checked.
-        """
+    def search(
+        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
+    ) -> list[ScoredExperience]:
+        """The tenant filter is most of a filtered HNSW search's cost (at 1M points: 21 ms against
+        3 ms unfiltered); a shard that holds one tenant only is searched without it, and every
+        hit's tenant is still checked."""
         if limit <= 0:
             return []
         with self._lock:
@@ -219,29 +207,11 @@ class QdrantEdgeStore(ExperienceStore):
                 query=qe.Query.Nearest(vector_values(vector, self.dimension)),
                 limit=limit,
                 filter=None if sole else _tenant_filter(tenant),
-                with_payload=True if fields is None else qe.PayloadSelector.Include([*fields, TENANT]),
+                with_payload=True,
                 score_threshold=score_threshold,
-                params=None if hnsw_ef is None else qe.SearchParams(hnsw_ef=hnsw_ef),
             )
-            hits = self._shard.search(request)
-        return [h for h in hits if h.payload is not None and h.payload.get(TENANT) == tenant]
-
-    def search(
-        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
-    ) -> list[ScoredExperience]:
-        hits = self._search(tenant, vector, limit, score_threshold, None)
+            hits = [h for h in self._shard.search(request) if h.payload is not None and h.payload.get(TENANT) == tenant]
         return [ScoredExperience(_experience(h), h.score) for h in hits]
-
-    def search_ranked(
-        self,
-        tenant: str,
-        vector: np.ndarray,
-        limit: int,
-        score_threshold: float | None = None,
-        hnsw_ef: int | None = None,
-    ) -> tuple[RankedBatch, np.ndarray]:
-        hits = self._search(tenant, vector, limit, score_threshold, [UNCERTAINTY, COMPLEXITY], hnsw_ef)
-        return ranked_batch(hits), np.array([h.score for h in hits], dtype=np.float64)
 
     def indexed_count(self, tenant: str) -> int:
         with self._lock:

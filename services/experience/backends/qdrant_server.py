@@ -23,16 +23,13 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException
 
-from services.experience.backends.base import ExperienceStore, RankedBatch, ScoredExperience, StoredPoint
+from services.experience.backends.base import ExperienceStore, ScoredExperience, StoredPoint
 from services.experience.backends.payload import (
-    COMPLEXITY,
     TENANT,
-    UNCERTAINTY,
     from_payload,
     page_after,
     point_id,
     point_ids,
-    ranked_batch,
     scroll_pages,
     to_payload,
     vector_values,
@@ -184,13 +181,7 @@ class QdrantServerStore(ExperienceStore):
         return scroll_pages(fetch)
 
     def _search(
-        self,
-        tenant: str,
-        vector: np.ndarray,
-        limit: int,
-        score_threshold: float | None,
-        payload: object,
-        hnsw_ef: int | None = None,
+        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None
     ) -> list[qm.ScoredPoint]:
         if limit <= 0:
             return []
@@ -201,26 +192,14 @@ class QdrantServerStore(ExperienceStore):
                 query_filter=_tenant_filter(tenant),
                 limit=limit,
                 score_threshold=score_threshold,
-                with_payload=payload,
-                search_params=None if hnsw_ef is None else qm.SearchParams(hnsw_ef=hnsw_ef),
+                with_payload=True,
             ).points
 
     def search(
         self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
     ) -> list[ScoredExperience]:
-        hits = self._search(tenant, vector, limit, score_threshold, True)
+        hits = self._search(tenant, vector, limit, score_threshold)
         return [ScoredExperience(_experience(h), h.score) for h in hits]
-
-    def search_ranked(
-        self,
-        tenant: str,
-        vector: np.ndarray,
-        limit: int,
-        score_threshold: float | None = None,
-        hnsw_ef: int | None = None,
-    ) -> tuple[RankedBatch, np.ndarray]:
-        hits = self._search(tenant, vector, limit, score_threshold, [UNCERTAINTY, COMPLEXITY], hnsw_ef)
-        return ranked_batch(hits), np.array([h.score for h in hits], dtype=np.float64)
 
     def indexed_count(self, tenant: str) -> int:
         """An estimate: the server reports indexed vectors per collection, not per tenant, so

@@ -129,6 +129,8 @@ class ExperiencePool:
         await asyncio.to_thread(scan)
         for mirror in self.mirrors.values():
             await asyncio.to_thread(mirror.catch_up)
+            if mirror.size >= self.sublinear_threshold:  # its RoSE runs sublinear from the first call
+                await self._partition(mirror)
         await asyncio.to_thread(kernels.warm_up)
         for tenant, mirror in self.mirrors.items():
             POOL_SIZE.labels(tenant).set(mirror.size)
@@ -204,8 +206,20 @@ class ExperiencePool:
             self.samples[tenant] = drawn
         return drawn[1]
 
+    async def _partition(self, mirror: TenantMirror) -> None:
+        """Partition the mirror for the sublinear search if it has none yet, or has grown
+        REGROWTH times over since; writes wait meanwhile, orchestration of other kinds goes on."""
+        if mirror.partition is not None and not mirror.partition.needs_retraining(mirror.size):
+            return
+        async with self._write_lock:
+            if mirror.partition is None or mirror.partition.needs_retraining(mirror.size):
+                started = time.monotonic()
+                mirror.view()  # codes caught up: the loop only reads the mirror during the build
+                mirror.partition = await asyncio.to_thread(mirror.partitioned)
+                log.info("partitioned %d experiences in %.1f s", mirror.size, time.monotonic() - started)
+
     def resolve_mode(self, query: OrchestrateQuery, pool_size: int) -> str:
-        """Sublinear serves RoSE only; the baselines are exact (top-k is one index query anyway)."""
+        """Sublinear serves RoSE only; the baselines are exact (they rank from the int16 codes)."""
         if query.strategy != Strategy.ROSE:
             return SearchMode.EXACT
         if query.search_mode == SearchMode.AUTO:
@@ -220,26 +234,15 @@ class ExperiencePool:
             return Orchestration([], 0, self.resolve_mode(query, 0))
         mode = self.resolve_mode(query, mirror.size)
         if mode == SearchMode.SUBLINEAR:
+            await self._partition(mirror)
             # Quarantined experiences leave the pool before planning, as in exact.
             quarantined = self.quarantined(query.tenant)
-            pool_size = mirror.size - sum(i in mirror.row_of for i in quarantined)
-            found = await asyncio.to_thread(
-                sublinear.plan,
-                self.store,
-                query.tenant,
-                vector,
-                self._sample(query.tenant, mirror).without(quarantined),
-                pool_size,
-                query.k,
-                query.uncertainty_ratio,
-                quarantined,
-            )
-            if found is None:
-                return Orchestration([], pool_size, mode)
-            # The walks read the mirror: no await until the picks' ids are taken.
             excluded_rows = np.array([mirror.row_of[i] for i in quarantined if i in mirror.row_of], dtype=np.int64)
-            picks = sublinear.finish(
-                found, mirror.view(), mirror.most_complex_first(), mirror.most_certain_first(), excluded_rows
+            pool_size = mirror.size - len(excluded_rows)
+            sample = self._sample(query.tenant, mirror).without(quarantined)
+            # No await from here to the picks' ids: the mirror holds still.
+            picks = sublinear.select(
+                mirror, vector, sample, pool_size, query.k, query.uncertainty_ratio, excluded_rows
             )
             chosen = [(p.experience_id, p.similarity, p.bucket) for p in picks]
             return await self._demonstrations(query.tenant, chosen, pool_size, mode)

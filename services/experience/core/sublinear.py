@@ -1,8 +1,9 @@
 """Sublinear RoSE for pools of a million or more: no full pass over the pool per call.
 
-1. Two vector-index searches, for the question and for its negation, return the most and the
-   least similar points: the pool's similarity range (so the equal-width intervals are those of
-   the exact algorithm), and every member of the small intervals at either end.
+1. Two probes of the pool's k-means partition, the clusters most and least similar to the
+   question, find the most and the least similar points: the pool's similarity range (so the
+   equal-width intervals are those of the exact algorithm), and the members of the small
+   intervals at either end.
 2. A uniform sample of the pool sizes the other intervals; empty intervals are dropped and the
    largest bucket split (at its sample median unless fetched whole), as exact does with true
    counts. A fetched bucket's winner follows the exact rule over its members.
@@ -12,8 +13,9 @@
    the first rows in the bucket under λ × that minimum; ties break as in exact.
    A bucket the walks never reach falls back to the exact rule over its sample members.
 
-The searches run in ``plan`` (off the event loop); the walks read the mirror in ``finish``,
-which the caller must hold still.
+Where it can differ from exact: a probe that misses the pool's most or least similar point
+(every interval edge moves a little), a bucket split at the sample's median, an interval the
+sample missed. Everything reads the mirror, which the caller holds still through ``select``.
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.experience.backends.base import ExperienceStore
-from services.experience.core.mirror import PoolView, tie_key
+from kernels import dispatch as kernels
+from services.experience.core.mirror import PoolView, TenantMirror, tie_key
 from services.experience.core.orchestrate import pick_in_bucket, uncertainty_limit
+from services.experience.core.partition import Partition
 
-#: End intervals are fetched whole while their estimated sizes add up to at most this; larger
-#: ones are walked. Each fetched point widens the HNSW search, the cost that dominates here.
+#: End intervals are taken whole from the probes while their estimated sizes add up to at most
+#: this; larger ones are walked.
 FETCH_LIMIT = 512
-#: HNSW beam for the least similar point (the default missed it in 5% of queries at 100k).
-BOTTOM_EF = 512
 #: Rows of the walk examined at a time, and at most in all before the sample decides.
 WALK_CHUNK = 4096
 WALK_LIMIT = 65_536
@@ -72,8 +73,9 @@ def _intervals(
 
 @dataclass(frozen=True)
 class _EndHits:
-    """The points most similar (top) or least similar (bottom) to the query, by one index search:
-    every point from the end up to ``reach`` (inclusive when ``complete``: the search ran dry)."""
+    """The points most similar (top) or least similar (bottom) to the query that a probe found:
+    taken as every point from the end up to ``reach`` (inclusive when ``complete``: the probe
+    covered the whole pool)."""
 
     members: list[Member]  # from the end inwards
     reach: float
@@ -81,7 +83,7 @@ class _EndHits:
 
 
 def _end_limit(outward_first: list[_Bucket]) -> int:
-    """Hits to ask for: twice the sample's estimate of the small intervals at this end."""
+    """Points to take: twice the sample's estimate of the small intervals at this end."""
     reach = 0.0
     for interval in outward_first:
         if reach + interval.size > FETCH_LIMIT:
@@ -90,22 +92,36 @@ def _end_limit(outward_first: list[_Bucket]) -> int:
     return int(reach * 2) + 64
 
 
-def _search_end(
-    store: ExperienceStore, tenant: str, query: np.ndarray, limit: int, from_top: bool, excluded: frozenset[str] | set[str]
+def _most_extreme(similarity: np.ndarray, keys: np.ndarray, limit: int, highest: bool) -> np.ndarray:
+    """Positions of the ``limit`` highest (or lowest) similarities, from the end inwards, exact
+    ties by key."""
+    signed = -similarity if highest else similarity
+    if limit < len(signed):
+        edge = np.partition(signed, limit - 1)[limit - 1]
+        within = np.flatnonzero(signed <= edge)  # the limit, and any tied with the last of them
+    else:
+        within = np.arange(len(signed))
+    return within[np.lexsort((keys[within], signed[within]))][:limit]
+
+
+def _probe_end(
+    pool: PoolView, partition: Partition, query: np.ndarray, limit: int, from_top: bool, excluded_rows: np.ndarray
 ) -> _EndHits:
-    # The least similar points lie far from HNSW's paths (the negated query is far from the data).
-    batch, scores = store.search_ranked(tenant, query if from_top else -query, limit, hnsw_ef=None if from_top else BOTTOM_EF)
-    similarity = scores if from_top else -scores
+    rows = partition.probe(query, from_top, len(pool))
+    complete = len(rows) == len(pool) and len(rows) - len(excluded_rows) <= limit
+    if len(excluded_rows):
+        rows = rows[~np.isin(rows, excluded_rows)]
+    similarity = kernels.similarity_of_rows(pool.vectors, rows, query)
+    outward = _most_extreme(similarity, pool.keys[rows], limit, from_top)
     members = [
-        (batch.ids[i], float(similarity[i]), float(batch.uncertainty[i]), float(batch.complexity[i]))
-        for i in range(len(batch.ids))
+        (pool.ids[row], float(sim), float(pool.uncertainty[row]), float(pool.complexity[row]))
+        for row, sim in zip(rows[outward].tolist(), similarity[outward].tolist(), strict=True)
     ]
-    reach = members[-1][1] if members else 0.0
-    return _EndHits([m for m in members if m[0] not in excluded], reach, len(members) < limit)
+    return _EndHits(members, members[-1][1] if members else 0.0, complete)
 
 
 def _take_ends(intervals: list[_Bucket], top: _EndHits, bottom: _EndHits) -> None:
-    """Intervals wholly inside what an end search reached get their exact members and size."""
+    """Intervals wholly inside what an end probe reached get their exact members and size."""
     for hits, order in ((top, range(len(intervals) - 1, -1, -1)), (bottom, range(len(intervals)))):
         for b in order:
             interval = intervals[b]
@@ -166,8 +182,8 @@ def _exact_pick(members: list[Member], ratio: float) -> tuple[str, float]:
 
 
 @dataclass
-class SublinearPlan:
-    """What the store queries found: the buckets, and the winners of the fetched ones."""
+class _Plan:
+    """What the probes and the sample found: the buckets, and the winners of the fetched ones."""
 
     query: np.ndarray
     sample: PoolView
@@ -177,26 +193,26 @@ class SublinearPlan:
     winners: dict[int, tuple[str, float]] = field(default_factory=dict)
 
 
-def plan(
-    store: ExperienceStore,
-    tenant: str,
+def _plan(
+    pool: PoolView,
+    partition: Partition,
     query: np.ndarray,
     sample: PoolView,
     pool_size: int,
     k: int,
     ratio: float,
-    excluded: frozenset[str] | set[str] = frozenset(),
-) -> SublinearPlan | None:
-    """Two index searches, most and least similar first, give the pool's similarity range and
-    every member of the small intervals at either end; the other intervals are sized from
-    ``sample``. Returns the buckets as the exact algorithm plans them, with the fetched buckets
-    decided; None when the tenant's index holds nothing."""
+    excluded_rows: np.ndarray,
+) -> _Plan | None:
+    """Two probes of ``partition``, most and least similar first, give the pool's similarity
+    range and the members of the small intervals at either end; the other intervals are sized
+    from ``sample``. Returns the buckets as the exact algorithm plans them, with the fetched
+    buckets decided; None when the pool (less ``excluded_rows``) is empty."""
     similarity = sample.vectors @ query
     if not len(similarity):
         return None
     guess = _intervals(sample, pool_size, similarity, float(similarity.min()), float(similarity.max()), k)
-    top = _search_end(store, tenant, query, _end_limit(guess[::-1]), True, excluded)
-    bottom = _search_end(store, tenant, query, _end_limit(guess), False, excluded)
+    top = _probe_end(pool, partition, query, _end_limit(guess[::-1]), True, excluded_rows)
+    bottom = _probe_end(pool, partition, query, _end_limit(guess), False, excluded_rows)
     if not top.members or not bottom.members:
         return None
     low = min(bottom.members[0][1], float(similarity.min()))
@@ -204,7 +220,7 @@ def plan(
     intervals = _intervals(sample, pool_size, similarity, low, high, k)
     _take_ends(intervals, top, bottom)
     buckets = _buckets(intervals, similarity, k)
-    result = SublinearPlan(query, sample, similarity, buckets, ratio)
+    result = _Plan(query, sample, similarity, buckets, ratio)
     for b, bucket in enumerate(buckets):
         if bucket.fetched:
             result.winners[b] = _exact_pick(bucket.fetched, ratio)
@@ -212,7 +228,7 @@ def plan(
 
 
 def _bucket_of(pool: PoolView, rows: np.ndarray, query: np.ndarray, lows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    similarity = pool.vectors[rows] @ query
+    similarity = kernels.similarity_of_rows(pool.vectors, rows, query)
     return similarity, np.clip(np.searchsorted(lows, similarity, side="right") - 1, 0, len(lows) - 1)
 
 
@@ -268,18 +284,28 @@ def _walk(
     return {int(b): int(best[b]) for b in walking if best[b] >= 0}
 
 
-def finish(
-    plan: SublinearPlan,
-    pool: PoolView,
-    most_complex: np.ndarray,
-    most_certain: np.ndarray,
+def select(
+    mirror: TenantMirror,
+    query: np.ndarray,
+    sample: PoolView,
+    pool_size: int,
+    k: int,
+    ratio: float,
     excluded_rows: np.ndarray | None = None,
 ) -> list[SublinearPick]:
-    """RoSE picks, one per bucket, least similar bucket first: the plan's end winners; for the
-    rest, each bucket's least uncertainty from a walk over ``pool`` most certain first (the
-    sample's where that walk ends first), then a walk most complex first; the sample decides
-    where the walks find nothing. Rows in ``excluded_rows`` are never walked."""
+    """RoSE picks over ``mirror`` (partitioned), one per bucket, least similar bucket first.
+
+    The ends come from the partition's probes; for the other buckets, each one's least
+    uncertainty from a walk over the pool most certain first (the sample's where that walk ends
+    first), then a walk most complex first; the sample decides where the walks find nothing.
+    Rows in ``excluded_rows`` (``pool_size`` counts without them) are never picked."""
+    assert mirror.partition is not None, "partition the mirror first"
     excluded_rows = np.zeros(0, dtype=np.int64) if excluded_rows is None else excluded_rows
+    pool = mirror.view()
+    plan = _plan(pool, mirror.partition, query, sample, pool_size, k, ratio, excluded_rows)
+    if plan is None:
+        return []
+    most_complex, most_certain = mirror.most_complex_first(), mirror.most_certain_first()
     buckets, sample, similarity = plan.buckets, plan.sample, plan.similarity
     winners = dict(plan.winners)
     lows = np.array([bucket.low for bucket in buckets])
