@@ -212,7 +212,8 @@ class ExperiencePool:
         if mirror.partition is not None and not mirror.partition.needs_retraining(mirror.size):
             return
         async with self._write_lock:
-            if mirror.partition is None or mirror.partition.needs_retraining(mirror.size):
+            # Deletes may have emptied the pool while this waited; an empty one has no clusters.
+            if mirror.size and (mirror.partition is None or mirror.partition.needs_retraining(mirror.size)):
                 started = time.monotonic()
                 mirror.view()  # codes caught up: the loop only reads the mirror during the build
                 mirror.partition = await asyncio.to_thread(mirror.partitioned)
@@ -235,6 +236,8 @@ class ExperiencePool:
         mode = self.resolve_mode(query, mirror.size)
         if mode == SearchMode.SUBLINEAR:
             await self._partition(mirror)
+            if mirror.partition is None:  # emptied while it waited
+                return Orchestration([], 0, mode)
             # Quarantined experiences leave the pool before planning, as in exact.
             quarantined = self.quarantined(query.tenant)
             excluded_rows = np.array([mirror.row_of[i] for i in quarantined if i in mirror.row_of], dtype=np.int64)
