@@ -198,10 +198,28 @@ def _merge_chunks(counts, floors):
     return total, floor
 
 
+@numba.njit(cache=True)
+def _settled_position(settle, similarity, row, low, width, scale, k):
+    """A row's interval from its estimate when its bound keeps it inside one interval;
+    otherwise its similarity is computed exactly first (the compact path)."""
+    vectors, query, exact, bounds, reach = settle
+    if exact[row]:
+        return _position(similarity[row], low, width, scale, k)
+    reach_row = bounds[row] * reach
+    p = max(_position(similarity[row] - reach_row, low, width, scale, k), 0)
+    if p != _position(similarity[row] + reach_row, low, width, scale, k):
+        similarity[row] = _dot(vectors, row, query)
+        exact[row] = True
+        p = _position(similarity[row], low, width, scale, k)
+    return p
+
+
 @numba.njit(parallel=True, cache=True)
-def _intervals(similarity, uncertainty, low, width, k):
+def _intervals(similarity, uncertainty, low, width, k, settle=None):
     """Each row's equal-width interval, with ``positions``' float32 arithmetic (an infinite
-    width puts every row in interval 0); each interval's size and least uncertainty."""
+    width puts every row in interval 0); each interval's size and least uncertainty. With
+    ``settle`` (vectors, query, exact, bounds, reach), ``similarity`` holds estimates, and rows
+    whose bound straddles an interval edge are computed exactly."""
     n = len(similarity)
     position = np.empty(n, dtype=np.int32)
     chunks = (n + _CHUNK - 1) // _CHUNK
@@ -210,7 +228,10 @@ def _intervals(similarity, uncertainty, low, width, k):
     scale = np.float32(k)
     for chunk in numba.prange(chunks):
         for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
-            p = _position(similarity[row], low, width, scale, k)
+            if settle is None:
+                p = _position(similarity[row], low, width, scale, k)
+            else:
+                p = _settled_position(settle, similarity, row, low, width, scale, k)
             position[row] = p
             counts[chunk, p] += 1
             floors[chunk, p] = min(floors[chunk, p], uncertainty[row])
@@ -400,13 +421,8 @@ def _select_with_range(
     # As numpy computes positions: the width rounds to float32; one interval when there is no width.
     width = np.float32(np.inf) if equal_count or high == low else np.float32(high - low)
     intervals = 1 if equal_count else k
-    if settler is None:
-        position, counts, interval_floors = _intervals(similarity, uncertainty, np.float32(low), width, intervals)
-    else:
-        position, counts, interval_floors = _settle_intervals(
-            settler.vectors, settler.query, similarity, settler.exact, settler.bounds, settler.reach,
-            uncertainty, np.float32(low), width, intervals,
-        )
+    settle = None if settler is None else (settler.vectors, settler.query, settler.exact, settler.bounds, settler.reach)
+    position, counts, interval_floors = _intervals(similarity, uncertainty, np.float32(low), width, intervals, settle)
     plan = plan_buckets([n] if equal_count else counts.tolist(), k, equal_count)
     first_of_interval = np.zeros(intervals, dtype=np.int64)
     for index in reversed(range(len(plan))):
@@ -555,32 +571,6 @@ def _settle_range(vectors, query, similarity, exact, bounds, reach, lowest_ceili
                 low, high = min(low, value), max(high, value)
         lows[chunk], highs[chunk] = low, high
     return lows.min(), highs.max()
-
-
-@numba.njit(parallel=True, cache=True)
-def _settle_intervals(vectors, query, similarity, exact, bounds, reach, uncertainty, low, width, k):
-    """As _intervals, computing exactly the rows whose bound straddles an interval edge."""
-    n = len(similarity)
-    position = np.empty(n, dtype=np.int32)
-    chunks = (n + _CHUNK - 1) // _CHUNK
-    counts = np.zeros((chunks, k), dtype=np.int64)
-    floors = np.full((chunks, k), np.inf)
-    scale = np.float32(k)
-    for chunk in numba.prange(chunks):
-        for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
-            if exact[row]:
-                p = _position(similarity[row], low, width, scale, k)
-            else:
-                reach_row = bounds[row] * reach
-                p = max(_position(similarity[row] - reach_row, low, width, scale, k), 0)
-                if p != _position(similarity[row] + reach_row, low, width, scale, k):
-                    similarity[row] = _dot(vectors, row, query)
-                    exact[row] = True
-                    p = _position(similarity[row], low, width, scale, k)
-            position[row] = p
-            counts[chunk, p] += 1
-            floors[chunk, p] = min(floors[chunk, p], uncertainty[row])
-    return (position, *_merge_chunks(counts, floors))
 
 
 @numba.njit(cache=True)
