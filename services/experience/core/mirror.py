@@ -213,6 +213,10 @@ class TenantMirror:
             self.partition.place(stale, self.vectors[stale])
         self._stale.clear()
 
+    def partition_due(self) -> bool:
+        """Whether the pool needs a (new) partition: none yet, or grown fourfold since."""
+        return self.size > 0 and (self.partition is None or self.partition.needs_retraining(self.size))
+
     def partitioned(self) -> Partition:
         """A new partition of every row (half a minute at a million on two cores; the caller
         holds writes off, then sets ``partition``)."""

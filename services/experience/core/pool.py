@@ -209,11 +209,10 @@ class ExperiencePool:
     async def _partition(self, mirror: TenantMirror) -> None:
         """Partition the mirror for the sublinear search if it has none yet, or has grown
         REGROWTH times over since; writes wait meanwhile, orchestration of other kinds goes on."""
-        if mirror.partition is not None and not mirror.partition.needs_retraining(mirror.size):
+        if not mirror.partition_due():
             return
         async with self._write_lock:
-            # Deletes may have emptied the pool while this waited; an empty one has no clusters.
-            if mirror.size and (mirror.partition is None or mirror.partition.needs_retraining(mirror.size)):
+            if mirror.partition_due():  # again: writes or deletes may have run while this waited
                 started = time.monotonic()
                 mirror.view()  # codes caught up: the loop only reads the mirror during the build
                 mirror.partition = await asyncio.to_thread(mirror.partitioned)

@@ -20,7 +20,7 @@ sample missed. Everything reads the mirror, which the caller holds still through
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -185,12 +185,9 @@ def _exact_pick(members: list[Member], ratio: float) -> tuple[str, float]:
 class _Plan:
     """What the probes and the sample found: the buckets, and the winners of the fetched ones."""
 
-    query: np.ndarray
-    sample: PoolView
     similarity: np.ndarray  # the sample's similarity to the query
     buckets: list[_Bucket]
-    ratio: float
-    winners: dict[int, tuple[str, float]] = field(default_factory=dict)
+    winners: dict[int, tuple[str, float]]
 
 
 def _plan(
@@ -220,11 +217,8 @@ def _plan(
     intervals = _intervals(sample, pool_size, similarity, low, high, k)
     _take_ends(intervals, top, bottom)
     buckets = _buckets(intervals, similarity, k)
-    result = _Plan(query, sample, similarity, buckets, ratio)
-    for b, bucket in enumerate(buckets):
-        if bucket.fetched:
-            result.winners[b] = _exact_pick(bucket.fetched, ratio)
-    return result
+    winners = {b: _exact_pick(bucket.fetched, ratio) for b, bucket in enumerate(buckets) if bucket.fetched}
+    return _Plan(similarity, buckets, winners)
 
 
 def _bucket_of(pool: PoolView, rows: np.ndarray, query: np.ndarray, lows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -306,22 +300,22 @@ def select(
     if plan is None:
         return []
     most_complex, most_certain = mirror.most_complex_first(), mirror.most_certain_first()
-    buckets, sample, similarity = plan.buckets, plan.sample, plan.similarity
-    winners = dict(plan.winners)
+    buckets, similarity = plan.buckets, plan.similarity
+    winners = plan.winners  # the walks and the sample add the rest
     lows = np.array([bucket.low for bucket in buckets])
     wanted = np.array([b for b, bucket in enumerate(buckets) if b not in winners and len(bucket.members)], dtype=np.int64)
     if len(wanted):
-        floors = _floors(pool, most_certain, excluded_rows, plan.query, lows, wanted)
+        floors = _floors(pool, most_certain, excluded_rows, query, lows, wanted)
         caps = np.full(len(buckets), -np.inf)  # -inf: not walked (already won, or no sample to cap it)
         for b in wanted:
             floor = floors[b] if not np.isnan(floors[b]) else sample.uncertainty[buckets[b].members].min()
-            caps[b] = uncertainty_limit(float(floor), plan.ratio)
-        for b, row in _walk(pool, most_complex, excluded_rows, plan.query, lows, caps).items():
-            winners[b] = (pool.ids[row], float(pool.vectors[row] @ plan.query))
+            caps[b] = uncertainty_limit(float(floor), ratio)
+        for b, row in _walk(pool, most_complex, excluded_rows, query, lows, caps).items():
+            winners[b] = (pool.ids[row], float(pool.vectors[row] @ query))
     for b, bucket in enumerate(buckets):  # never reached: the sample decides
         if b not in winners and len(bucket.members):
             row = pick_in_bucket(
-                bucket.members, similarity, sample.uncertainty, sample.complexity, sample.keys, plan.ratio
+                bucket.members, similarity, sample.uncertainty, sample.complexity, sample.keys, ratio
             )
             winners[b] = (sample.ids[row], float(similarity[row]))
     return [SublinearPick(winners[b][0], winners[b][1], b) for b in sorted(winners)]
