@@ -18,7 +18,7 @@ from torch import nn
 
 
 class Layer(Protocol):
-    """The weights of one BERT layer, as services.earlyexit.modeling.EncoderLayer holds them."""
+    """The weights of one BERT layer, as services.earlyexit.offline.modeling.EncoderLayer holds them."""
 
     heads: int
     query: nn.Linear

@@ -4,7 +4,7 @@ otherwise. Callers pass host arrays and get host arrays back."""
 import numpy as np
 import torch
 
-from kernels import active_attention, bucketed_selection, exit_test
+from kernels import active_attention, bucketed_selection, exit_rule
 
 
 def on_gpu() -> bool:
@@ -64,8 +64,8 @@ def decide_exits(
     unchanged: np.ndarray,
     entropy_threshold: float | None = None,
     patience: int | None = None,
-) -> exit_test.ExitDecision:
-    implementation = exit_test.triton_gpu if on_gpu() else exit_test.fast_cpu
+) -> exit_rule.ExitDecision:
+    implementation = exit_rule.triton_gpu if on_gpu() else exit_rule.fast_cpu
     return implementation(logits, previous, unchanged, entropy_threshold, patience)
 
 

@@ -31,7 +31,7 @@ SETTINGS_FLAGS = {"allow_extra_args": True, "ignore_unknown_options": True, "hel
 @app.command(context_settings=SETTINGS_FLAGS)
 def serve(ctx: typer.Context, service: Annotated[str, typer.Argument(help="service name, e.g. embedding")]) -> None:
     """Run one service in this process. Extra flags are its settings (see `serve SERVICE --help`)."""
-    from services.registry import service_class
+    from services.catalog import service_class
     from services.runtime.config import load_settings
     from services.runtime.server import serve as run
 
@@ -147,8 +147,8 @@ def train_earlyexit(
     force: Annotated[bool, typer.Option(help="train again even if the same model exists")] = False,
 ) -> None:
     """Fine-tune multi-exit and HashEE models, export them to ONNX and register them."""
+    from services.earlyexit.offline.train import MODEL_VARIANTS, TrainConfig, train_dataset
     from services.earlyexit.server import EarlyExitSettings
-    from services.earlyexit.train import MODEL_VARIANTS, TrainConfig, train_dataset
     from services.runtime.config import load_settings
 
     settings = load_settings(EarlyExitSettings)
@@ -165,7 +165,7 @@ def train_earlyexit(
 @export_app.command("embedding")
 def export_embedding(force: Annotated[bool, typer.Option(help="export again even if present")] = False) -> None:
     """Export all-MiniLM-L6-v2 to ONNX (fp32 and int8)."""
-    from services.embedding.export import ensure_exported
+    from services.embedding.offline.export import ensure_exported
     from services.embedding.server import EmbeddingSettings
     from services.runtime.config import load_settings
 
@@ -183,7 +183,7 @@ def bench_embedding(
     concurrency: Annotated[int, typer.Option(help="requests in flight through gRPC")] = 16,
 ) -> None:
     """gRPC embedding service against sentence-transformers in process, same sentences, one run."""
-    from services.embedding.bench import run_benchmark
+    from services.embedding.offline.bench import run_benchmark
 
     result = run_benchmark(
         sentences=sentences, batch_size=batch_size, rounds=rounds, concurrency=concurrency, quiet=as_json
@@ -203,7 +203,7 @@ def bench_experience(
     ] = None,
 ) -> None:
     """Orchestrate p50/p99 through gRPC for exact, sublinear RoSE and the SIMILARITY_TOPK baseline."""
-    from services.experience.bench import run_benchmark
+    from services.experience.offline.bench import run_benchmark
 
     pool_sizes = sizes or [10_000, 100_000]
     if million:
@@ -224,8 +224,8 @@ def bench_earlyexit(
     plot: Annotated[Path, typer.Option(help="PNG of the frontiers")] = Path("earlyexit-frontier.png"),
 ) -> None:
     """ELUE-style accuracy/FLOPs/throughput frontiers through the gRPC service, full model as baseline."""
-    from services.datasets import CLASSIFICATION_DATASETS
-    from services.earlyexit.bench import run_benchmark
+    from services.earlyexit.offline.bench import run_benchmark
+    from services.offline.datasets import CLASSIFICATION_DATASETS
 
     chosen = datasets or list(CLASSIFICATION_DATASETS)
     unknown = sorted(set(chosen) - set(CLASSIFICATION_DATASETS))
@@ -246,7 +246,7 @@ def bench_kernels(
     rounds: Annotated[int, typer.Option(help="rounds per timing; the best is kept")] = 5,
 ) -> None:
     """Each kernel's fast path against its reference and a library alternative, in one run."""
-    from kernels.bench import run_benchmark
+    from services.offline.kernels_bench import run_benchmark
 
     result = run_benchmark(sizes or [10_000, 100_000, 1_000_000], dimension, k, rounds)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
@@ -262,8 +262,8 @@ def train_multilabel_command(
     """Train the fixed, tuned and meta-learned policies on DATASET and save a new model version."""
     from contextlib import nullcontext
 
+    from services.multilabel.offline.train import MULTILABEL_DATASETS, train_multilabel
     from services.multilabel.server import MultiLabelSettings
-    from services.multilabel.train import MULTILABEL_DATASETS, train_multilabel
     from services.runtime.config import load_settings
     from services.supervisor import service_process
 
@@ -284,7 +284,7 @@ def bench_multilabel(
     batch_size: Annotated[int, typer.Option(help="texts per Predict call")] = 32,
 ) -> None:
     """Fixed, tuned and meta policies from one run: test micro/macro F1 over seeds, and gRPC throughput."""
-    from services.multilabel.bench import run_benchmark
+    from services.multilabel.offline.bench import run_benchmark
 
     result = run_benchmark(seeds=seeds, batch=batch_size, rounds=rounds, quiet=as_json)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
@@ -305,7 +305,7 @@ def bench_critique(
     toxic: Annotated[int, typer.Option(min=3, help="Toxicity comments scored under the Flames rubric")] = 30,
 ) -> None:
     """The judge's parse rate, pairwise accuracy, correlations and requests/s through gRPC."""
-    from services.critique.bench import run_benchmark
+    from services.critique.offline.bench import run_benchmark
 
     sizes = {"pairs": pairs, "truthful": truthful, "toxic": toxic}
     result = run_benchmark(endpoint=endpoint, model=model, schema_mode=schema_mode, quiet=as_json, **sizes)
@@ -326,7 +326,7 @@ def rose_run(
     from openai import AsyncOpenAI
 
     from services.experience.client import ExperienceClient
-    from services.experience.loop import LoopConfig, RoseLoop
+    from services.experience.offline.loop import LoopConfig, RoseLoop
 
     async def run() -> dict[str, object]:
         async with ExperienceClient(target, tenant, timeout_s=120) as pool:
@@ -357,8 +357,8 @@ def rose_eval(
     """Zero-shot CoT against RoSE on CommonsenseQA, same model and sampling, one run."""
     from contextlib import nullcontext
 
-    from services.experience.evaluate import run_evaluation
-    from services.runtime.local_llm import MODEL_ALIAS, LocalLLMServer
+    from services.adapters.local_llm import MODEL_ALIAS, LocalLLMServer
+    from services.experience.offline.evaluate import run_evaluation
 
     with LocalLLMServer() if local else nullcontext() as server:
         if server is not None:
@@ -378,7 +378,7 @@ def bench_redteam(
     k: Annotated[int, typer.Option(min=1, help="demonstrations per Orchestrate")] = 4,
 ) -> None:
     """BadChain against the experience pool: poisoned-selection rates with the defence off and on."""
-    from services.experience.redteam import run_redteam
+    from services.experience.offline.redteam import run_redteam
 
     result = run_redteam(clean=clean, poisoned=poisoned, queries=queries, k=k)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
@@ -392,7 +392,7 @@ def bench_load(
     triton: Annotated[bool, typer.Option(help="also stop Triton under earlyexit (needs nvidia-pytriton)")] = True,
 ) -> None:
     """The mesh under a concurrency sweep while backends are killed, frozen and restarted."""
-    from services.loadtest import LoadConfig, run_load
+    from services.offline.loadtest import LoadConfig, run_load
 
     config = LoadConfig(concurrency=tuple(concurrency or (1, 8, 32)), fault_s=fault_s)
     result = run_load(config, triton=triton)

@@ -16,9 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from services.registry import SERVICES, service_class
+from services.catalog import SERVICES, service_class
+from services.common.net import free_port
 from services.runtime.config import ServiceSettings, load_settings
-from services.runtime.net import free_port
 from services.runtime.security import ClientTls, channel_credentials
 
 

@@ -5,7 +5,7 @@
 sidecar; a test fails when the committed files differ from what this module generates.
 
 The metric names are the ones the services export (``services/runtime/metrics.py``,
-``services/runtime/batching.py``, ``services/runtime/breaker.py``, and each service's own
+``services/common/batching.py``, ``services/common/breaker.py``, and each service's own
 metrics); a test scrapes running services and checks every name used below.
 """
 

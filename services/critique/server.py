@@ -14,17 +14,17 @@ from pydantic_settings import SettingsConfigDict
 from rosemesh.critique.v1 import critique_pb2 as pb
 from rosemesh.critique.v1 import critique_pb2_grpc
 
-from services.critique.backends.base import Judge, MissingJudge
+from services.adapters.chat import SchemaMode
+from services.common.errors import BackendUnavailable, NotFound, Validator
 from services.critique.core.aggregate import aggregate
 from services.critique.core.creativity import CreativityConfig
 from services.critique.core.judging import Critic, ParseStatus
+from services.critique.core.ports import Judge, MissingJudge
 from services.critique.core.preference import PairOutcome, Selection, jsonl_line, select_pair
 from services.critique.core.rubrics import DEFAULT_RUBRIC, RUBRICS_DIR, Rubric, Source, load_rubrics
 from services.critique.core.scoring import ScoreItem, ScoreOutcome, Scorer
 from services.embedding.client import EmbeddingClient
-from services.runtime.chat import SchemaMode
 from services.runtime.config import ServiceSettings
-from services.runtime.errors import BackendUnavailable, NotFound, Validator
 from services.runtime.server import Service
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,8 @@ class CritiqueSettings(ServiceSettings):
 def build_judge(settings: CritiqueSettings) -> Judge:
     """The configured judge; without llama-cpp the local one is a MissingJudge with the reason."""
     if settings.judge == "endpoint":
+        from services.adapters.chat import ChatEndpoint
         from services.critique.backends.endpoint import EndpointJudge
-        from services.runtime.chat import ChatEndpoint
 
         endpoint = ChatEndpoint(
             settings.judge_endpoint,

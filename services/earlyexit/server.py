@@ -12,12 +12,12 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from rosemesh.earlyexit.v1 import earlyexit_pb2, earlyexit_pb2_grpc
 
-from services.earlyexit.backends.base import EarlyExitBackend
+from services.common.errors import InvalidInput
+from services.earlyexit.core.bundle import StoredModel, list_models
 from services.earlyexit.core.classifier import ClassifyLimits, EarlyExitClassifier, LoadedModel
 from services.earlyexit.core.policy import MODE_CODES, ExitPolicy, ModelKind
-from services.earlyexit.core.registry import StoredModel, list_models
+from services.earlyexit.core.ports import EarlyExitBackend
 from services.runtime.config import ServiceSettings
-from services.runtime.errors import InvalidInput
 from services.runtime.server import Service
 
 SERVICE_NAME = earlyexit_pb2.DESCRIPTOR.services_by_name["EarlyExitService"].full_name
@@ -174,8 +174,8 @@ def ensure_default_model(settings: EarlyExitSettings) -> None:
         m.name == settings.default_model for m in list_models(settings.models_dir)
     ):
         return
-    from services.datasets import CLASSIFICATION_DATASETS
-    from services.earlyexit.train import TrainConfig, train_dataset
+    from services.earlyexit.offline.train import TrainConfig, train_dataset
+    from services.offline.datasets import CLASSIFICATION_DATASETS
 
     if settings.default_model not in CLASSIFICATION_DATASETS:
         raise ValueError(

@@ -11,14 +11,14 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 
-from services.embedding.backends.base import EmbeddingBackend
+from services.common.batching import BatchingConfig
+from services.common.errors import Validator
+from services.common.tokens import TextEncoder
 from services.embedding.core.embedder import Embedder
-from services.embedding.export import INT8_SUFFIX, ensure_exported
-from services.runtime.batching import BatchingConfig
+from services.embedding.core.ports import EmbeddingBackend
+from services.embedding.offline.export import INT8_SUFFIX, ensure_exported
 from services.runtime.config import ServiceSettings
-from services.runtime.errors import Validator
 from services.runtime.server import Service
-from services.runtime.tokens import TextEncoder
 
 SERVICE_NAME = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 

@@ -20,15 +20,15 @@ from rosemesh.experience.v1 import experience_pb2 as pb
 from rosemesh.experience.v1 import experience_pb2_grpc
 from threadpoolctl import threadpool_limits
 
+from services.common.errors import BackendUnavailable, NotFound, PermissionDenied, Validator
 from services.embedding.client import EmbeddingClient
-from services.experience.backends.base import ExperienceStore
 from services.experience.core.defence import BackdoorScreen
+from services.experience.core.experience import TENANT_PATTERN, Experience, experience_id
 from services.experience.core.orchestrate import DEFAULT_MMR_LAMBDA, DEFAULT_UNCERTAINTY_RATIO, Bucketing
 from services.experience.core.pool import ExperiencePool, OrchestrateQuery, RecordInput, SearchMode, Strategy
+from services.experience.core.ports import ExperienceStore
 from services.experience.core.record import Path
-from services.experience.model import TENANT_PATTERN, Experience, experience_id
 from services.runtime.config import ServiceSettings
-from services.runtime.errors import BackendUnavailable, NotFound, PermissionDenied, Validator
 from services.runtime.security import caller_tenant
 from services.runtime.server import Service
 

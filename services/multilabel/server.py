@@ -10,11 +10,11 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from rosemesh.multilabel.v1 import multilabel_pb2, multilabel_pb2_grpc
 
+from services.common.errors import BackendUnavailable, Validator
 from services.embedding.client import EmbeddingClient
-from services.multilabel.core.registry import Policy, StoredMultiLabelModel, list_models
+from services.multilabel.core.bundle import Policy, StoredMultiLabelModel, list_models
 from services.multilabel.core.scoring import apply_thresholds
 from services.runtime.config import ServiceSettings
-from services.runtime.errors import BackendUnavailable, Validator
 from services.runtime.server import Service
 
 SERVICE_NAME = multilabel_pb2.DESCRIPTOR.services_by_name["MultiLabelService"].full_name
@@ -164,7 +164,7 @@ def ensure_default_model(settings: MultiLabelSettings) -> None:
     """Train the default model, through the embedding service, when it is missing."""
     if not settings.train_default or settings.default_model in list_models(settings.models_dir):
         return
-    from services.multilabel.train import MULTILABEL_DATASETS, train_multilabel
+    from services.multilabel.offline.train import MULTILABEL_DATASETS, train_multilabel
 
     if settings.default_model not in MULTILABEL_DATASETS:
         raise ValueError(

@@ -21,7 +21,7 @@ import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from services.runtime.breaker import CircuitBreaker, CircuitOpen
+from services.common.breaker import CircuitBreaker, CircuitOpen
 from services.runtime.security import ClientTls, channel_credentials, outbound
 
 RequestT = TypeVar("RequestT")

@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from services.runtime.errors import DeadlineExceeded
+from services.common.errors import DeadlineExceeded
 from services.runtime.interceptors import StreamWrapper, UnaryWrapper, WrappingInterceptor
 
 AUTHORIZATION = "authorization"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tomllib
 
-from services.registry import SERVICES
+from services.catalog import SERVICES
 from tests.deploy.tooling import ROOT, run, tool
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

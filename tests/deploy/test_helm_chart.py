@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from deploy.dashboards.generate import rendered as generated_dashboards
-from services.registry import SERVICES, service_class
+from services.catalog import SERVICES, service_class
 from tests.deploy.tooling import (
     CHART,
     KUBERNETES_VERSION,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.adapters.chat import ChatEndpoint, SchemaMode
 from services.critique.core.prompts import ChatMessage
-from services.runtime.chat import ChatEndpoint, SchemaMode
 
 
 class EndpointJudge:

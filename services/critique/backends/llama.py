@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from services.adapters.local_llm import MODEL_ALIAS, local_llm_unavailable_reason, smollm2_path
+from services.common.errors import BackendUnavailable
 from services.critique.core.prompts import ChatMessage
-from services.runtime.errors import BackendUnavailable
-from services.runtime.local_llm import MODEL_ALIAS, local_llm_unavailable_reason, smollm2_path
 
 
 def llama_unavailable_reason(model_path: Path | None = None) -> str | None:

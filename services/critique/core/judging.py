@@ -9,7 +9,6 @@ from typing import Any, Generic, TypeVar
 
 from prometheus_client import Counter
 
-from services.critique.backends.base import Judge
 from services.critique.core.parsing import (
     ComparisonVerdict,
     Judgement,
@@ -17,6 +16,7 @@ from services.critique.core.parsing import (
     parse_comparison,
     parse_judgement,
 )
+from services.critique.core.ports import Judge
 from services.critique.core.prompts import ChatMessage, compare_messages, repair_messages, score_messages
 from services.critique.core.rubrics import COMPARE_SCHEMA, Rubric
 

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnxruntime as ort
 
-from services.earlyexit.backends.base import EarlyExitBackend
+from services.common.errors import NotFound
+from services.earlyexit.core.bundle import StoredModel
 from services.earlyexit.core.policy import CascadeResult, ExitPolicy, ModelKind, run_cascade
-from services.earlyexit.core.registry import StoredModel
-from services.runtime.errors import NotFound
+from services.earlyexit.core.ports import EarlyExitBackend
 
 
 def _session(path: os.PathLike[str], threads: int) -> ort.InferenceSession:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from services.earlyexit.backends.base import EarlyExitBackend
+from services.adapters.tritonserver import TEMPLATES_DIR, Profile, render_model_repository
+from services.adapters.tritonserver_client import TritonModels
+from services.common.errors import NotFound
+from services.earlyexit.core.bundle import HASHEE_GRAPH, StoredModel, segment_file
 from services.earlyexit.core.policy import CascadeResult, ExitPolicy, ModelKind, policy_to_wire
-from services.earlyexit.core.registry import HASHEE_GRAPH, StoredModel, segment_file
-from services.runtime.errors import NotFound
-from services.runtime.triton import TEMPLATES_DIR, Profile, render_model_repository
-from services.runtime.triton_client import TritonModels
+from services.earlyexit.core.ports import EarlyExitBackend
 
 TEMPLATES = TEMPLATES_DIR / "earlyexit"
 

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.common.errors import InvalidInput, Validator
+from services.common.tokens import EncodedText, TextEncoder, pad_batch
+from services.earlyexit.core.bundle import ModelManifest, OperatingPoint, StoredModel
 from services.earlyexit.core.policy import (
     CascadeResult,
     ExitPolicy,
@@ -16,9 +19,6 @@ from services.earlyexit.core.policy import (
     resolve_policy,
     softmax,
 )
-from services.earlyexit.core.registry import ModelManifest, OperatingPoint, StoredModel
-from services.runtime.errors import InvalidInput, Validator
-from services.runtime.tokens import EncodedText, TextEncoder, pad_batch
 
 #: Runs one padded batch: (input_ids, attention_mask, policy) → exits.
 BatchRunner = Callable[[np.ndarray, np.ndarray, ExitPolicy], Awaitable[CascadeResult]]

@@ -1,5 +1,5 @@
 """Exit policies and the batch-shrinking cascade that applies them, free of gRPC; the per-layer
-exit test itself is a kernel (kernels/exit_test.py).
+exit test itself is a kernel (kernels/exit_rule.py).
 
 The same cascade runs in process over ONNX Runtime segments and inside Triton's BLS
 orchestrator, so both backends make identical decisions.
@@ -15,7 +15,7 @@ from enum import StrEnum
 import numpy as np
 
 from kernels import dispatch as kernels
-from services.runtime.errors import Validator
+from services.common.errors import Validator
 
 
 class ExitMode(StrEnum):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from services.embedding.backends.base import EmbeddingBackend
+from services.embedding.core.ports import EmbeddingBackend
 
 
 def available_providers() -> list[str]:

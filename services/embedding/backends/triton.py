@@ -10,9 +10,9 @@ import asyncio
 
 import numpy as np
 
-from services.embedding.backends.base import EmbeddingBackend
-from services.embedding.export import ONNX_INPUTS, ONNX_OUTPUT
-from services.runtime.triton_client import TritonModels
+from services.adapters.tritonserver_client import TritonModels
+from services.embedding.core.ports import EmbeddingBackend
+from services.embedding.offline.export import ONNX_INPUTS, ONNX_OUTPUT
 
 
 class TritonBackend(EmbeddingBackend):

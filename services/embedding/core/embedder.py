@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.embedding.backends.base import EmbeddingBackend
-from services.runtime.batching import BatchingConfig, MicroBatcher
-from services.runtime.tokens import EncodedText, TextEncoder, pad_batch
+from services.common.batching import BatchingConfig, MicroBatcher
+from services.common.tokens import EncodedText, TextEncoder, pad_batch
+from services.embedding.core.ports import EmbeddingBackend
 
 # Above this many characters per request, tokenize off the event loop.
 _TOKENIZE_INLINE_CHARS = 16_384

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from services.experience.model import Experience
+from services.experience.core.experience import Experience
 
 # The tenant key has a payload index (it filters every read); the two scores come back with
 # ranked searches.

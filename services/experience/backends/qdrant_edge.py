@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from services.experience.backends.base import ExperienceStore, ScoredExperience, StoredPoint
 from services.experience.backends.payload import (
     TENANT,
     from_payload,
@@ -40,7 +39,8 @@ from services.experience.backends.payload import (
     to_payload,
     vector_values,
 )
-from services.experience.model import Experience
+from services.experience.core.experience import Experience
+from services.experience.core.ports import ExperienceStore, ScoredExperience, StoredPoint
 
 log = logging.getLogger(__name__)
 

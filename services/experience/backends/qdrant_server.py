@@ -23,7 +23,8 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException
 
-from services.experience.backends.base import ExperienceStore, ScoredExperience, StoredPoint
+from services.common.breaker import CircuitBreaker
+from services.common.errors import BackendUnavailable
 from services.experience.backends.payload import (
     TENANT,
     from_payload,
@@ -34,9 +35,8 @@ from services.experience.backends.payload import (
     to_payload,
     vector_values,
 )
-from services.experience.model import Experience
-from services.runtime.breaker import CircuitBreaker
-from services.runtime.errors import BackendUnavailable
+from services.experience.core.experience import Experience
+from services.experience.core.ports import ExperienceStore, ScoredExperience, StoredPoint
 
 # is_tenant keeps each tenant's points together on disk, as Qdrant's multitenancy guide advises.
 _INDEXES: dict[str, qm.PayloadSchemaType | qm.KeywordIndexParams] = {

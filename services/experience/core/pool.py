@@ -12,13 +12,13 @@ import numpy as np
 from prometheus_client import Gauge
 
 from kernels import dispatch as kernels
-from services.experience.backends.base import ExperienceStore, StoredPoint
 from services.experience.core import orchestrate as algo
 from services.experience.core import sublinear
 from services.experience.core.defence import BackdoorScreen
+from services.experience.core.experience import Experience, experience_id
 from services.experience.core.mirror import PoolView, TenantMirror
+from services.experience.core.ports import ExperienceStore, StoredPoint
 from services.experience.core.record import Path, summarise
-from services.experience.model import Experience, experience_id
 
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 

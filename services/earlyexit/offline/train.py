@@ -1,0 +1,502 @@
+"""`rosemesh train earlyexit`: fine-tune, export to ONNX, check parity, measure, register.
+
+For one data set this trains, on the same data with the same schedule:
+- the multi-exit model (a classifier after every layer, summed losses, gradient equilibrium);
+- the plain classifier (one head on the last layer), kept only as the accuracy baseline;
+- HashEE with the frequency hash and with a random hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from services.common.tokens import EncodedText, TextEncoder, pad_batch
+from services.earlyexit.core.bundle import (
+    EXIT_TABLE,
+    HASHEE_GRAPH,
+    ModelManifest,
+    OperatingPoint,
+    StoredModel,
+    models_root,
+    segment_file,
+    write_manifest,
+)
+from services.earlyexit.core.classifier import LoadedModel
+from services.earlyexit.core.policy import CascadeResult, ExitMode, ExitPolicy, ModelKind
+from services.embedding.offline.export import MODEL_NAME, source_model_dir
+from services.offline.datasets import CLASSIFICATION_DATASETS, ClassificationSplits
+
+MAX_TOKENS = 64
+#: Bumped whenever the architecture changes, so that older trained models are not reused.
+MODEL_REVISION = 2
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+#: The paper's frequency hash exits tokens from layer 1; "-fromN" variants start at layer N,
+#: which trades FLOPs for accuracy and draws HashEE's frontier.
+MODEL_VARIANTS = (
+    "multiexit",
+    "plain",
+    "hashee-frequency",
+    "hashee-frequency-from2",
+    "hashee-frequency-from3",
+    "hashee-random",
+)
+#: Entropy thresholds swept at export, as fractions of ln(number of labels).
+ENTROPY_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+PATIENCES = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 2.0
+    batch_size: int = 32
+    encoder_lr: float = 1e-4
+    head_lr: float = 1e-3
+    warmup: float = 0.06
+    train_limit: int | None = 4000
+    #: Test examples the operating points are measured on (None: the whole test split).
+    eval_limit: int | None = None
+    seed: int = 0
+
+
+def served_name(dataset: str, variant: str) -> str:
+    """Model names as ListModels shows them: the multi-exit model takes the data set's name."""
+    return dataset if variant == "multiexit" else f"{dataset}-{variant}"
+
+
+def build_exit_table(
+    token_ids: Sequence[np.ndarray],
+    vocab_size: int,
+    depth: int,
+    special_ids: Sequence[int],
+    hash_kind: str,
+    seed: int = 0,
+    first_layer: int = 1,
+) -> np.ndarray:
+    """HashEE's token → exit layer map (1-based). Tokens seen in the training corpus are ordered,
+    most frequent first (``frequency``) or at random (``random``), and cut into equal buckets,
+    one per layer from ``first_layer`` to ``depth``, the first bucket exiting earliest (the
+    paper's hash has ``first_layer`` 1). Special and unseen tokens exit at the top."""
+    if not 1 <= first_layer <= depth:
+        raise ValueError(f"first_layer must be between 1 and {depth}, got {first_layer}")
+    counts = np.bincount(np.concatenate(list(token_ids)), minlength=vocab_size)
+    counts[list(special_ids)] = 0
+    seen = np.flatnonzero(counts)
+    if hash_kind == "frequency":
+        order = seen[np.argsort(-counts[seen], kind="stable")]
+    elif hash_kind == "random":
+        order = np.random.default_rng(seed).permutation(seen)
+    else:
+        raise ValueError(f"unknown hash {hash_kind!r}; expected 'frequency' or 'random'")
+    table = np.full(vocab_size, depth, dtype=np.int64)
+    for layer, bucket in enumerate(np.array_split(order, depth - first_layer + 1), start=first_layer):
+        table[bucket] = layer
+    return table
+
+
+@dataclass(frozen=True)
+class HashVariant:
+    kind: str  # "frequency" or "random"
+    first_layer: int
+
+
+def hash_variant(variant: str) -> HashVariant | None:
+    """``hashee-frequency``, ``hashee-frequency-from3``, ``hashee-random`` → their hash; else None."""
+    if not variant.startswith("hashee-"):
+        return None
+    kind, _, start = variant.removeprefix("hashee-").partition("-from")
+    return HashVariant(kind, int(start) if start else 1)
+
+
+def _batches(
+    encoded: list[EncodedText], labels: list[int], batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """Shuffled batches of similar length: shuffle, sort within pools of 50 batches, cut."""
+    order = list(range(len(encoded)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: len(encoded[i].ids))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _tensors(encoded: list[EncodedText], rows: list[int]):  # -> tuple[torch.Tensor, torch.Tensor]
+    import torch
+
+    ids, mask = pad_batch([encoded[i] for i in rows])
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def fine_tune(
+    model, encoded: list[EncodedText], labels: list[int], config: TrainConfig, progress: Progress, title: str
+) -> float:
+    """Train ``model`` in place; returns the last epoch's mean loss."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    head_params = [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
+    encoder_params = [p for name, p in model.named_parameters() if name.startswith("encoder.")]
+    optimizer = torch.optim.AdamW(
+        [{"params": encoder_params, "lr": config.encoder_lr}, {"params": head_params, "lr": config.head_lr}],
+        weight_decay=0.01,
+    )
+    epochs = max(1, int(np.ceil(config.epochs)))
+    schedule = [batch for _ in range(epochs) for batch in _batches(encoded, labels, config.batch_size, rng)]
+    schedule = schedule[: int(len(schedule) * config.epochs / epochs)]
+    warmup = max(1, int(len(schedule) * config.warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min((step + 1) / warmup, max(0.0, (len(schedule) - step) / (len(schedule) - warmup))),
+    )
+    target = torch.tensor(labels)
+    task = progress.add_task(title, total=len(schedule))
+    model.train()
+    losses: list[float] = []
+    for rows in schedule:
+        ids, mask = _tensors(encoded, rows)
+        outputs = model(ids, mask)
+        exits = outputs if isinstance(outputs, list) else [outputs]
+        loss = sum(F.cross_entropy(logits, target[rows]) for logits in exits)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        progress.update(task, advance=1, description=f"{title} loss {np.mean(losses[-50:]):.3f}")
+    model.eval()
+    return float(np.mean(losses[-len(schedule) // epochs :]))
+
+
+def _export(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about data-dependent shapes are expected
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def export_multi_exit(model, directory: Path, sample: tuple) -> float:
+    """One graph per layer; returns the largest |ONNX - PyTorch| over every exit's logits."""
+    import torch
+
+    from services.earlyexit.offline.modeling import Segment
+
+    ids, mask = sample
+    hidden = ids
+    for index in range(model.encoder.depth):
+        first = index == 0
+        name = "input_ids" if first else "hidden_in"
+        dynamic = {
+            name: {0: "batch", 1: "tokens"},
+            "attention_mask": {0: "batch", 1: "tokens"},
+            "hidden_out": {0: "batch", 1: "tokens"},
+            "logits": {0: "batch"},
+        }
+        segment = Segment(model, index).eval()
+        with torch.no_grad():
+            _export(
+                segment,
+                (hidden, mask),
+                directory / segment_file(index),
+                [name, "attention_mask"],
+                ["hidden_out", "logits"],
+                dynamic,
+            )
+            hidden, _ = segment(hidden, mask)
+    return _multi_exit_parity(model, directory, ids, mask)
+
+
+def _multi_exit_parity(model, directory: Path, ids, mask) -> float:
+    import onnxruntime as ort
+    import torch
+
+    with torch.no_grad():
+        expected = [logits.numpy() for logits in model(ids, mask)]
+    inputs = ids.numpy()
+    worst = 0.0
+    for index, reference in enumerate(expected):
+        session = ort.InferenceSession(
+            str(directory / segment_file(index)), providers=["CPUExecutionProvider"]
+        )
+        name = "input_ids" if index == 0 else "hidden_in"
+        inputs, logits = session.run(None, {name: inputs, "attention_mask": mask.numpy()})
+        worst = max(worst, float(np.abs(logits - reference).max()))
+    return worst
+
+
+def export_hashee(model, directory: Path, sample: tuple) -> float:
+    import onnxruntime as ort
+    import torch
+
+    ids, mask = sample
+    dynamic = {
+        "input_ids": {0: "batch", 1: "tokens"},
+        "attention_mask": {0: "batch", 1: "tokens"},
+        "logits": {0: "batch"},
+    }
+    path = directory / HASHEE_GRAPH
+    with torch.no_grad():
+        _export(model, (ids, mask), path, ["input_ids", "attention_mask"], ["logits"], dynamic)
+        reference = model(ids, mask).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    return float(np.abs(logits - reference).max())
+
+
+def sweep_policies(kind: ModelKind, depth: int, num_labels: int) -> list[ExitPolicy]:
+    """The operating points measured at export: every static exit, an entropy sweep, patience."""
+    if kind is ModelKind.HASHEE:
+        return [ExitPolicy(ExitMode.HASHEE)]
+    policies = [ExitPolicy(ExitMode.STATIC, static_layer=layer) for layer in range(1, depth + 1)]
+    policies += [
+        ExitPolicy(ExitMode.DYNAMIC, entropy_threshold=round(fraction * float(np.log(num_labels)), 4))
+        for fraction in ENTROPY_FRACTIONS
+    ]
+    policies += [ExitPolicy(ExitMode.PATIENCE, patience=p) for p in PATIENCES if p < depth]
+    return policies
+
+
+def measure_points(
+    stored: StoredModel, texts: Sequence[str], gold: Sequence[int], batch_size: int = 32
+) -> list[OperatingPoint]:
+    """Every policy of the sweep through ONNX Runtime in process, on the test split."""
+    from services.earlyexit.backends.onnx import OnnxModel
+
+    onnx_model = OnnxModel(stored)
+    loaded = LoadedModel(stored)
+    manifest = stored.manifest
+
+    async def run(ids: np.ndarray, mask: np.ndarray, policy: ExitPolicy) -> CascadeResult:
+        return onnx_model.classify(ids, mask, policy)
+
+    async def sweep() -> list[OperatingPoint]:
+        return [
+            await loaded.measure(run, texts, gold, policy, batch_size)
+            for policy in sweep_policies(manifest.kind, manifest.num_layers, len(manifest.labels))
+        ]
+
+    return asyncio.run(sweep())
+
+
+def pick_default_policy(kind: ModelKind, dev_points: list[OperatingPoint], depth: int) -> ExitPolicy:
+    """The cheapest entropy threshold within one accuracy point of the full model on the dev
+    split (so the test split stays unseen), or the full model when none is."""
+    if kind is ModelKind.HASHEE:
+        return ExitPolicy(ExitMode.HASHEE)
+    full = ExitPolicy(ExitMode.STATIC, static_layer=depth)
+    full_accuracy = next(p.accuracy for p in dev_points if p.exit_policy == full)
+    candidates = [
+        p for p in dev_points if p.exit_policy.mode is ExitMode.DYNAMIC and p.accuracy >= full_accuracy - 0.01
+    ]
+    return min(candidates, key=lambda p: p.mean_flops).exit_policy if candidates else full
+
+
+def _version(config: TrainConfig, dataset: str, variant: str) -> str:
+    # What shapes the weights; how many test examples were measured does not.
+    trained = {key: value for key, value in vars(config).items() if key != "eval_limit"}
+    digest = hashlib.sha256(
+        json.dumps([MODEL_REVISION, dataset, variant, trained], sort_keys=True).encode()
+    ).hexdigest()
+    return digest[:12]
+
+
+def train_dataset(
+    dataset: str,
+    models_dir: Path,
+    variants: Sequence[str] = MODEL_VARIANTS,
+    config: TrainConfig = TrainConfig(),
+    *,
+    force: bool = False,
+    console: Console | None = None,
+) -> list[StoredModel]:
+    """Train, export and register ``variants`` for ``dataset``; reuses models already built
+    with the same configuration unless ``force``."""
+    import torch
+
+    from services.earlyexit.offline.modeling import Encoder, HashEEClassifier, MultiExitClassifier
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    console = console or Console(stderr=True)
+    unknown = set(variants) - set(MODEL_VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; expected some of {MODEL_VARIANTS}")
+    if dataset not in CLASSIFICATION_DATASETS:
+        raise ValueError(f"unknown data set {dataset!r}; expected one of {sorted(CLASSIFICATION_DATASETS)}")
+    splits: ClassificationSplits = CLASSIFICATION_DATASETS[dataset]()
+    source = source_model_dir()
+    bert_config = json.loads((source / "config.json").read_text())
+    encoder_tok = TextEncoder(source / "tokenizer.json", MAX_TOKENS)
+    label_index = {label: i for i, label in enumerate(splits.labels)}
+    train_rows = splits.train[: config.train_limit] if config.train_limit else splits.train
+    train_encoded = encoder_tok.encode([row.text for row in train_rows])
+    train_labels = [label_index[row.label] for row in train_rows]
+    test_rows = splits.test[: config.eval_limit] if config.eval_limit else splits.test
+    test_texts = [row.text for row in test_rows]
+    test_gold = [label_index[row.label] for row in test_rows]
+    dev_rows = splits.dev[: config.eval_limit] if config.eval_limit else splits.dev
+    dev_texts = [row.text for row in dev_rows]
+    dev_gold = [label_index[row.label] for row in dev_rows]
+    sample = _tensors(encoder_tok.encode(test_texts[:16]), list(range(min(16, len(test_texts)))))
+    depth = bert_config["num_hidden_layers"]
+    special = [encoder_tok.tokenizer.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")]
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    stored_models: dict[str, StoredModel] = {}
+    plain_accuracy: float | None = None
+    # The plain baseline first: the multi-exit manifest records its accuracy.
+    ordered = sorted(variants, key=lambda v: v != "plain")
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        for variant in ordered:
+            name = served_name(dataset, variant)
+            directory = models_root(models_dir) / name
+            version = _version(config, dataset, variant)
+            if not force and (directory / "manifest.json").is_file():
+                existing = StoredModel(directory)
+                if existing.manifest.version == version:
+                    console.log(f"{name}: reusing version {version}")
+                    stored_models[variant] = existing
+                    if variant == "plain":
+                        plain_accuracy = existing.manifest.operating_points[0].accuracy
+                    continue
+            encoder = Encoder(bert_config)
+            encoder.load_bert(source)
+            exit_table = None
+            hashing = hash_variant(variant)
+            if hashing is not None:
+                exit_table = build_exit_table(
+                    [e.ids for e in train_encoded],
+                    bert_config["vocab_size"],
+                    depth,
+                    special,
+                    hashing.kind,
+                    config.seed,
+                    hashing.first_layer,
+                )
+                model = HashEEClassifier(encoder, len(splits.labels), torch.from_numpy(exit_table))
+            else:
+                model = MultiExitClassifier(encoder, len(splits.labels), every_layer=variant == "multiexit")
+            loss = fine_tune(model, train_encoded, train_labels, config, progress, f"{name}")
+            directory.mkdir(parents=True, exist_ok=True)
+            kind = ModelKind.HASHEE if exit_table is not None else ModelKind.MULTI_EXIT
+            if exit_table is not None:
+                np.save(directory / EXIT_TABLE, exit_table)
+                parity = export_hashee(model, directory, sample)
+            elif variant == "plain":
+                parity = 0.0
+            else:
+                parity = export_multi_exit(model, directory, sample)
+            if parity > PARITY_TOLERANCE:
+                raise RuntimeError(
+                    f"{name}: ONNX differs from PyTorch by {parity:.2e} (> {PARITY_TOLERANCE})"
+                )
+            (directory / "tokenizer.json").write_bytes((source / "tokenizer.json").read_bytes())
+            manifest = ModelManifest(
+                name=name,
+                version=version,
+                kind=kind,
+                base_model=MODEL_NAME,
+                dataset=dataset,
+                labels=list(splits.labels),
+                num_layers=depth,
+                hidden=bert_config["hidden_size"],
+                ffn=bert_config["intermediate_size"],
+                max_tokens=MAX_TOKENS,
+                default_policy=(
+                    ExitPolicy(ExitMode.HASHEE)
+                    if exit_table is not None
+                    else ExitPolicy(ExitMode.STATIC, static_layer=depth)
+                ).as_dict(),
+                token_hash=hashing.kind if hashing is not None else None,
+                training={
+                    **vars(config),
+                    "final_loss": round(loss, 4),
+                    "onnx_max_abs_diff": parity,
+                    "train_examples": len(train_rows),
+                    "hash_first_layer": hashing.first_layer if hashing is not None else None,
+                },
+            )
+            if variant == "plain":
+                manifest.baseline_only = True
+                plain_accuracy = _torch_accuracy(model, encoder_tok, test_texts, test_gold)
+                manifest.operating_points = [
+                    OperatingPoint(
+                        policy=manifest.default_policy,
+                        accuracy=plain_accuracy,
+                        mean_layers=depth,
+                        mean_flops=0.0,
+                    )
+                ]
+                write_manifest(directory, manifest)
+                stored_models[variant] = StoredModel(directory)
+                console.log(f"{name}: test accuracy {plain_accuracy:.4f}")
+                continue
+            write_manifest(directory, manifest)
+            stored = StoredModel(directory)
+            with progress.console.status(f"{name}: measuring the operating points"):
+                points = measure_points(stored, test_texts, test_gold)
+                if kind is ModelKind.MULTI_EXIT:
+                    dev_points = measure_points(stored, dev_texts, dev_gold)
+                    manifest.default_policy = pick_default_policy(kind, dev_points, depth).as_dict()
+            manifest.operating_points = points
+            manifest.baseline_accuracy = plain_accuracy if variant == "multiexit" else None
+            write_manifest(directory, manifest)
+            stored_models[variant] = StoredModel(directory)
+            console.log(
+                f"{name}: " + ", ".join(f"{p.exit_policy.label} {p.accuracy:.3f}" for p in points[:8])
+            )
+    return [stored_models[v] for v in variants]
+
+
+def _torch_accuracy(model, encoder: TextEncoder, texts: Sequence[str], gold: Sequence[int]) -> float:
+    import torch
+
+    encoded = encoder.encode(list(texts))
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(encoded), 64):
+            rows = list(range(start, min(start + 64, len(encoded))))
+            ids, mask = _tensors(encoded, rows)
+            logits = model(ids, mask)[-1]
+            correct += int((logits.argmax(-1).numpy() == np.asarray(gold[start : start + len(rows)])).sum())
+    return correct / len(encoded)

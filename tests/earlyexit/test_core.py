@@ -1,0 +1,221 @@
+"""Exit policies, the batch-shrinking cascade, FLOP counts and HashEE's token hash."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.common.errors import InvalidInput
+from services.earlyexit.core.flops import EncoderShape
+from services.earlyexit.core.policy import (
+    ExitMode,
+    ExitPolicy,
+    ExitRule,
+    ModelKind,
+    entropy,
+    policy_from_wire,
+    policy_to_wire,
+    resolve_policy,
+    run_cascade,
+    softmax,
+)
+from services.earlyexit.offline.train import build_exit_table
+
+DEPTH = 6
+DEFAULT = ExitPolicy(ExitMode.DYNAMIC, entropy_threshold=0.2)
+
+
+def resolve(policy: ExitPolicy | None, kind: ModelKind = ModelKind.MULTI_EXIT, labels: int = 2) -> ExitPolicy:
+    return resolve_policy(policy, kind=kind, depth=DEPTH, num_labels=labels, default=DEFAULT)
+
+
+def test_policy_defaults_are_filled_in() -> None:
+    assert resolve(None) == DEFAULT
+    assert resolve(ExitPolicy(ExitMode.DYNAMIC)).entropy_threshold == 0.2
+    assert resolve(ExitPolicy(ExitMode.PATIENCE)).patience == 2
+
+
+@pytest.mark.parametrize(
+    ("policy", "kind", "field", "words"),
+    [
+        (ExitPolicy(ExitMode.STATIC, static_layer=7), ModelKind.MULTI_EXIT, "policy.static_layer", "depth 6"),
+        (ExitPolicy(ExitMode.STATIC, static_layer=0), ModelKind.MULTI_EXIT, "policy.static_layer", "got 0"),
+        (
+            ExitPolicy(ExitMode.DYNAMIC, entropy_threshold=0.0),
+            ModelKind.MULTI_EXIT,
+            "policy.entropy_threshold",
+            "above 0",
+        ),
+        (
+            ExitPolicy(ExitMode.DYNAMIC, entropy_threshold=0.8),
+            ModelKind.MULTI_EXIT,
+            "policy.entropy_threshold",
+            "ln(2)",
+        ),
+        (
+            ExitPolicy(ExitMode.DYNAMIC, entropy_threshold=math.nan),
+            ModelKind.MULTI_EXIT,
+            "policy.entropy_threshold",
+            "nan",
+        ),
+        (ExitPolicy(ExitMode.PATIENCE, patience=9), ModelKind.MULTI_EXIT, "policy.patience", "between 1 and"),
+        (ExitPolicy(ExitMode.HASHEE), ModelKind.MULTI_EXIT, "policy.mode", "not hashee"),
+        (ExitPolicy(ExitMode.STATIC, static_layer=2), ModelKind.HASHEE, "policy.mode", "support hashee"),
+    ],
+)
+def test_out_of_range_policies_name_the_field(
+    policy: ExitPolicy, kind: ModelKind, field: str, words: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        resolve(policy, kind)
+    assert caught.value.violations[0].field == field
+    assert words in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        ExitPolicy(ExitMode.STATIC, static_layer=3),
+        ExitPolicy(ExitMode.DYNAMIC, entropy_threshold=0.123456789),
+        ExitPolicy(ExitMode.PATIENCE, patience=2),
+        ExitPolicy(ExitMode.HASHEE),
+    ],
+)
+def test_policies_survive_the_wire(policy: ExitPolicy) -> None:
+    assert policy_from_wire(*policy_to_wire(policy)) == policy
+
+
+def test_entropy_is_in_nats() -> None:
+    assert entropy(np.array([[0.5, 0.5]]))[0] == pytest.approx(math.log(2))
+    assert entropy(softmax(np.array([[100.0, 0.0]])))[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_patience_counts_unchanged_predictions() -> None:
+    rule = ExitRule(ExitPolicy(ExitMode.PATIENCE, patience=2), DEPTH, rows=2)
+    rows = np.array([0, 1])
+    a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    assert not rule.exits(1, rows, np.vstack([a, a])).any()
+    assert not rule.exits(2, rows, np.vstack([a, b])).any()  # row 0 unchanged once, row 1 changed
+    assert rule.exits(3, rows, np.vstack([a, b])).tolist() == [True, False]
+    assert rule.exits(4, rows[1:], b).tolist() == [True]
+
+
+def test_the_last_layer_always_exits() -> None:
+    rule = ExitRule(ExitPolicy(ExitMode.DYNAMIC, entropy_threshold=1e-9), DEPTH, rows=1)
+    assert rule.exits(DEPTH, np.array([0]), np.array([[0.0, 0.0]])).tolist() == [True]
+
+
+class ToySegments:
+    """A deterministic stand-in for exported segments (this tests the loop, not a model): each
+    layer adds a row-specific amount to every hidden token, and the logits read token 0."""
+
+    def __init__(self, labels: int = 3) -> None:
+        self.labels = labels
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, index: int, inputs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.batch_sizes.append(len(inputs))
+        if index == 0:
+            hidden = np.repeat(inputs[:, :, None].astype(np.float32), self.labels, axis=2)
+        else:
+            hidden = inputs
+        valid = mask[:, :, None].astype(np.float32)
+        summary = (hidden * valid).sum(axis=1) / valid.sum(axis=1)
+        hidden = hidden + np.sin(summary * (index + 1))[:, None, :] * (index + 1)
+        logits = hidden[:, 0, :] * np.arange(1, self.labels + 1)
+        return hidden, logits.astype(np.float32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 12), min_size=1, max_size=10),
+    seed=st.integers(0, 10_000),
+    mode=st.sampled_from([ExitMode.STATIC, ExitMode.DYNAMIC, ExitMode.PATIENCE]),
+)
+def test_a_shrinking_batch_decides_like_one_row_at_a_time(
+    lengths: list[int], seed: int, mode: ExitMode
+) -> None:
+    rng = np.random.default_rng(seed)
+    width = max(lengths)
+    ids = np.zeros((len(lengths), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = rng.integers(1, 50, length)
+        mask[row, :length] = 1
+    policy = {
+        ExitMode.STATIC: ExitPolicy(mode, static_layer=int(rng.integers(1, DEPTH + 1))),
+        ExitMode.DYNAMIC: ExitPolicy(mode, entropy_threshold=float(rng.uniform(0.05, 1.0))),
+        ExitMode.PATIENCE: ExitPolicy(mode, patience=int(rng.integers(1, 4))),
+    }[mode]
+    segments = ToySegments()
+    batched = run_cascade(segments, ids, mask, policy, DEPTH)
+    for row, length in enumerate(lengths):
+        alone = run_cascade(
+            ToySegments(), ids[row : row + 1, :length], mask[row : row + 1, :length], policy, DEPTH
+        )
+        assert batched.exit_layers[row] == alone.exit_layers[0]
+        np.testing.assert_allclose(batched.logits[row], alone.logits[0], rtol=1e-5, atol=1e-5)
+    # Rows leave: no later layer runs on more rows than the one before it.
+    assert segments.batch_sizes == sorted(segments.batch_sizes, reverse=True)
+
+
+def test_static_exit_runs_exactly_n_layers() -> None:
+    segments = ToySegments()
+    ids = np.ones((4, 5), dtype=np.int64)
+    result = run_cascade(segments, ids, np.ones_like(ids), ExitPolicy(ExitMode.STATIC, static_layer=3), DEPTH)
+    assert result.exit_layers.tolist() == [3, 3, 3, 3]
+    assert segments.batch_sizes == [4, 4, 4]
+
+
+SHAPE = EncoderShape(hidden=384, ffn=1536, num_labels=2)
+
+
+def test_flops_of_a_full_layer() -> None:
+    d, f, t = 384, 1536, 10
+    expected = 2 * t * (4 * d * d + 2 * d * f) + 4 * t * t * d
+    assert SHAPE.layer(t) == expected
+
+
+def test_hashee_with_every_token_at_the_top_costs_the_full_model() -> None:
+    tokens = np.full(12, DEPTH)
+    assert SHAPE.hashee(tokens, DEPTH) == DEPTH * SHAPE.layer(12) + SHAPE.head
+    early = tokens.copy()
+    early[1:-1] = 1
+    assert SHAPE.hashee(early, DEPTH) < SHAPE.hashee(tokens, DEPTH)
+
+
+def test_multi_exit_flops_grow_with_the_exit_layer() -> None:
+    costs = [SHAPE.multi_exit(20, layer) for layer in range(1, DEPTH + 1)]
+    assert costs == sorted(costs) and costs[0] == SHAPE.layer(20) + SHAPE.head
+
+
+def test_frequency_hash_sends_frequent_tokens_out_first() -> None:
+    corpus = [np.array([101, 5, 5, 5, 5, 6, 6, 6, 7, 7, 8, 9, 10, 11, 102])]
+    table = build_exit_table(
+        corpus, vocab_size=200, depth=3, special_ids=[0, 100, 101, 102, 103], hash_kind="frequency"
+    )
+    assert table[5] == 1 and table[6] == 1  # the two most frequent of the seven seen tokens
+    assert table[[101, 102, 0, 150]].tolist() == [3, 3, 3, 3]  # special and unseen exit at the top
+    seen = [5, 6, 7, 8, 9, 10, 11]
+    assert sorted(np.bincount(table[seen])[1:].tolist()) == [2, 2, 3]  # equal buckets
+
+
+def test_random_hash_is_seeded_and_covers_every_layer() -> None:
+    corpus = [np.arange(1000, 1600)]
+    first = build_exit_table(corpus, 2000, 6, [0], "random", seed=3)
+    assert np.array_equal(first, build_exit_table(corpus, 2000, 6, [0], "random", seed=3))
+    assert set(first[1000:1600].tolist()) == {1, 2, 3, 4, 5, 6}
+    with pytest.raises(ValueError, match="unknown hash"):
+        build_exit_table(corpus, 2000, 6, [0], "alphabetical")
+
+
+def test_a_later_first_layer_keeps_every_token_longer() -> None:
+    corpus = [np.arange(1000, 1600).repeat(2)]
+    table = build_exit_table(corpus, 2000, 6, [0], "frequency", first_layer=3)
+    assert set(table[1000:1600].tolist()) == {3, 4, 5, 6}
+    with pytest.raises(ValueError, match="first_layer"):
+        build_exit_table(corpus, 2000, 6, [0], "frequency", first_layer=7)
