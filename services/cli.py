@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
@@ -34,13 +35,24 @@ def serve(ctx: typer.Context, service: Annotated[str, typer.Argument(help="servi
     from services.catalog import service_class
     from services.runtime.config import load_settings
     from services.runtime.server import serve as run
+    from services.supervisor import MAKE_BUNDLES_ENV, BundleMakers
 
     try:
         cls = service_class(service)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="SERVICE") from None
     settings = load_settings(cls.settings_class, list(ctx.args), prog=f"rosemesh serve {service}")
-    run(cls(settings), settings)
+    instance = cls(settings)
+    makers = None
+    if os.environ.get(MAKE_BUNDLES_ENV, "1") != "0":
+        # Made by processes of their own; the service waits for them, its port open meanwhile.
+        makers = BundleMakers(instance.bundles())
+        makers.start()
+    try:
+        run(instance, settings)
+    finally:
+        if makers is not None:
+            makers.stop()
 
 
 @app.command()

@@ -1,12 +1,15 @@
-"""`rosemesh up`: every implemented service as its own process, watched until told to stop."""
+"""`rosemesh up`: every implemented service as its own process, watched until told to stop; and the
+makers (export, training) of the bundles services wait for, each run as its own process."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -17,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.catalog import SERVICES, service_class
+from services.common.bundles import PROGRESS_FILE_ENV, BundleRequest, clear_progress, progress_file
 from services.common.net import free_port
 from services.runtime.config import ServiceSettings, load_settings
 from services.runtime.security import ClientTls, channel_credentials
@@ -33,20 +37,82 @@ class RunningService:
         return f"{self.settings.host}:{self.settings.port}"
 
 
+#: Set to 0 for a `rosemesh serve` whose bundles someone else makes (the supervisor does, for its children).
+MAKE_BUNDLES_ENV = "ROSEMESH_MAKE_BUNDLES"
+
+
+def make_bundle(request: BundleRequest, started: Callable[[subprocess.Popen[bytes]], None] | None = None) -> None:
+    """Run one maker to the end (``rosemesh COMMAND``), its progress mirrored beside the bundle."""
+    progress = progress_file(request.directory)
+    env = os.environ | request.env | {PROGRESS_FILE_ENV: str(progress)}
+    try:
+        with subprocess.Popen([sys.executable, "-m", "services.cli", *request.command], env=env) as maker:
+            if started is not None:
+                started(maker)
+            code = maker.wait()
+    finally:
+        clear_progress(progress)
+    if code != 0:
+        raise RuntimeError(f"making {request.what} failed (exit {code}): rosemesh {' '.join(request.command)}")
+
+
+class BundleMakers(threading.Thread):
+    """Makes bundles one at a time, cheapest first, in the background (two cores, one maker)."""
+
+    def __init__(self, requests: Sequence[BundleRequest]) -> None:
+        super().__init__(name="bundle-makers", daemon=True)
+        self.requests = sorted(requests, key=lambda r: r.minutes)
+        self.error: str | None = None
+        self._current: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+
+    def _started(self, maker: subprocess.Popen[bytes]) -> None:
+        self._current = maker
+
+    def run(self) -> None:
+        for request in self.requests:
+            if self._stopped:
+                return
+            try:
+                make_bundle(request, self._started)
+            except RuntimeError as exc:
+                if not self._stopped:
+                    self.error = str(exc)
+                return
+
+    def stop(self) -> None:
+        """Stop the maker that is running (its bundle stays unpublished) and start no other."""
+        self._stopped = True
+        if self._current is not None and self._current.poll() is None:
+            self._current.terminate()
+        self.join(timeout=30)
+
+    @property
+    def busy(self) -> bool:
+        return self.is_alive()
+
+
 def spawn_service(name: str, flags: Sequence[str] = (), startup_timeout_s: float = 120.0) -> RunningService:
-    """Start ``rosemesh serve NAME FLAGS`` as a child process (it inherits this environment)
-    and wait until it is SERVING."""
+    """Make what ``rosemesh serve NAME FLAGS`` needs, start it as a child process (it inherits this
+    environment) and wait until it is SERVING."""
     cls = service_class(name)
     settings = load_settings(cls.settings_class, list(flags))
-    cls.prepare(settings)
-    process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name, *flags])
-    service = RunningService(name, settings, process)
+    for request in cls(settings).bundles():
+        make_bundle(request)
+    service = start_service(name, flags, settings)
     try:
-        wait_until_serving(service.address, process, startup_timeout_s, settings.client_tls())
+        wait_until_serving(service.address, service.process, startup_timeout_s, settings.client_tls())
     except BaseException:
         stop_all([service])
         raise
     return service
+
+
+def start_service(name: str, flags: Sequence[str], settings: ServiceSettings) -> RunningService:
+    """``rosemesh serve NAME FLAGS`` as a child process that leaves making bundles to us."""
+    env = os.environ | {MAKE_BUNDLES_ENV: "0"}
+    process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name, *flags], env=env)
+    return RunningService(name, settings, process)
 
 
 @contextmanager
@@ -97,48 +163,71 @@ def stop_all(running: list[RunningService], console: Console | None = None) -> N
             console.print(f"stopped {service.name} (exit {code})")
 
 
-class StopRequested(Exception):
-    """SIGTERM or Ctrl-C arrived while the mesh was still starting (e.g. training a model)."""
+def is_serving(service: RunningService) -> bool:
+    tls = service.settings.client_tls()
+    address = service.address
+    channel = grpc.secure_channel(address, channel_credentials(tls)) if tls else grpc.insecure_channel(address)
+    with channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.RpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
+    """Every service at once (each opens its port at once and loads in the background), the
+    makers of missing bundles one after another; each service is announced as it turns SERVING."""
     console = Console(stderr=True)
     running: list[RunningService] = []
-    starting, stopping = True, False
+    stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        if starting:  # interrupt the start wherever it is; once up, the watch loop sees the flag
-            raise StopRequested
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    try:
-        for name in names or list(SERVICES):
-            running.append(spawn_service(name, startup_timeout_s=startup_timeout_s))
-        starting = False
-        table = Table(title="rosemesh is up (Ctrl-C stops it)")
-        for column in ("service", "gRPC", "metrics", "pid"):
-            table.add_column(column)
+    requests: list[BundleRequest] = []
+    for name in names or list(SERVICES):
+        cls = service_class(name)
+        settings = load_settings(cls.settings_class, [])
+        requests += cls(settings).bundles()
+        running.append(start_service(name, [], settings))
+    makers = BundleMakers(requests)
+    makers.start()
+    table = Table(title="rosemesh is starting (Ctrl-C stops it)")
+    for column in ("service", "gRPC", "metrics", "pid"):
+        table.add_column(column)
+    for s in running:
+        table.add_row(s.name, s.address, f"http://{s.settings.host}:{s.settings.metrics_port}/metrics", str(s.process.pid))
+    Console().print(table)
+    for request in makers.requests:
+        console.print(f"making {request.what} (rosemesh {' '.join(request.command)})")
+
+    waiting = {s.name for s in running}
+    deadline = time.monotonic() + startup_timeout_s
+    code = 0
+    while not stopping:
         for s in running:
-            metrics = f"http://{s.settings.host}:{s.settings.metrics_port}/metrics"
-            table.add_row(s.name, s.address, metrics, str(s.process.pid))
-        Console().print(table)
-        while not stopping:
-            for s in running:
-                if s.process.poll() is not None:
-                    console.print(f"[red]{s.name} exited with code {s.process.returncode}; stopping the mesh")
-                    stop_all(running, console)
-                    return 1
-            time.sleep(0.2)
-    except (RuntimeError, TimeoutError) as exc:
-        console.print(f"[red]{exc}")
-        stop_all(running, console)
-        return 1
-    except StopRequested:
-        console.print("[yellow]stop requested while starting; stopping what has started")
-        stop_all(running, console)
-        return 1
+            if s.process.poll() is not None:
+                console.print(f"[red]{s.name} exited with code {s.process.returncode}; stopping the mesh")
+                stopping, code = True, 1
+        if makers.error:
+            console.print(f"[red]{makers.error}; stopping the mesh")
+            stopping, code = True, 1
+        for s in running:
+            if s.name in waiting and is_serving(s):
+                waiting.discard(s.name)
+                console.print(f"[green]{s.name} is serving on {s.address}")
+                if not waiting:
+                    console.print("[green]rosemesh is up")
+        if makers.busy:
+            deadline = time.monotonic() + startup_timeout_s
+        elif waiting and time.monotonic() > deadline:
+            console.print(f"[red]not SERVING after {startup_timeout_s:.0f}s: {', '.join(sorted(waiting))}")
+            stopping, code = True, 1
+        time.sleep(0.5)
+    makers.stop()
     stop_all(running, console)
-    return 0
+    return code

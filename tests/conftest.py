@@ -15,8 +15,9 @@ from services.adapters.tritonserver import (
     triton_unavailable_reason,
 )
 from services.earlyexit.offline.train import TrainConfig, train_dataset
+from services.embedding.bundle import ExportedModel
 from services.embedding.client import EmbeddingClient
-from services.embedding.offline.export import ExportedModel, ensure_exported
+from services.embedding.offline.export import ensure_exported
 from services.multilabel.core.bundle import StoredMultiLabelModel
 from services.multilabel.offline.train import ClassifierConfig, MetaConfig, train_multilabel
 from services.runtime.config import default_models_dir

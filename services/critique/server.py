@@ -15,17 +15,18 @@ from rosemesh.critique.v1 import critique_pb2 as pb
 from rosemesh.critique.v1 import critique_pb2_grpc
 
 from services.adapters.chat import SchemaMode
-from services.common.errors import BackendUnavailable, NotFound, Validator
+from services.adapters.embedding_service import RemoteEmbedder
+from services.common.errors import NotFound, Validator
+from services.critique.backends.missing import MissingJudge
 from services.critique.core.aggregate import aggregate
 from services.critique.core.creativity import CreativityConfig
 from services.critique.core.judging import Critic, ParseStatus
-from services.critique.core.ports import Judge, MissingJudge
+from services.critique.core.ports import Judge
 from services.critique.core.preference import PairOutcome, Selection, jsonl_line, select_pair
 from services.critique.core.rubrics import DEFAULT_RUBRIC, RUBRICS_DIR, Rubric, Source, load_rubrics
 from services.critique.core.scoring import ScoreItem, ScoreOutcome, Scorer
-from services.embedding.client import EmbeddingClient
 from services.runtime.config import ServiceSettings
-from services.runtime.server import Service
+from services.runtime.server import Service, StartProgress
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CritiqueService"].full_name
@@ -140,11 +141,22 @@ def pair_pb(selection: Selection) -> pb.PreferencePair | None:
 
 
 class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
-    def __init__(self, settings: CritiqueSettings, rubrics: dict[str, Rubric], scorer: Scorer, judge: Judge):
-        self.settings = settings
-        self.rubrics = rubrics
-        self.scorer = scorer
-        self.judge = judge
+    """Calls reach it only once the service has loaded (the runtime's readiness gate)."""
+
+    def __init__(self, service: CritiqueService) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.rubrics = service.rubrics
+
+    @property
+    def scorer(self) -> Scorer:
+        assert self.service.scorer is not None
+        return self.service.scorer
+
+    @property
+    def judge(self) -> Judge:
+        assert self.service.judge is not None
+        return self.service.judge
 
     # -- validation -------------------------------------------------------------------------
     def _rubric(self, name: str) -> Rubric:
@@ -358,44 +370,35 @@ class CritiqueServicer(critique_pb2_grpc.CritiqueServiceServicer):
 class CritiqueService(Service):
     name = "critique"
     settings_class = CritiqueSettings
+    settings: CritiqueSettings
 
     def __init__(self, settings: CritiqueSettings) -> None:
-        self.settings = settings
-        self.rubrics = load_rubrics(settings.rubrics_dir)
-        self.embeddings: EmbeddingClient | None = None
+        super().__init__(settings)
+        self.rubrics: dict[str, Rubric] = {}
+        self.embedder: RemoteEmbedder | None = None
         self.judge: Judge | None = None
+        self.scorer: Scorer | None = None
 
     @property
     def service_names(self) -> Sequence[str]:
         return [SERVICE_NAME]
 
-    async def _embed(self, texts: list[str]) -> np.ndarray:
-        assert self.embeddings is not None
-        try:
-            return (await self.embeddings.embed(texts, timeout_s=self.settings.embedding_timeout_s)).vectors
-        except grpc.aio.AioRpcError as exc:
-            raise BackendUnavailable(
-                f"embedding service at {self.settings.embedding_target}: {exc.details()}"
-            ) from exc
-
-    async def start(self) -> None:
-        self.embeddings = EmbeddingClient(
-            self.settings.embedding_target, timeout_s=self.settings.embedding_timeout_s
-        )
-        self.judge = build_judge(self.settings)
-
     def register(self, server: grpc.aio.Server) -> None:
-        assert self.judge is not None
+        critique_pb2_grpc.add_CritiqueServiceServicer_to_server(CritiqueServicer(self), server)
+
+    async def load(self, progress: StartProgress) -> None:
         s = self.settings
+        progress.report("loading rubrics and the judge")
+        self.rubrics.update(load_rubrics(s.rubrics_dir))
+        # The embedding service is needed only by creativity measures: not waited for here.
+        self.embedder = RemoteEmbedder(s.embedding_target, s.embedding_timeout_s, **s.client_security())
+        self.judge = build_judge(s)
         critic = Critic(self.judge, max_repairs=s.max_repairs, max_tokens=s.judge_max_tokens)
         creativity = CreativityConfig(s.duplicate_similarity, s.cluster_similarity)
-        scorer = Scorer(critic, self._embed, creativity, s.judge_concurrency)
-        critique_pb2_grpc.add_CritiqueServiceServicer_to_server(
-            CritiqueServicer(s, self.rubrics, scorer, self.judge), server
-        )
+        self.scorer = Scorer(critic, self.embedder.embed, creativity, s.judge_concurrency)
 
     async def stop(self) -> None:
         if self.judge is not None:
             await self.judge.close()
-        if self.embeddings is not None:
-            await self.embeddings.close()
+        if self.embedder is not None:
+            await self.embedder.close()

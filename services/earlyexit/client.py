@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rosemesh.earlyexit.v1 import earlyexit_pb2, earlyexit_pb2_grpc
 
+from services.earlyexit.convert import policy_to_proto
 from services.earlyexit.core.policy import ExitPolicy
-from services.earlyexit.server import policy_to_proto
 from services.runtime.client import ServiceClient
 
 

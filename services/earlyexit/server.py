@@ -12,16 +12,16 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from rosemesh.earlyexit.v1 import earlyexit_pb2, earlyexit_pb2_grpc
 
-from services.common.errors import InvalidInput
-from services.earlyexit.core.bundle import StoredModel, list_models
+from services.common.bundles import BundleRequest, wait_for_bundle
+from services.earlyexit.convert import policy_from_proto, policy_to_proto
+from services.earlyexit.core.bundle import StoredModel, list_models, models_root
 from services.earlyexit.core.classifier import ClassifyLimits, EarlyExitClassifier, LoadedModel
-from services.earlyexit.core.policy import MODE_CODES, ExitPolicy, ModelKind
+from services.earlyexit.core.policy import MODE_CODES, ModelKind
 from services.earlyexit.core.ports import EarlyExitBackend
 from services.runtime.config import ServiceSettings
-from services.runtime.server import Service
+from services.runtime.server import Service, StartProgress
 
 SERVICE_NAME = earlyexit_pb2.DESCRIPTOR.services_by_name["EarlyExitService"].full_name
-_MODES_BY_CODE = {code: mode for mode, code in MODE_CODES.items()}
 _KINDS = {
     ModelKind.MULTI_EXIT: earlyexit_pb2.MODEL_KIND_MULTI_EXIT,
     ModelKind.HASHEE: earlyexit_pb2.MODEL_KIND_HASHEE,
@@ -56,30 +56,6 @@ class EarlyExitSettings(ServiceSettings):
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads (0: one per core)")
 
 
-def policy_from_proto(message: earlyexit_pb2.ExitPolicy) -> ExitPolicy | None:
-    """None when the request leaves the policy to the model."""
-    if message.mode == earlyexit_pb2.EXIT_MODE_UNSPECIFIED:
-        return None
-    if message.mode not in _MODES_BY_CODE:
-        known = ", ".join(earlyexit_pb2.ExitMode.Name(code) for code in _MODES_BY_CODE)
-        raise InvalidInput.single("policy.mode", f"unknown exit mode {message.mode}; expected one of {known}")
-    return ExitPolicy(
-        _MODES_BY_CODE[message.mode],
-        static_layer=message.static_layer if message.mode == earlyexit_pb2.EXIT_MODE_STATIC else None,
-        entropy_threshold=message.entropy_threshold if message.HasField("entropy_threshold") else None,
-        patience=message.patience if message.HasField("patience") else None,
-    )
-
-
-def policy_to_proto(policy: ExitPolicy) -> earlyexit_pb2.ExitPolicy:
-    message = earlyexit_pb2.ExitPolicy(mode=MODE_CODES[policy.mode], static_layer=policy.static_layer or 0)
-    if policy.entropy_threshold is not None:
-        message.entropy_threshold = policy.entropy_threshold
-    if policy.patience is not None:
-        message.patience = policy.patience
-    return message
-
-
 def model_info(model: LoadedModel, is_default: bool) -> earlyexit_pb2.ModelInfo:
     manifest = model.manifest
     return earlyexit_pb2.ModelInfo(
@@ -109,9 +85,20 @@ def model_info(model: LoadedModel, is_default: bool) -> earlyexit_pb2.ModelInfo:
 
 
 class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
-    def __init__(self, classifier: EarlyExitClassifier, runtime: str) -> None:
-        self.classifier = classifier
-        self.runtime = runtime
+    """Calls reach it only once the service has loaded (the runtime's readiness gate)."""
+
+    def __init__(self, service: EarlyExitService) -> None:
+        self.service = service
+
+    @property
+    def classifier(self) -> EarlyExitClassifier:
+        assert self.service.classifier is not None
+        return self.service.classifier
+
+    @property
+    def runtime(self) -> str:
+        assert self.service.backend is not None
+        return self.service.backend.runtime
 
     async def Classify(
         self, request: earlyexit_pb2.ClassifyRequest, context: grpc.aio.ServicerContext
@@ -168,52 +155,60 @@ def build_backend(settings: EarlyExitSettings, models: list[StoredModel]) -> Ear
     return OnnxRuntimeBackend(models, threads=settings.intra_op_threads)
 
 
-def ensure_default_model(settings: EarlyExitSettings) -> None:
-    """Train the default model when no model of that name exists (only data sets we know)."""
-    if not settings.train_default or any(
-        m.name == settings.default_model for m in list_models(settings.models_dir)
-    ):
-        return
-    from services.earlyexit.offline.train import TrainConfig, train_dataset
-    from services.offline.datasets import CLASSIFICATION_DATASETS
-
-    if settings.default_model not in CLASSIFICATION_DATASETS:
-        raise ValueError(
-            f"default model {settings.default_model!r} does not exist and is not a data set this service can "
-            f"train ({', '.join(sorted(CLASSIFICATION_DATASETS))}); run `rosemesh train earlyexit` first"
-        )
-    config = TrainConfig(epochs=settings.train_epochs, train_limit=settings.train_examples)
-    train_dataset(settings.default_model, settings.models_dir, ["multiexit"], config)
-
-
 class EarlyExitService(Service):
     name = "earlyexit"
     settings_class = EarlyExitSettings
-
-    @classmethod
-    def prepare(cls, settings: ServiceSettings) -> None:
-        assert isinstance(settings, EarlyExitSettings)
-        ensure_default_model(settings)
+    settings: EarlyExitSettings
 
     def __init__(self, settings: EarlyExitSettings) -> None:
-        self.settings = settings
-        ensure_default_model(settings)
-        models = list_models(settings.models_dir)
-        self.backend = build_backend(settings, models)
-        limits = ClassifyLimits(settings.max_texts, settings.max_text_chars, settings.batch_size)
-        runner = functools.partial(functools.partial, self.backend.classify)  # model name → BatchRunner
-        self.classifier = EarlyExitClassifier(models, runner, settings.default_model, limits)
-        self.servicer = EarlyExitServicer(self.classifier, self.backend.runtime)
+        super().__init__(settings)
+        self.backend: EarlyExitBackend | None = None
+        self.classifier: EarlyExitClassifier | None = None
+
+    def _has_default(self) -> bool:
+        return any(m.name == self.settings.default_model for m in list_models(self.settings.models_dir))
+
+    def bundles(self) -> Sequence[BundleRequest]:
+        settings = self.settings
+        if not settings.train_default or self._has_default():
+            return ()
+        command = ["train", "earlyexit", settings.default_model, "--variant", "multiexit"]
+        command += ["--examples", str(settings.train_examples), "--epochs", str(settings.train_epochs)]
+        return [
+            BundleRequest(
+                f"the default early-exit model {settings.default_model!r}",
+                models_root(settings.models_dir) / settings.default_model,
+                command,
+                minutes=15,
+                env={"ROSEMESH_EARLYEXIT_MODELS_DIR": str(settings.models_dir)},
+            )
+        ]
 
     @property
     def service_names(self) -> Sequence[str]:
         return [SERVICE_NAME]
 
     def register(self, server: grpc.aio.Server) -> None:
-        earlyexit_pb2_grpc.add_EarlyExitServiceServicer_to_server(self.servicer, server)
+        earlyexit_pb2_grpc.add_EarlyExitServiceServicer_to_server(EarlyExitServicer(self), server)
 
-    async def start(self) -> None:
-        await self.backend.start()
+    async def load(self, progress: StartProgress) -> None:
+        settings = self.settings
+        await wait_for_bundle(
+            self._has_default,
+            models_root(settings.models_dir) / settings.default_model,
+            f"the default early-exit model {settings.default_model!r}",
+            progress.report,
+            hint=f"run `rosemesh train earlyexit {settings.default_model}` or start with --train-default",
+        )
+        models = list_models(settings.models_dir)
+        progress.report(f"loading {len(models)} early-exit models on {settings.backend}")
+        backend = build_backend(settings, models)
+        limits = ClassifyLimits(settings.max_texts, settings.max_text_chars, settings.batch_size)
+        runner = functools.partial(functools.partial, backend.classify)  # model name → BatchRunner
+        self.classifier = EarlyExitClassifier(models, runner, settings.default_model, limits)
+        self.backend = backend
+        await backend.start()
 
     async def stop(self) -> None:
-        await self.backend.close()
+        if self.backend is not None:
+            await self.backend.close()

@@ -12,13 +12,14 @@ from pydantic_settings import SettingsConfigDict
 from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 
 from services.common.batching import BatchingConfig
+from services.common.bundles import BundleRequest, wait_for_bundle
 from services.common.errors import Validator
 from services.common.tokens import TextEncoder
+from services.embedding.bundle import INT8_SUFFIX, MODEL_NAME, exported_model
 from services.embedding.core.embedder import Embedder
 from services.embedding.core.ports import EmbeddingBackend
-from services.embedding.offline.export import INT8_SUFFIX, ensure_exported
 from services.runtime.config import ServiceSettings
-from services.runtime.server import Service
+from services.runtime.server import Service, StartProgress
 
 SERVICE_NAME = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 
@@ -120,22 +121,49 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
 class EmbeddingService(Service):
     name = "embedding"
     settings_class = EmbeddingSettings
-
-    @classmethod
-    def prepare(cls, settings: ServiceSettings) -> None:
-        assert isinstance(settings, EmbeddingSettings)
-        ensure_exported(settings.models_dir, int8=settings.int8)
+    settings: EmbeddingSettings
 
     def __init__(self, settings: EmbeddingSettings) -> None:
-        self.settings = settings
-        model = ensure_exported(settings.models_dir, int8=settings.int8)
+        super().__init__(settings)
+        self.model = exported_model(settings.models_dir)
+        self.embedders: dict[str, Embedder] = {}
+
+    def _missing(self) -> list[str]:
+        return self.model.missing(int8=self.settings.int8)
+
+    def bundles(self) -> Sequence[BundleRequest]:
+        if not self._missing():
+            return ()
+        command = ["export", "embedding", "--models-dir", str(self.settings.models_dir)]
+        if not self.settings.int8:
+            command.append("--no-int8")
+        return [BundleRequest(f"the {MODEL_NAME} export", self.model.directory, command, minutes=1)]
+
+    @property
+    def service_names(self) -> Sequence[str]:
+        return [SERVICE_NAME]
+
+    def register(self, server: grpc.aio.Server) -> None:
+        servicer = EmbeddingServicer(self.settings, self.embedders, default=self.model.name)
+        embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(servicer, server)
+
+    async def load(self, progress: StartProgress) -> None:
+        settings, model = self.settings, self.model
+        await wait_for_bundle(
+            lambda: not self._missing(),
+            model.directory,
+            f"the {MODEL_NAME} export",
+            progress.report,
+            hint="run `rosemesh export embedding`",
+        )
+        progress.report(f"loading {MODEL_NAME}")
         encoder = TextEncoder(model.tokenizer_path, model.max_tokens)
         batching = BatchingConfig(
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue,
         )
-        self.embedders = {
+        embedders = {
             model.name: Embedder(
                 model.name, encoder, build_backend(settings, model.fp32_path), model.dimension, "fp32", batching
             )
@@ -145,21 +173,10 @@ class EmbeddingService(Service):
 
             int8_name = model.name + INT8_SUFFIX
             int8_backend = OnnxRuntimeBackend(model.int8_path, intra_op_threads=settings.intra_op_threads)
-            self.embedders[int8_name] = Embedder(
-                int8_name, encoder, int8_backend, model.dimension, "int8", batching
-            )
-        self.servicer = EmbeddingServicer(settings, self.embedders, default=model.name)
-
-    @property
-    def service_names(self) -> Sequence[str]:
-        return [SERVICE_NAME]
-
-    def register(self, server: grpc.aio.Server) -> None:
-        embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(self.servicer, server)
-
-    async def start(self) -> None:
-        for embedder in self.embedders.values():
+            embedders[int8_name] = Embedder(int8_name, encoder, int8_backend, model.dimension, "int8", batching)
+        for embedder in embedders.values():
             await embedder.start()
+        self.embedders.update(embedders)
 
     async def stop(self) -> None:
         for embedder in self.embedders.values():

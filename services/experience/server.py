@@ -12,7 +12,6 @@ from pathlib import Path as FsPath
 from typing import Literal
 
 import grpc
-import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -20,8 +19,8 @@ from rosemesh.experience.v1 import experience_pb2 as pb
 from rosemesh.experience.v1 import experience_pb2_grpc
 from threadpoolctl import threadpool_limits
 
-from services.common.errors import BackendUnavailable, NotFound, PermissionDenied, Validator
-from services.embedding.client import EmbeddingClient
+from services.adapters.embedding_service import RemoteEmbedder
+from services.common.errors import NotFound, PermissionDenied, Validator
 from services.experience.core.defence import BackdoorScreen
 from services.experience.core.experience import TENANT_PATTERN, Experience, experience_id
 from services.experience.core.orchestrate import DEFAULT_MMR_LAMBDA, DEFAULT_UNCERTAINTY_RATIO, Bucketing
@@ -30,11 +29,9 @@ from services.experience.core.ports import ExperienceStore
 from services.experience.core.record import Path
 from services.runtime.config import ServiceSettings
 from services.runtime.security import caller_tenant
-from services.runtime.server import Service
+from services.runtime.server import Service, StartProgress
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperienceService"].full_name
-#: ListModels attempts at start, backing off up to 2 s each: about a minute for the embedding service.
-STARTUP_ATTEMPTS = 30
 TENANT_RULE = "must be 1 to 64 characters of a-z, 0-9, '-' and '_'"
 
 
@@ -140,10 +137,20 @@ def _page_token(last_id: str) -> str:
 
 
 class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
-    def __init__(self, settings: ExperienceSettings, pool: ExperiencePool, embedding_model: str) -> None:
-        self.settings = settings
-        self.pool = pool
-        self.embedding_model = embedding_model
+    """Calls reach it only once the service has loaded (the runtime's readiness gate)."""
+
+    def __init__(self, service: ExperienceService) -> None:
+        self.service = service
+        self.settings = service.settings
+
+    @property
+    def pool(self) -> ExperiencePool:
+        assert self.service.pool is not None
+        return self.service.pool
+
+    @property
+    def embedding_model(self) -> str:
+        return self.service.embedding_model
 
     # -- validation -------------------------------------------------------------------------
 
@@ -330,10 +337,11 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
 class ExperienceService(Service):
     name = "experience"
     settings_class = ExperienceSettings
+    settings: ExperienceSettings
 
     def __init__(self, settings: ExperienceSettings) -> None:
-        self.settings = settings
-        self.embedding: EmbeddingClient | None = None
+        super().__init__(settings)
+        self.embedder: RemoteEmbedder | None = None
         self.store: ExperienceStore | None = None
         self.pool: ExperiencePool | None = None
         self.embedding_model = ""
@@ -343,42 +351,28 @@ class ExperienceService(Service):
         return [SERVICE_NAME]
 
     def register(self, server: grpc.aio.Server) -> None:
-        assert self.pool is not None, "register() runs after start()"
-        servicer = ExperienceServicer(self.settings, self.pool, self.embedding_model)
-        experience_pb2_grpc.add_ExperienceServiceServicer_to_server(servicer, server)
+        experience_pb2_grpc.add_ExperienceServiceServicer_to_server(ExperienceServicer(self), server)
 
-    async def _embed(self, texts: list[str]) -> np.ndarray:
-        assert self.embedding is not None
-        try:
-            return (await self.embedding.embed(texts)).vectors
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise BackendUnavailable(
-                    f"embedding service at {self.settings.embedding_target} is unavailable: {exc.details()}"
-                ) from exc
-            raise
-
-    async def start(self) -> None:
+    async def load(self, progress: StartProgress) -> None:
+        settings = self.settings
         # numba's threads run the selection; OpenBLAS threads left spinning after a small numpy
         # product take their cores (the slowest of 400 sublinear selections at 1M: 114 ms with them, 11 ms without).
         threadpool_limits(1, user_api="blas")
-        # grpc.aio channels belong to the loop that creates them: this one.
-        self.embedding = EmbeddingClient(
-            self.settings.embedding_target,
-            timeout_s=self.settings.embedding_timeout_s,
-            **self.settings.client_security(),
+        self.embedder = RemoteEmbedder(
+            settings.embedding_target, settings.embedding_timeout_s, **settings.client_security()
         )
-        # The embedding service may still be starting (pods start in any order): wait for it.
-        models = await self.embedding.list_models(max_attempts=STARTUP_ATTEMPTS)
-        default = next((m for m in models if m.is_default), models[0])
+        default = await self.embedder.wait_ready(progress.report)
         self.embedding_model = default.name
-        self.store = build_store(self.settings, default.dimension)
-        screen = BackdoorScreen(min_support=self.settings.poison_min_support) if self.settings.poison_screen else None
-        self.pool = ExperiencePool(self.store, self._embed, self.settings.sublinear_threshold, screen)
-        await self.pool.load()
+        progress.report(f"opening the {settings.storage} store")
+        self.store = build_store(settings, default.dimension)
+        screen = BackdoorScreen(min_support=settings.poison_min_support) if settings.poison_screen else None
+        pool = ExperiencePool(self.store, self.embedder.embed, settings.sublinear_threshold, screen)
+        progress.report("loading the pool into memory")
+        await pool.load()
+        self.pool = pool
 
     async def stop(self) -> None:
         if self.store is not None:
             self.store.close()
-        if self.embedding is not None:
-            await self.embedding.close()
+        if self.embedder is not None:
+            await self.embedder.close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rosemesh.multilabel.v1 import multilabel_pb2, multilabel_pb2_grpc
 
+from services.multilabel.convert import POLICY_CODES
 from services.multilabel.core.bundle import Policy
-from services.multilabel.server import POLICY_CODES
 from services.runtime.client import ServiceClient
 
 

@@ -10,20 +10,18 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from rosemesh.multilabel.v1 import multilabel_pb2, multilabel_pb2_grpc
 
-from services.common.errors import BackendUnavailable, Validator
-from services.embedding.client import EmbeddingClient
-from services.multilabel.core.bundle import Policy, StoredMultiLabelModel, list_models
+from services.adapters.embedding_service import RemoteEmbedder
+from services.common.bundles import BundleRequest, wait_for_bundle
+from services.common.errors import Validator
+from services.multilabel.backends.model_store import DirectoryModelStore
+from services.multilabel.convert import POLICIES_BY_CODE, POLICY_CODES
+from services.multilabel.core.bundle import Policy, StoredMultiLabelModel, models_root
+from services.multilabel.core.ports import ModelStore, TextEmbedder
 from services.multilabel.core.scoring import apply_thresholds
 from services.runtime.config import ServiceSettings
-from services.runtime.server import Service
+from services.runtime.server import Service, StartProgress
 
 SERVICE_NAME = multilabel_pb2.DESCRIPTOR.services_by_name["MultiLabelService"].full_name
-POLICY_CODES = {
-    Policy.FIXED: multilabel_pb2.POLICY_FIXED,
-    Policy.TUNED: multilabel_pb2.POLICY_TUNED,
-    Policy.META: multilabel_pb2.POLICY_META,
-}
-_POLICIES = {code: policy for policy, code in POLICY_CODES.items()}
 
 
 class MultiLabelSettings(ServiceSettings):
@@ -40,15 +38,20 @@ class MultiLabelSettings(ServiceSettings):
 
 
 class MultiLabelServicer(multilabel_pb2_grpc.MultiLabelServiceServicer):
-    def __init__(
-        self,
-        settings: MultiLabelSettings,
-        models: dict[str, dict[str, StoredMultiLabelModel]],
-        embeddings: EmbeddingClient,
-    ) -> None:
-        self.settings = settings
-        self.models = models
-        self.embeddings = embeddings
+    """Calls reach it only once the service has loaded (the runtime's readiness gate)."""
+
+    def __init__(self, service: MultiLabelService) -> None:
+        self.settings = service.settings
+        self.service = service
+
+    @property
+    def models(self) -> dict[str, dict[str, StoredMultiLabelModel]]:
+        return self.service.models
+
+    @property
+    def embedder(self) -> TextEmbedder:
+        assert self.service.embedder is not None
+        return self.service.embedder
 
     def _validate(self, request: multilabel_pb2.PredictRequest) -> tuple[StoredMultiLabelModel, Policy]:
         check = Validator()
@@ -84,26 +87,19 @@ class MultiLabelServicer(multilabel_pb2_grpc.MultiLabelServiceServicer):
                 f"model {name!r} has no version {version!r}; it has {', '.join(sorted(versions))}",
             )
         check.check(
-            request.policy in _POLICIES or request.policy == 0, "policy", f"unknown policy {request.policy}"
+            request.policy in POLICIES_BY_CODE or request.policy == 0, "policy", f"unknown policy {request.policy}"
         )
         check.raise_if_any()
         assert model is not None
-        policy = _POLICIES.get(request.policy, model.manifest.default_policy)
+        policy = POLICIES_BY_CODE.get(request.policy, model.manifest.default_policy)
         return model, policy
 
     async def Predict(
         self, request: multilabel_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> multilabel_pb2.PredictResponse:
         model, policy = self._validate(request)
-        try:
-            embedded = await self.embeddings.embed(
-                list(request.texts), timeout_s=self.settings.embedding_timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise BackendUnavailable(
-                f"embedding service at {self.settings.embedding_target}: {exc.details()}"
-            ) from exc
-        probabilities = model.classifier(policy).probabilities(embedded.vectors)
+        vectors = await self.embedder.embed(list(request.texts))
+        probabilities = model.classifier(policy).probabilities(vectors)
         thresholds = model.thresholds(policy)
         chosen = apply_thresholds(probabilities, thresholds)
         labels = model.manifest.labels
@@ -160,57 +156,55 @@ class MultiLabelServicer(multilabel_pb2_grpc.MultiLabelServiceServicer):
         return multilabel_pb2.ListModelsResponse(models=infos)
 
 
-def ensure_default_model(settings: MultiLabelSettings) -> None:
-    """Train the default model, through the embedding service, when it is missing."""
-    if not settings.train_default or settings.default_model in list_models(settings.models_dir):
-        return
-    from services.multilabel.offline.train import MULTILABEL_DATASETS, train_multilabel
-
-    if settings.default_model not in MULTILABEL_DATASETS:
-        raise ValueError(
-            f"default model {settings.default_model!r} does not exist and is not a data set this service can "
-            f"train ({', '.join(sorted(MULTILABEL_DATASETS))}); run `rosemesh train multilabel` first"
-        )
-    train_multilabel(settings.default_model, settings.models_dir, settings.embedding_target)
-
-
 class MultiLabelService(Service):
     name = "multilabel"
     settings_class = MultiLabelSettings
-
-    @classmethod
-    def prepare(cls, settings: ServiceSettings) -> None:
-        assert isinstance(settings, MultiLabelSettings)
-        ensure_default_model(settings)
+    settings: MultiLabelSettings
 
     def __init__(self, settings: MultiLabelSettings) -> None:
-        self.settings = settings
-        self.models = list_models(settings.models_dir)
-        if settings.default_model not in self.models:
-            raise ValueError(
-                f"default model {settings.default_model!r} is not in {settings.models_dir / 'multilabel'}; "
-                "run `rosemesh train multilabel` or start with --train-default"
+        super().__init__(settings)
+        self.store: ModelStore = DirectoryModelStore(settings.models_dir)
+        self.models: dict[str, dict[str, StoredMultiLabelModel]] = {}
+        self.embedder: RemoteEmbedder | None = None
+
+    def bundles(self) -> Sequence[BundleRequest]:
+        settings = self.settings
+        if not settings.train_default or self.store.has(settings.default_model):
+            return ()
+        command = ["train", "multilabel", settings.default_model, "--embedding-target", settings.embedding_target]
+        return [
+            BundleRequest(
+                f"the default multi-label model {settings.default_model!r}",
+                models_root(settings.models_dir) / settings.default_model,
+                command,
+                minutes=3,
+                env={"ROSEMESH_MULTILABEL_MODELS_DIR": str(settings.models_dir)},
             )
-        self.embeddings: EmbeddingClient | None = None
+        ]
 
     @property
     def service_names(self) -> Sequence[str]:
         return [SERVICE_NAME]
 
-    async def start(self) -> None:
-        # The aio channel binds to the running loop, so it is created here.
-        self.embeddings = EmbeddingClient(
-            self.settings.embedding_target,
-            timeout_s=self.settings.embedding_timeout_s,
-            **self.settings.client_security(),
-        )
-
     def register(self, server: grpc.aio.Server) -> None:
-        assert self.embeddings is not None
-        multilabel_pb2_grpc.add_MultiLabelServiceServicer_to_server(
-            MultiLabelServicer(self.settings, self.models, self.embeddings), server
+        multilabel_pb2_grpc.add_MultiLabelServiceServicer_to_server(MultiLabelServicer(self), server)
+
+    async def load(self, progress: StartProgress) -> None:
+        settings = self.settings
+        await wait_for_bundle(
+            lambda: self.store.has(settings.default_model),
+            models_root(settings.models_dir) / settings.default_model,
+            f"the default multi-label model {settings.default_model!r}",
+            progress.report,
+            hint=f"run `rosemesh train multilabel {settings.default_model}` or start with --train-default",
+        )
+        progress.report("loading the multi-label models")
+        self.models = self.store.load_all()
+        # The aio channel binds to the running loop, so it is created here.
+        self.embedder = RemoteEmbedder(
+            settings.embedding_target, settings.embedding_timeout_s, **settings.client_security()
         )
 
     async def stop(self) -> None:
-        if self.embeddings is not None:
-            await self.embeddings.close()
+        if self.embedder is not None:
+            await self.embedder.close()

@@ -1,5 +1,6 @@
 """Bootstrap for a rosemesh service: one grpc.aio server with health, reflection, tracing,
-metrics, error mapping, message limits and keepalive, and a graceful SIGTERM drain."""
+metrics, error mapping, message limits and keepalive; the one life cycle every service follows
+(port open at once, load in the background, SERVING when loaded); a graceful SIGTERM drain."""
 
 from __future__ import annotations
 
@@ -7,33 +8,57 @@ import asyncio
 import logging
 import signal
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from services.common.bundles import BundleRequest
+from services.common.errors import BackendUnavailable
 from services.runtime.config import ServiceSettings
-from services.runtime.interceptors import ErrorMappingInterceptor
+from services.runtime.interceptors import (
+    ErrorMappingInterceptor,
+    StreamWrapper,
+    UnaryWrapper,
+    WrappingInterceptor,
+)
 from services.runtime.metrics import GrpcServerMetrics, start_metrics_server
 from services.runtime.security import CallContextInterceptor, server_credentials
 from services.runtime.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
 
+#: Trailing metadata of a health check while the service loads: what it is doing.
+PROGRESS_METADATA = "rosemesh-progress"
+
 
 class Service(ABC):
-    """One rosemesh service: what it registers on the server, and what it holds open."""
+    """One rosemesh service. Every service lives the same life:
+
+    1. it is built from validated settings, and construction does no work (no file read, no
+       model loaded, no port opened);
+    2. ``register`` adds its servicers, and the gRPC port opens at once with health ``NOT_SERVING``;
+    3. ``load`` runs in the background: it waits for the bundles it serves (``bundles`` says which
+       are missing and how the CLI or supervisor makes them), opens backends and loads models,
+       reporting progress that health checks and early calls see;
+    4. health turns ``SERVING``; on SIGTERM it turns ``NOT_SERVING``, in-flight calls drain,
+       ``stop`` releases the backends and the process exits.
+    """
 
     #: Short name, e.g. "embedding"; used in logs, metrics and the trace resource.
     name: str
     #: The settings this service reads from flags and ROSEMESH_<NAME>_* variables.
     settings_class: type[ServiceSettings]
 
-    @classmethod
-    def prepare(cls, settings: ServiceSettings) -> None:
-        """Slow one-off work (model export) with progress shown; runs before the server process starts."""
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+
+    def bundles(self) -> Sequence[BundleRequest]:
+        """Bundles this service needs that are missing and may be made here, and how to make them."""
+        return ()
 
     @property
     @abstractmethod
@@ -42,13 +67,76 @@ class Service(ABC):
 
     @abstractmethod
     def register(self, server: grpc.aio.Server) -> None:
-        """Add the servicers to ``server``; called after start()."""
+        """Add the servicers to ``server``. They may rely on what ``load`` sets up: no call
+        reaches them before it has finished."""
 
-    async def start(self) -> None:
-        """Open backends and load models; runs before the server starts listening."""
+    async def load(self, progress: StartProgress) -> None:
+        """Wait for bundles, open backends and load models, in the background."""
 
     async def stop(self) -> None:
         """Release backends; runs after in-flight RPCs have drained."""
+
+
+class StartProgress:
+    """What a loading service is doing, for its log, its health checks and early calls."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.message = "starting"
+        self.ready = False
+
+    def report(self, message: str) -> None:
+        if message != self.message:
+            self.message = message
+            log.info("loading", extra={"progress": message})
+
+    def unavailable(self) -> str:
+        return f"{self.service} is not serving yet: {self.message}"
+
+
+class ProgressHealthServicer(health.aio.HealthServicer):
+    """grpc.health.v1 whose Check carries the start progress in the ``rosemesh-progress``
+    trailing metadata while the service is NOT_SERVING."""
+
+    def __init__(self, progress: StartProgress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    async def Check(self, request, context):  # noqa: N802 - the gRPC method name
+        if not self.progress.ready:
+            context.set_trailing_metadata(((PROGRESS_METADATA, self.progress.message),))
+        return await super().Check(request, context)
+
+
+class ReadinessGate(WrappingInterceptor):
+    """Calls to the service's own methods answer UNAVAILABLE, with the progress, until it has loaded."""
+
+    def __init__(self, progress: StartProgress) -> None:
+        self.progress = progress
+
+    def wrappers(self, method: str) -> tuple[UnaryWrapper, StreamWrapper]:
+        always_open = method.startswith(("/grpc.health.", "/grpc.reflection."))
+
+        def check() -> None:
+            if not always_open and not self.progress.ready:
+                raise BackendUnavailable(self.progress.unavailable())
+
+        def wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                check()
+                return await behavior(request, context)
+
+            return wrapped
+
+        def wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                check()
+                async for response in behavior(request, context):
+                    yield response
+
+            return wrapped
+
+        return wrap_unary, wrap_stream
 
 
 def channel_options(settings: ServiceSettings) -> list[tuple[str, int]]:
@@ -69,11 +157,29 @@ class ServiceRunner:
     def __init__(self, service: Service, settings: ServiceSettings) -> None:
         self.service = service
         self.settings = settings
-        self.health = health.aio.HealthServicer()
+        self.progress = StartProgress(service.name)
+        self.health = ProgressHealthServicer(self.progress)
         self.metrics = GrpcServerMetrics(service.name)
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.failed = False
         self._stopping = asyncio.Event()
+
+    async def _load(self) -> None:
+        try:
+            await self.service.load(self.progress)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a service that cannot load stops, saying why
+            log.exception("load failed", extra={"progress": self.progress.message})
+            self.progress.report(f"load failed: {exc}")
+            self.failed = True
+            self._stopping.set()
+            return
+        self.progress.ready = True
+        for name in ("", *self.service.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"address": f"{self.settings.host}:{self.port}"})
 
     async def run(self) -> None:
         settings, service = self.settings, self.service
@@ -85,12 +191,11 @@ class ServiceRunner:
                 self.metrics.interceptor(),
                 CallContextInterceptor(settings.token_table()),
                 ErrorMappingInterceptor(),
+                ReadinessGate(self.progress),
             ],
             options=channel_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
-        # Models and backends first, so that the server never listens half-initialised.
-        await service.start()
         service.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [*service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -106,10 +211,10 @@ class ServiceRunner:
             raise SystemExit(f"cannot bind {settings.host}:{settings.port}")
         self.metrics_port = start_metrics_server(settings.host, settings.metrics_port)
         for name in ("", *service.service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         log.info(
-            "serving",
+            "listening",
             extra={
                 "address": f"{settings.host}:{self.port}",
                 "metrics_port": self.metrics_port,
@@ -121,6 +226,7 @@ class ServiceRunner:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
+        loading = asyncio.create_task(self._load())
         await self._stopping.wait()
         # Committed to a clean exit: a repeated signal (a supervisor and a process group both
         # signalling, say) must not cut the drain or the exit short.
@@ -128,14 +234,19 @@ class ServiceRunner:
             loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
 
+        loading.cancel()
         log.info("draining", extra={"grace_period_s": settings.grace_period_s})
         await self.health.enter_graceful_shutdown()
         await server.stop(settings.grace_period_s)
+        await asyncio.gather(loading, return_exceptions=True)
         await service.stop()
         provider.shutdown()
         log.info("stopped")
 
 
 def serve(service: Service, settings: ServiceSettings) -> None:
-    """Run ``service`` in this process until it is told to stop; returns normally (exit 0)."""
-    asyncio.run(ServiceRunner(service, settings).run())
+    """Run ``service`` in this process until it is told to stop; exits 1 when it could not load."""
+    runner = ServiceRunner(service, settings)
+    asyncio.run(runner.run())
+    if runner.failed:
+        raise SystemExit(1)

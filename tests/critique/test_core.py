@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.errors import BackendUnavailable
+from services.critique.backends.missing import MissingJudge
 from services.critique.core.aggregate import aggregate, flames_rate_and_score
 from services.critique.core.creativity import CreativityConfig, measure, split_ideas
 from services.critique.core.judging import PARSE_FAILURES, Critic, ParseStatus
 from services.critique.core.parsing import JudgeOutputError, parse_comparison, parse_judgement
-from services.critique.core.ports import MissingJudge
 from services.critique.core.preference import PairOutcome, jsonl_line, select_pair
 from services.critique.core.rubrics import load_rubrics
 from services.critique.core.scoring import ScoreItem, Scorer

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from services.common.base_model import source_model_dir
 from services.common.tokens import TextEncoder
 from services.earlyexit.offline.modeling import (
     Encoder,
@@ -18,7 +19,6 @@ from services.earlyexit.offline.modeling import (
     key_bias_from_mask,
 )
 from services.earlyexit.offline.train import MAX_TOKENS, _tensors
-from services.embedding.offline.export import source_model_dir
 
 SENTENCES = [
     "A gorgeous, witty, seductive movie.",

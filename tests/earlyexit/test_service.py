@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from services.adapters.tritonserver import TritonServer, triton_unavailable_reason
+from services.common.base_model import source_model_dir
 from services.common.tokens import TextEncoder, pad_batch
 from services.earlyexit.backends.onnx import OnnxRuntimeBackend
 from services.earlyexit.backends.triton import TritonBackend, render_repository
@@ -28,7 +29,6 @@ from services.earlyexit.offline.train import (
     export_hashee,
     export_multi_exit,
 )
-from services.embedding.offline.export import source_model_dir
 from services.offline.datasets import rotten_tomatoes_splits
 from services.supervisor import RunningService, service_process
 from tests.conftest import EARLYEXIT_MODEL as MODEL

@@ -10,8 +10,9 @@ import onnx
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.common.base_model import source_model_dir
 from services.common.tokens import EncodedText, TextEncoder, pad_batch
-from services.embedding.offline.export import GRAPH, MAX_TOKENS, ExportedModel, source_model_dir
+from services.embedding.bundle import GRAPH, MAX_TOKENS, ExportedModel
 
 
 def test_long_text_is_truncated_and_flagged() -> None:

@@ -16,8 +16,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 
+from services.common.base_model import source_model_dir
+from services.embedding.bundle import INT8_SUFFIX, MAX_TOKENS, MODEL_NAME
 from services.embedding.client import EmbeddingClient
-from services.embedding.offline.export import INT8_SUFFIX, MAX_TOKENS, MODEL_NAME, source_model_dir
 from services.offline.datasets import rotten_tomatoes
 from services.supervisor import RunningService, service_process
 from tests.conftest import TEST_MAX_TEXTS

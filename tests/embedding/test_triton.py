@@ -12,8 +12,8 @@ from services.common.net import free_port
 from services.common.tokens import TextEncoder, pad_batch
 from services.embedding.backends.onnx import OnnxRuntimeBackend
 from services.embedding.backends.triton import TritonBackend
+from services.embedding.bundle import ExportedModel
 from services.embedding.client import EmbeddingClient
-from services.embedding.offline.export import ExportedModel
 from services.supervisor import service_process
 from tests.conftest import TritonEndpoint
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.embedding.offline.export import ExportedModel
+from services.embedding.bundle import ExportedModel
 from services.offline.loadtest import LoadConfig, run_load
 
 

@@ -1,10 +1,12 @@
-"""What the critique core needs from an LLM judge: one chat call that should answer JSON."""
+"""What the critique core needs from the world: an LLM judge (one chat call that should answer
+JSON) and sentence vectors for the creativity measures."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from services.common.errors import BackendUnavailable
+import numpy as np
+
 from services.critique.core.prompts import ChatMessage
 
 
@@ -21,18 +23,7 @@ class Judge(Protocol):
     async def close(self) -> None: ...
 
 
-class MissingJudge:
-    """Stands in when no judge could be set up, so the service still serves what needs none
-    (ListRubrics) and every judged call fails with the reason instead of a made-up score."""
-
-    constrained = False
-
-    def __init__(self, reason: str) -> None:
-        self.model = "none"
-        self.reason = reason
-
-    async def complete(self, messages: list[ChatMessage], schema: dict[str, Any], max_tokens: int) -> str:
-        raise BackendUnavailable(f"no LLM judge is available: {self.reason}")
-
-    async def close(self) -> None:
-        return None
+class TextEmbedder(Protocol):
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """float32 [len(texts), dimension] unit vectors; raises BackendUnavailable when it cannot."""
+        ...

@@ -29,6 +29,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from services.common.base_model import BASE_MODEL_NAME, source_model_dir
+from services.common.progress import MirroredProgress
 from services.common.tokens import EncodedText, TextEncoder, pad_batch
 from services.earlyexit.core.bundle import (
     EXIT_TABLE,
@@ -42,7 +44,6 @@ from services.earlyexit.core.bundle import (
 )
 from services.earlyexit.core.classifier import LoadedModel
 from services.earlyexit.core.policy import CascadeResult, ExitMode, ExitPolicy, ModelKind
-from services.embedding.offline.export import MODEL_NAME, source_model_dir
 from services.offline.datasets import CLASSIFICATION_DATASETS, ClassificationSplits
 
 MAX_TOKENS = 64
@@ -379,7 +380,7 @@ def train_dataset(
     plain_accuracy: float | None = None
     # The plain baseline first: the multi-exit manifest records its accuracy.
     ordered = sorted(variants, key=lambda v: v != "plain")
-    with Progress(
+    with MirroredProgress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -435,7 +436,7 @@ def train_dataset(
                 name=name,
                 version=version,
                 kind=kind,
-                base_model=MODEL_NAME,
+                base_model=BASE_MODEL_NAME,
                 dataset=dataset,
                 labels=list(splits.labels),
                 num_layers=depth,

@@ -11,8 +11,8 @@ import asyncio
 import numpy as np
 
 from services.adapters.tritonserver_client import TritonModels
+from services.embedding.bundle import ONNX_INPUTS, ONNX_OUTPUT
 from services.embedding.core.ports import EmbeddingBackend
-from services.embedding.offline.export import ONNX_INPUTS, ONNX_OUTPUT
 
 
 class TritonBackend(EmbeddingBackend):

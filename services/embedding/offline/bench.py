@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from services.common.base_model import source_model_dir
+from services.embedding.bundle import INT8_SUFFIX, MODEL_NAME
 from services.embedding.client import EmbeddingClient
-from services.embedding.offline.export import INT8_SUFFIX, MODEL_NAME, source_model_dir
 from services.offline.datasets import rotten_tomatoes
 from services.supervisor import service_process
 

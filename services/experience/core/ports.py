@@ -1,4 +1,6 @@
-"""The interface every experience store implements.
+"""The ports of the experience core: the store every backend implements, and the embedder.
+
+The interface every experience store implements:
 
 Stores are synchronous and thread-safe; the service calls them from worker threads (or, for
 stores with ``quick_reads``, reads a few points on its event loop).
@@ -9,12 +11,15 @@ isolation is enforced here, not by the caller's filters.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from services.experience.core.experience import Experience
+
+#: Texts in, float32 unit vectors [len(texts), dimension] out; raises BackendUnavailable when it cannot.
+Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 
 
 @dataclass(frozen=True)

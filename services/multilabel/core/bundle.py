@@ -74,10 +74,14 @@ class StoredMultiLabelModel:
         return np.asarray(self.manifest.policies[policy].thresholds)
 
 
+def models_root(models_dir: Path) -> Path:
+    return models_dir / "multilabel"
+
+
 def save_model(
     models_dir: Path, manifest: MultiLabelManifest, classifiers: dict[str, MlpClassifier]
 ) -> StoredMultiLabelModel:
-    directory = models_dir / "multilabel" / manifest.name / manifest.version
+    directory = models_root(models_dir) / manifest.name / manifest.version
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {
         f"{kind}.{name}": array for kind, c in classifiers.items() for name, array in c.arrays().items()
@@ -88,18 +92,3 @@ def save_model(
     temporary.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
     temporary.replace(directory / MANIFEST)
     return StoredMultiLabelModel(directory)
-
-
-def list_models(models_dir: Path) -> dict[str, dict[str, StoredMultiLabelModel]]:
-    """name → version → model, for every complete version on disk."""
-    root = models_dir / "multilabel"
-    found: dict[str, dict[str, StoredMultiLabelModel]] = {}
-    if not root.is_dir():
-        return found
-    for name_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        versions = {
-            v.name: StoredMultiLabelModel(v) for v in sorted(name_dir.iterdir()) if (v / MANIFEST).is_file()
-        }
-        if versions:
-            found[name_dir.name] = versions
-    return found

@@ -27,8 +27,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from services.embedding.client import EmbeddingClient
-from services.embedding.offline.export import MODEL_NAME
+from services.adapters.embedding_service import RemoteEmbedder
+from services.common.base_model import BASE_MODEL_NAME
+from services.common.progress import MirroredProgress
 from services.multilabel.core.bundle import (
     MultiLabelManifest,
     Policy,
@@ -237,10 +238,20 @@ def label_matrix(rows: Sequence, labels: Sequence[str]) -> np.ndarray:
 
 
 async def embed_texts(target: str, texts: Sequence[str], batch: int = 64) -> np.ndarray:
-    async with EmbeddingClient(target, timeout_s=120) as client:
-        chunks = [
-            (await client.embed(list(texts[i : i + batch]))).vectors for i in range(0, len(texts), batch)
-        ]
+    """Through the embedding service at ``target``, waiting for it while it loads."""
+    embedder = RemoteEmbedder(target, timeout_s=120)
+    said: set[str] = set()
+
+    def report(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            Console(stderr=True).log(message)
+
+    try:
+        await embedder.wait_ready(report)
+        chunks = [await embedder.embed(list(texts[i : i + batch])) for i in range(0, len(texts), batch)]
+    finally:
+        await embedder.close()
     return np.concatenate(chunks).astype(np.float64)
 
 
@@ -288,7 +299,7 @@ def train_multilabel(
     ones = np.ones(len(labels))
     unweighted = train_classifier(*train, ones, classifier_config)
     tuned_thresholds = tune_thresholds(unweighted.probabilities(dev[0]), dev[1])
-    with Progress(
+    with MirroredProgress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -319,7 +330,7 @@ def train_multilabel(
         name=name or dataset,
         version=f"{stamp}-{digest}",
         dataset=splits.name,
-        encoder=MODEL_NAME,
+        encoder=BASE_MODEL_NAME,
         labels=labels,
         policies=policies,
         training={

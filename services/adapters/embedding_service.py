@@ -1,0 +1,46 @@
+"""The embedding service as the backend of another service's core: texts in, unit vectors out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import grpc
+import numpy as np
+from rosemesh.embedding.v1 import embedding_pb2
+
+from services.common.errors import BackendUnavailable
+from services.embedding.client import EmbeddingClient
+
+#: Between attempts to reach an embedding service that is not up yet.
+_RETRY_S = 1.0
+
+
+class RemoteEmbedder:
+    """Fills a core's ``TextEmbedder`` port over gRPC. The channel belongs to the event loop that
+    creates this object, so build it inside the service's ``load``."""
+
+    def __init__(self, target: str, timeout_s: float, **security: object) -> None:
+        self.target = target
+        self.client = EmbeddingClient(target, timeout_s=timeout_s, **security)
+
+    async def wait_ready(self, report: Callable[[str], None]) -> embedding_pb2.ModelInfo:
+        """The service's default model, once it answers (pods start in any order)."""
+        while True:
+            try:
+                models = await self.client.list_models(max_attempts=1)
+            except (grpc.aio.AioRpcError, BackendUnavailable) as exc:
+                reason = f"{exc.code().name} {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                report(f"waiting for the embedding service at {self.target}: {reason}")
+                await asyncio.sleep(_RETRY_S)
+                continue
+            return next((m for m in models if m.is_default), models[0])
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        try:
+            return (await self.client.embed(texts)).vectors
+        except grpc.aio.AioRpcError as exc:
+            raise BackendUnavailable(f"embedding service at {self.target} is unavailable: {exc.details()}") from exc
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -1,0 +1,51 @@
+"""Progress bars for long offline work that a waiting service can also read.
+
+``MirroredProgress`` is rich's ``Progress``; when the process was started with
+``ROSEMESH_PROGRESS_FILE`` set, every update is also written there (at most twice a second), so
+that a service waiting for the bundle shows the same progress in its status message.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress, TaskID
+
+from services.common.bundles import PROGRESS_FILE_ENV, write_progress
+
+_INTERVAL_S = 0.5
+
+
+class MirroredProgress(Progress):
+    def __init__(self, *columns: Any, **options: Any) -> None:
+        super().__init__(*columns, **options)
+        target = os.environ.get(PROGRESS_FILE_ENV)
+        self._mirror = Path(target) if target else None
+        self._mirrored_at = 0.0
+
+    def _write_mirror(self, task_id: TaskID, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._mirror is None or (not force and now - self._mirrored_at < _INTERVAL_S):
+            return
+        self._mirrored_at = now
+        task = self._tasks.get(task_id)
+        if task is None:
+            return
+        done = f" {task.completed:.0f}/{task.total:.0f} ({task.percentage:.0f}%)" if task.total else ""
+        write_progress(self._mirror, f"{task.description}{done}")
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        self._write_mirror(task_id, force=True)
+        return task_id
+
+    def update(self, task_id: TaskID, *args: Any, **kwargs: Any) -> None:
+        super().update(task_id, *args, **kwargs)
+        self._write_mirror(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._write_mirror(task_id)

@@ -1,0 +1,64 @@
+"""The exported embedding model as both sides see it: the export writes this layout, the
+service loads it. Names, graph inputs and the recipe that makes an export current."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.base_model import BASE_MODEL_NAME
+
+MODEL_NAME = BASE_MODEL_NAME
+INT8_SUFFIX = "-int8"
+DIMENSION = 384
+# sentence-transformers' max_seq_length for this model; the position table allows 512.
+MAX_TOKENS = 256
+ONNX_INPUTS = ("input_ids", "attention_mask")
+ONNX_OUTPUT = "embeddings"
+#: Recorded in the manifest; an export made with another graph recipe is redone.
+GRAPH = "bert-fused"
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    name: str
+    directory: Path
+    dimension: int
+    max_tokens: int
+
+    @property
+    def fp32_path(self) -> Path:
+        return self.directory / "model.onnx"
+
+    @property
+    def int8_path(self) -> Path:
+        return self.directory / "model.int8.onnx"
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.directory / "tokenizer.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / "manifest.json"
+
+    def graph(self) -> str | None:
+        """The graph recipe of the export in place, if any (the manifest is written last)."""
+        try:
+            return json.loads(self.manifest_path.read_text()).get("graph")
+        except (OSError, ValueError):
+            return None
+
+    def missing(self, *, int8: bool) -> list[str]:
+        """The export steps still to run ("fp32", "int8") for a current export."""
+        steps = []
+        if not self.fp32_path.exists() or not self.tokenizer_path.exists() or self.graph() != GRAPH:
+            steps.append("fp32")
+        if int8 and ("fp32" in steps or not self.int8_path.exists()):
+            steps.append("int8")
+        return steps
+
+
+def exported_model(models_dir: Path) -> ExportedModel:
+    return ExportedModel(MODEL_NAME, models_dir / "embedding" / MODEL_NAME, DIMENSION, MAX_TOKENS)
