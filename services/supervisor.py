@@ -66,7 +66,7 @@ class BundleMakers(threading.Thread):
         self._current: subprocess.Popen[bytes] | None = None
         self._stopped = False
 
-    def _started(self, maker: subprocess.Popen[bytes]) -> None:
+    def _begin(self, maker: subprocess.Popen[bytes]) -> None:
         self._current = maker
 
     def run(self) -> None:
@@ -74,7 +74,7 @@ class BundleMakers(threading.Thread):
             if self._stopped:
                 return
             try:
-                make_bundle(request, self._started)
+                make_bundle(request, self._begin)
             except RuntimeError as exc:
                 if not self._stopped:
                     self.error = str(exc)
@@ -228,6 +228,9 @@ def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
             console.print(f"[red]not SERVING after {startup_timeout_s:.0f}s: {', '.join(sorted(waiting))}")
             stopping, code = True, 1
         time.sleep(0.5)
+    if waiting and code == 0:
+        console.print("[yellow]stop requested while starting; stopping what has started")
+        code = 1
     makers.stop()
     stop_all(running, console)
     return code

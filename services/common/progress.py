@@ -12,11 +12,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress, TaskID
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from services.common.bundles import PROGRESS_FILE_ENV, write_progress
 
 _INTERVAL_S = 0.5
+
+
+def counting_columns() -> tuple[ProgressColumn, ...]:
+    """The columns of a bar that counts steps: what, the bar, done/total, time taken."""
+    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
 class MirroredProgress(Progress):

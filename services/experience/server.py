@@ -8,7 +8,7 @@ import math
 import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Literal
 
 import grpc
@@ -26,7 +26,7 @@ from services.experience.core.experience import TENANT_PATTERN, Experience, expe
 from services.experience.core.orchestrate import DEFAULT_MMR_LAMBDA, DEFAULT_UNCERTAINTY_RATIO, Bucketing
 from services.experience.core.pool import ExperiencePool, OrchestrateQuery, RecordInput, SearchMode, Strategy
 from services.experience.core.ports import ExperienceStore
-from services.experience.core.record import Path
+from services.experience.core.record import ReasoningPath
 from services.runtime.config import ServiceSettings
 from services.runtime.security import caller_tenant
 from services.runtime.server import Service, StartProgress
@@ -35,8 +35,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperienceService"].full_name
 TENANT_RULE = "must be 1 to 64 characters of a-z, 0-9, '-' and '_'"
 
 
-def default_data_dir() -> FsPath:
-    data = FsPath(os.environ.get("XDG_DATA_HOME", FsPath.home() / ".local" / "share"))
+def default_data_dir() -> Path:
+    data = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
     return data / "rosemesh" / "experience"
 
 
@@ -48,7 +48,7 @@ class ExperienceSettings(ServiceSettings):
     embedding_target: str = Field("127.0.0.1:50051", description="address of the embedding service")
     embedding_timeout_s: float = Field(10.0, gt=0, description="deadline of each embedding call")
     storage: Literal["edge", "qdrant"] = Field("edge", description="embedded Qdrant engine, or a Qdrant server")
-    data_dir: FsPath = Field(default_factory=default_data_dir, description="where the embedded engine keeps data")
+    data_dir: Path = Field(default_factory=default_data_dir, description="where the embedded engine keeps data")
     hnsw_threshold: int = Field(20_000, ge=1, description="points before the embedded engine builds HNSW")
     qdrant_url: str = Field("", description="Qdrant server URL, for --storage qdrant")
     qdrant_api_key: str = Field("", description="Qdrant API key, for --storage qdrant")
@@ -183,7 +183,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
         for i, path in enumerate(request.paths[: s.max_paths]):
             self._check_text(v, path.reasoning, f"{prefix}paths[{i}].reasoning", s.max_reasoning_bytes)
             self._check_text(v, path.answer, f"{prefix}paths[{i}].answer", s.max_answer_bytes)
-        return RecordInput(tenant, request.question, [Path(p.reasoning, p.answer) for p in request.paths])
+        return RecordInput(tenant, request.question, [ReasoningPath(p.reasoning, p.answer) for p in request.paths])
 
     def _key(self, v: Validator, request: pb.GetRequest | pb.DeleteRequest) -> tuple[str, str]:
         """(tenant, experience id) named by a Get or Delete."""

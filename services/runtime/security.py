@@ -88,10 +88,6 @@ class CallContext:
 _CALL: ContextVar[CallContext | None] = ContextVar("rosemesh_call", default=None)
 
 
-def current_call() -> CallContext | None:
-    return _CALL.get()
-
-
 def caller_tenant() -> str | None:
     """The authenticated tenant of the call being served, or None when authentication is off."""
     call = _CALL.get()

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Trailing metadata of a health check while the service loads: what it is doing.
 PROGRESS_METADATA = "rosemesh-progress"
+#: How often a loading service logs progress that only counts up.
+LOG_INTERVAL_S = 10.0
 
 
 class Service(ABC):
@@ -84,10 +88,14 @@ class StartProgress:
         self.service = service
         self.message = "starting"
         self.ready = False
+        self._logged = ("", 0.0)
 
     def report(self, message: str) -> None:
-        if message != self.message:
-            self.message = message
+        """Logged when the kind of message changes, or every ``LOG_INTERVAL_S`` while it only counts up."""
+        self.message = message
+        kind, now = re.sub(r"[\d.]+", "#", message), time.monotonic()
+        if kind != self._logged[0] or now - self._logged[1] >= LOG_INTERVAL_S:
+            self._logged = (kind, now)
             log.info("loading", extra={"progress": message})
 
     def unavailable(self) -> str:

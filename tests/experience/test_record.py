@@ -7,7 +7,7 @@ import math
 import pytest
 
 from services.experience.core.experience import experience_id, normalise_question
-from services.experience.core.record import Path, count_steps, entropy, summarise
+from services.experience.core.record import ReasoningPath, count_steps, entropy, summarise
 
 
 def test_steps_are_non_empty_lines() -> None:
@@ -26,11 +26,11 @@ def test_entropy_in_nats() -> None:
 
 def test_summary_of_five_paths() -> None:
     paths = [
-        Path("2 apples\nplus 3\nis 5", "5"),
-        Path("2+3=5", " 5 "),
-        Path("guess", "6"),
-        Path("start with 2\nadd 3\n\ncount\nget 5", "5"),
-        Path("no idea", "7"),
+        ReasoningPath("2 apples\nplus 3\nis 5", "5"),
+        ReasoningPath("2+3=5", " 5 "),
+        ReasoningPath("guess", "6"),
+        ReasoningPath("start with 2\nadd 3\n\ncount\nget 5", "5"),
+        ReasoningPath("no idea", "7"),
     ]
     summary = summarise(paths)
     assert summary.answer == "5"
@@ -43,17 +43,17 @@ def test_summary_of_five_paths() -> None:
 
 
 def test_answers_vote_together_across_case_and_spacing() -> None:
-    summary = summarise([Path("a", "Paris"), Path("b", "paris "), Path("c", "Lyon")])
+    summary = summarise([ReasoningPath("a", "Paris"), ReasoningPath("b", "paris "), ReasoningPath("c", "Lyon")])
     assert summary.majority_count == 2 and summary.answer in ("Paris", "paris")
 
 
 def test_tied_vote_goes_to_the_answer_seen_first() -> None:
-    summary = summarise([Path("x\ny", "B"), Path("z", "A"), Path("w", "A"), Path("v", "B")])
+    summary = summarise([ReasoningPath("x\ny", "B"), ReasoningPath("z", "A"), ReasoningPath("w", "A"), ReasoningPath("v", "B")])
     assert summary.answer == "B" and summary.uncertainty == pytest.approx(math.log(2))
 
 
 def test_longest_path_ties_break_on_characters_then_order() -> None:
-    summary = summarise([Path("a\nb", "1"), Path("aa\nbb", "1"), Path("cc\ndd", "1")])
+    summary = summarise([ReasoningPath("a\nb", "1"), ReasoningPath("aa\nbb", "1"), ReasoningPath("cc\ndd", "1")])
     assert summary.reasoning == "aa\nbb" and summary.uncertainty == 0.0
 
 

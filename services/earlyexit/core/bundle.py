@@ -100,9 +100,6 @@ class StoredModel:
     def exit_table(self) -> np.ndarray:
         return np.load(self.directory / EXIT_TABLE)
 
-    def save_manifest(self) -> None:
-        write_manifest(self.directory, self.manifest)
-
 
 def write_manifest(directory: Path, manifest: ModelManifest) -> None:
     """Atomically: a reader never sees a half-written manifest."""

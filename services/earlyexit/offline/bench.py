@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
+from services.common.progress import counting_columns
 from services.earlyexit.client import EarlyExitClient
 from services.earlyexit.core.policy import ExitMode, ExitPolicy, ModelKind
 from services.earlyexit.offline.train import (
@@ -222,10 +223,7 @@ def run_benchmark(
     with (
         service_process("earlyexit", flags) as service,
         Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
+            *counting_columns(),
             console=console,
         ) as progress,
     ):

@@ -21,16 +21,12 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
 from services.common.base_model import BASE_MODEL_NAME, source_model_dir
-from services.common.progress import MirroredProgress
+from services.common.progress import MirroredProgress, counting_columns
 from services.common.tokens import EncodedText, TextEncoder, pad_batch
 from services.earlyexit.core.bundle import (
     EXIT_TABLE,
@@ -381,10 +377,7 @@ def train_dataset(
     # The plain baseline first: the multi-exit manifest records its accuracy.
     ordered = sorted(variants, key=lambda v: v != "plain")
     with MirroredProgress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        *counting_columns(),
         TimeRemainingColumn(),
         console=console,
     ) as progress:

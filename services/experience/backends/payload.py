@@ -62,6 +62,14 @@ def vector_values(vector: np.ndarray, dimension: int) -> list[float]:
     return array.tolist()
 
 
+def page_offset(after_id: str | None) -> str | None:
+    """The scroll offset of a page that starts after ``after_id``; None for the first page."""
+    offset = None if after_id is None else point_id(after_id)
+    if after_id is not None and offset is None:
+        raise ValueError(f"after_id {after_id!r} is not an experience id")
+    return offset
+
+
 def page_after(ids_and_items: Sequence[tuple[str, T]], after_id: str | None, limit: int) -> list[T]:
     """Qdrant's scroll offset is inclusive: drop the cursor itself from a page fetched with
     ``limit + 1`` starting at ``after_id``."""

@@ -33,6 +33,7 @@ from services.experience.backends.payload import (
     TENANT,
     from_payload,
     page_after,
+    page_offset,
     point_id,
     point_ids,
     scroll_pages,
@@ -160,9 +161,7 @@ class QdrantEdgeStore(ExperienceStore):
     def page(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
         if limit <= 0:
             return []
-        offset = None if after_id is None else point_id(after_id)
-        if after_id is not None and offset is None:
-            raise ValueError(f"after_id {after_id!r} is not an experience id")
+        offset = page_offset(after_id)
         request = qe.ScrollRequest(
             offset=offset, limit=limit + 1, filter=_tenant_filter(tenant), with_payload=True
         )

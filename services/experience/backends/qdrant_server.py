@@ -29,6 +29,7 @@ from services.experience.backends.payload import (
     TENANT,
     from_payload,
     page_after,
+    page_offset,
     point_id,
     point_ids,
     scroll_pages,
@@ -159,9 +160,7 @@ class QdrantServerStore(ExperienceStore):
     def page(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
         if limit <= 0:
             return []
-        offset = None if after_id is None else point_id(after_id)
-        if after_id is not None and offset is None:
-            raise ValueError(f"after_id {after_id!r} is not an experience id")
+        offset = page_offset(after_id)
         records, _ = self._scroll(where=_tenant_filter(tenant), limit=limit + 1, offset=offset)
         return page_after([(str(r.id), _experience(r)) for r in records], offset, limit)
 

@@ -7,6 +7,8 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 
+from services.experience.core.record import PathSummary
+
 # A fixed namespace so that ids are stable across processes, machines and versions.
 EXPERIENCE_NAMESPACE = uuid.UUID("5b0f3a52-6c57-4f4e-9d4e-1c1d2e7c8a90")
 TENANT_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -24,15 +26,11 @@ def experience_id(tenant: str, question: str) -> str:
 
 
 @dataclass(frozen=True)
-class Experience:
+class Experience(PathSummary):
+    """A recorded question: the vote over its reasoning paths, whose it is, and when."""
+
     id: str
     tenant: str
     question: str
-    reasoning: str  # the demonstration: the longest majority-answer path
-    answer: str  # the majority answer
-    uncertainty: float  # entropy (nats) of the final-answer distribution
-    complexity: float  # mean steps over majority-answer paths
-    path_count: int
-    majority_count: int
     create_time: float  # seconds since the epoch
     update_time: float

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from enum import StrEnum
 
 import numpy as np
 from prometheus_client import Gauge
@@ -18,17 +19,17 @@ from services.experience.core.defence import BackdoorScreen
 from services.experience.core.experience import Experience, experience_id
 from services.experience.core.mirror import PoolView, TenantMirror
 from services.experience.core.ports import Embed, ExperienceStore, StoredPoint
-from services.experience.core.record import Path, summarise
+from services.experience.core.record import ReasoningPath, summarise
 
 
-class Strategy:
+class Strategy(StrEnum):
     ROSE = "rose"
     SIMILARITY_TOPK = "similarity_topk"
     MMR = "mmr"
     RANDOM = "random"
 
 
-class SearchMode:
+class SearchMode(StrEnum):
     AUTO = "auto"  # exact below the pool's sublinear threshold, sublinear at or above it
     EXACT = "exact"
     SUBLINEAR = "sublinear"
@@ -39,8 +40,8 @@ class OrchestrateQuery:
     tenant: str
     question: str
     k: int
-    strategy: str = Strategy.ROSE
-    search_mode: str = SearchMode.AUTO
+    strategy: Strategy = Strategy.ROSE
+    search_mode: SearchMode = SearchMode.AUTO
     uncertainty_ratio: float = algo.DEFAULT_UNCERTAINTY_RATIO
     bucketing: algo.Bucketing = algo.Bucketing.EQUAL_WIDTH
     mmr_lambda: float = algo.DEFAULT_MMR_LAMBDA
@@ -58,7 +59,7 @@ class Demonstration:
 class Orchestration:
     demonstrations: list[Demonstration]
     pool_size: int
-    search_mode: str
+    search_mode: SearchMode
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class PoolStats:
 class RecordInput:
     tenant: str
     question: str
-    paths: list[Path]
+    paths: list[ReasoningPath]
 
 
 log = logging.getLogger(__name__)
@@ -161,15 +162,10 @@ class ExperiencePool:
             for record, eid, summary, vector in zip(inputs, ids, summaries, vectors, strict=True):
                 before = points[eid].experience if eid in points else existing.get(eid)
                 experience = Experience(
+                    **asdict(summary),
                     id=eid,
                     tenant=record.tenant,
                     question=record.question,
-                    reasoning=summary.reasoning,
-                    answer=summary.answer,
-                    uncertainty=summary.uncertainty,
-                    complexity=summary.complexity,
-                    path_count=summary.path_count,
-                    majority_count=summary.majority_count,
                     create_time=before.create_time if before else now,
                     update_time=now,
                 )
@@ -279,7 +275,7 @@ class ExperiencePool:
         return await self._demonstrations(query.tenant, chosen, len(pool), mode)
 
     async def _demonstrations(
-        self, tenant: str, chosen: list[tuple[str, float, int | None]], pool_size: int, mode: str
+        self, tenant: str, chosen: list[tuple[str, float, int | None]], pool_size: int, mode: SearchMode
     ) -> Orchestration:
         ids = [eid for eid, _, _ in chosen]
         if self.store.quick_reads:

@@ -11,7 +11,7 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
-class Path:
+class ReasoningPath:
     reasoning: str
     answer: str
 
@@ -41,7 +41,7 @@ def entropy(counts: list[int]) -> float:
     return -sum(c / total * math.log(c / total) for c in counts if c) + 0.0  # + 0.0: no -0.0
 
 
-def summarise(paths: list[Path]) -> PathSummary:
+def summarise(paths: list[ReasoningPath]) -> PathSummary:
     """Vote on the answers, measure uncertainty and complexity, keep the longest majority path.
 
     Ties: the majority answer is the most frequent one that appears first among the paths; the

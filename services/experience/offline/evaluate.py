@@ -1,4 +1,4 @@
-"""`rosemesh rose eval`: stream a real data set through the RoSE loop and through zero-shot CoT.
+"""`rosemesh experience eval`: stream a real data set through the RoSE loop and through zero-shot CoT.
 
 Both arms ask the same LLM the same questions with the same sampling; RoSE starts from an empty
 pool and records every answered question, so its accuracy is reported as the pool grows.

@@ -12,7 +12,7 @@ from openai import AsyncOpenAI
 from rosemesh.experience.v1 import experience_pb2 as pb
 
 from services.experience.client import ExperienceClient
-from services.experience.core.record import Path, summarise
+from services.experience.core.record import ReasoningPath, summarise
 
 SYSTEM_PROMPT = (
     "You answer multiple-choice and arithmetic questions. Think step by step, one step per line, "
@@ -44,7 +44,7 @@ def build_prompt(question: str, demonstrations: Sequence[pb.Demonstration]) -> s
 class LoopAnswer:
     answer: str
     uncertainty: float
-    paths: list[Path]
+    paths: list[ReasoningPath]
     demonstrations: int
 
 
@@ -71,8 +71,8 @@ class RoseLoop:
         self.config = config
         self.extract = extract
 
-    async def _sample(self, prompt: str) -> list[Path]:
-        async def one() -> Path:
+    async def _sample(self, prompt: str) -> list[ReasoningPath]:
+        async def one() -> ReasoningPath:
             completion = await self.llm.chat.completions.create(
                 model=self.config.model,
                 messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
@@ -80,7 +80,7 @@ class RoseLoop:
                 max_tokens=self.config.max_tokens,
             )
             text = completion.choices[0].message.content or ""
-            return Path(text.strip() or "(no reasoning)", self.extract(text) or "?")
+            return ReasoningPath(text.strip() or "(no reasoning)", self.extract(text) or "?")
 
         return list(await asyncio.gather(*(one() for _ in range(self.config.paths))))
 

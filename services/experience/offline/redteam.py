@@ -28,7 +28,7 @@ from services.embedding.client import EmbeddingClient
 from services.experience.backends.qdrant_edge import QdrantEdgeStore
 from services.experience.core.defence import BackdoorScreen
 from services.experience.core.pool import ExperiencePool, OrchestrateQuery, RecordInput, Strategy
-from services.experience.core.record import Path as ReasoningPath
+from services.experience.core.record import ReasoningPath
 from services.offline.datasets import WordProblem, asdiv
 from services.supervisor import service_process
 

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from torch import nn
 
 from services.adapters.embedding_service import RemoteEmbedder
 from services.common.base_model import BASE_MODEL_NAME
-from services.common.progress import MirroredProgress
+from services.common.progress import MirroredProgress, counting_columns
 from services.multilabel.core.bundle import (
     MultiLabelManifest,
     Policy,
@@ -300,10 +300,7 @@ def train_multilabel(
     unweighted = train_classifier(*train, ones, classifier_config)
     tuned_thresholds = tune_thresholds(unweighted.probabilities(dev[0]), dev[1])
     with MirroredProgress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        *counting_columns(),
         console=console,
     ) as progress:
         meta = meta_learn(train, dev, classifier_config, meta_config, progress)
