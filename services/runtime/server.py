@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: Trailing metadata of a health check while the service loads: what it is doing.
 PROGRESS_METADATA = "rosemesh-progress"
+#: A health service name that is SERVING from the moment the port opens until the drain: the
+#: process is alive, whether or not it has loaded (Kubernetes' startup and liveness probes).
+LIVENESS_SERVICE = "rosemesh.liveness"
 #: How often a loading service logs progress that only counts up.
 LOG_INTERVAL_S = 10.0
 
@@ -220,6 +223,7 @@ class ServiceRunner:
         self.metrics_port = start_metrics_server(settings.host, settings.metrics_port)
         for name in ("", *service.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await server.start()
         log.info(
             "listening",

@@ -11,6 +11,7 @@ import yaml
 
 from deploy.dashboards.generate import rendered as generated_dashboards
 from services.catalog import SERVICES, service_class
+from services.runtime.server import LIVENESS_SERVICE
 from tests.deploy.tooling import (
     CHART,
     KUBERNETES_VERSION,
@@ -111,9 +112,11 @@ def test_every_deployment_has_health_probes_resources_and_a_locked_down_security
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if name.endswith("-triton"):  # Triton's own KServe v2 health endpoints
                 assert container[probe]["httpGet"]["path"].startswith("/v2/health/"), (name, probe)
-            else:  # grpc.health.v1 on the service's gRPC port
+            else:  # grpc.health.v1 on the service's gRPC port: alive while loading, ready once loaded
                 grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
                 assert container[probe]["grpc"]["port"] == grpc_port, (name, probe)
+                expected = "" if probe == "readinessProbe" else LIVENESS_SERVICE
+                assert container[probe]["grpc"].get("service", "") == expected, (name, probe)
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert "/tmp" in mounts, name  # a writable /tmp despite the read-only root
 

@@ -19,7 +19,7 @@ from services.common.bundles import PROGRESS_FILE_ENV, progress_file, read_progr
 from services.common.net import free_port
 from services.common.progress import MirroredProgress
 from services.multilabel.core.bundle import models_root
-from services.runtime.server import PROGRESS_METADATA
+from services.runtime.server import LIVENESS_SERVICE, PROGRESS_METADATA
 from services.supervisor import RunningService
 from tests.conftest import MULTILABEL_MODEL
 
@@ -99,10 +99,10 @@ def test_mirrored_progress_writes_what_a_waiting_service_reads(
     assert read_progress(target) == "meta-learner reward 0.71 4/10 (40%)"
 
 
-def health_with_progress(address: str) -> tuple[int, str | None]:
+def health_with_progress(address: str, service: str = "") -> tuple[int, str | None]:
     with grpc.insecure_channel(address) as channel:
         response, call = health_pb2_grpc.HealthStub(channel).Check.with_call(
-            health_pb2.HealthCheckRequest(), timeout=5
+            health_pb2.HealthCheckRequest(service=service), timeout=5
         )
     progress = dict(call.trailing_metadata() or ()).get(PROGRESS_METADATA)
     return response.status, progress
@@ -139,6 +139,7 @@ def test_a_service_waits_for_its_bundle_not_serving_with_progress_then_serves(
         progress = wait_for_health(address, process, health_pb2.HealthCheckResponse.NOT_SERVING, 60)
         assert progress is not None and "meta-learner (REINFORCE) 3/10 (30%)" in progress
         assert f"the default multi-label model {MULTILABEL_MODEL!r}" in progress
+        assert health_with_progress(address, LIVENESS_SERVICE)[0] == health_pb2.HealthCheckResponse.SERVING
         with grpc.insecure_channel(address) as channel:
             stub = multilabel_pb2_grpc.MultiLabelServiceStub(channel)
             with pytest.raises(grpc.RpcError) as early:
