@@ -260,7 +260,7 @@ def bench_kernels(
     rounds: Annotated[int, typer.Option(help="rounds per timing; the best is kept")] = 5,
 ) -> None:
     """Each kernel's fast path against its reference and a library alternative, in one run."""
-    from services.offline.kernels_bench import run_benchmark
+    from kernels.offline.bench import run_benchmark
 
     result = run_benchmark(sizes or [10_000, 100_000, 1_000_000], dimension, k, rounds)
     typer.echo(json.dumps(result, indent=None if as_json else 2))

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import torch
+from torch import nn
 
 from kernels import active_attention, bucketed_selection, exit_rule
 
@@ -68,7 +69,7 @@ def bench_selection(n: int, dimension: int, k: int, rounds: int, rng: np.random.
     return result
 
 
-def bench_exit_test(rows: int, labels: int, rounds: int, rng: np.random.Generator) -> dict:
+def bench_exit_rule(rows: int, labels: int, rounds: int, rng: np.random.Generator) -> dict:
     logits = rng.standard_normal((rows, labels)).astype(np.float32)
     previous, unchanged = rng.integers(-1, labels, rows), rng.integers(0, 3, rows)
     run = (logits, previous, unchanged, 0.5, 2)
@@ -79,13 +80,27 @@ def bench_exit_test(rows: int, labels: int, rounds: int, rng: np.random.Generato
     }
 
 
-def bench_active_layer(batch: int, length: int, active_share: float, rounds: int) -> dict:
-    from services.earlyexit.offline.modeling import EncoderLayer, key_bias_from_mask
+class RandomLayer(nn.Module):
+    """A MiniLM-shaped BERT layer with random weights: what ``active_attention.Layer`` reads."""
 
+    def __init__(self, hidden: int = 384, heads: int = 12, ffn: int = 1536, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.attention_out = nn.Linear(hidden, hidden)
+        self.attention_norm = nn.LayerNorm(hidden, eps=eps)
+        self.ffn_in = nn.Linear(hidden, ffn)
+        self.ffn_out = nn.Linear(ffn, hidden)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
+
+
+def bench_active_layer(batch: int, length: int, active_share: float, rounds: int) -> dict:
     torch.manual_seed(0)
-    layer = EncoderLayer(hidden=384, heads=12, ffn=1536, eps=1e-12).eval()
+    layer = RandomLayer().eval()
     hidden = torch.randn(batch, length, 384)
-    key_bias = key_bias_from_mask(torch.ones(batch, length))
+    key_bias = torch.zeros(batch, 1, 1, length)  # no padding: every key visible
     active = (torch.rand(batch * length) < active_share).nonzero().squeeze(1)
     with torch.no_grad():
         return {
@@ -102,6 +117,6 @@ def run_benchmark(sizes: list[int], dimension: int, k: int, rounds: int) -> dict
         "device": "cpu",
         "threads": torch.get_num_threads(),
         "bucketed_selection": [bench_selection(n, dimension, k, rounds, rng) for n in sizes],
-        "exit_rule": [bench_exit_test(rows, 77, rounds, rng) for rows in (32, 1024, 65536)],
+        "exit_rule": [bench_exit_rule(rows, 77, rounds, rng) for rows in (32, 1024, 65536)],
         "active_attention": [bench_active_layer(batch, 64, 0.5, rounds) for batch in (8, 32)],
     }
