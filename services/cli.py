@@ -178,13 +178,13 @@ def train_earlyexit(
 
 @export_app.command("embedding")
 def export_embedding(force: Annotated[bool, typer.Option(help="export again even if present")] = False) -> None:
-    """Export all-MiniLM-L6-v2 to ONNX (fp32 and int8)."""
+    """Export all-MiniLM-L6-v2 to ONNX (fp32, and int8 unless ROSEMESH_EMBEDDING_INT8=false)."""
     from services.embedding.offline.export import ensure_exported
     from services.embedding.server import EmbeddingSettings
     from services.runtime.config import load_settings
 
-    settings = load_settings(EmbeddingSettings)
-    model = ensure_exported(settings.models_dir, force=force)
+    settings = load_settings(EmbeddingSettings)  # ROSEMESH_EMBEDDING_MODELS_DIR, ROSEMESH_EMBEDDING_INT8
+    model = ensure_exported(settings.models_dir, int8=settings.int8, force=force)
     typer.echo(str(model.directory))
 
 

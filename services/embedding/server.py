@@ -134,10 +134,11 @@ class EmbeddingService(Service):
     def bundles(self) -> Sequence[BundleRequest]:
         if not self._missing():
             return ()
-        command = ["export", "embedding", "--models-dir", str(self.settings.models_dir)]
-        if not self.settings.int8:
-            command.append("--no-int8")
-        return [BundleRequest(f"the {MODEL_NAME} export", self.model.directory, command, minutes=1)]
+        env = {
+            "ROSEMESH_EMBEDDING_MODELS_DIR": str(self.settings.models_dir),
+            "ROSEMESH_EMBEDDING_INT8": str(self.settings.int8).lower(),
+        }
+        return [BundleRequest(f"the {MODEL_NAME} export", self.model.directory, ["export", "embedding"], 1, env)]
 
     @property
     def service_names(self) -> Sequence[str]:

@@ -13,11 +13,13 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from rosemesh.multilabel.v1 import multilabel_pb2, multilabel_pb2_grpc
 
 from services.common.bundles import PROGRESS_FILE_ENV, progress_file, read_progress, write_progress
 from services.common.net import free_port
 from services.common.progress import MirroredProgress
+from services.embedding.bundle import exported_model
 from services.multilabel.core.bundle import models_root
 from services.runtime.server import LIVENESS_SERVICE, PROGRESS_METADATA
 from services.supervisor import RunningService
@@ -94,9 +96,12 @@ def test_mirrored_progress_writes_what_a_waiting_service_reads(
         task = progress.add_task("meta-learner", total=10)
         assert read_progress(target) == "meta-learner 0/10 (0%)"
         progress.update(task, completed=3, description="meta-learner reward 0.71")
+        assert read_progress(target) == "meta-learner reward 0.71 3/10 (30%)"  # a new step: at once
+        progress.advance(task)
+        assert read_progress(target) == "meta-learner reward 0.71 3/10 (30%)"  # a count: not yet
         time.sleep(0.6)  # past the mirror's interval
         progress.advance(task)
-    assert read_progress(target) == "meta-learner reward 0.71 4/10 (40%)"
+    assert read_progress(target) == "meta-learner reward 0.71 5/10 (50%)"
 
 
 def health_with_progress(address: str, service: str = "") -> tuple[int, str | None]:
@@ -159,6 +164,44 @@ def test_a_service_waits_for_its_bundle_not_serving_with_progress_then_serves(
             stub = multilabel_pb2_grpc.MultiLabelServiceStub(channel)
             response = stub.Predict(multilabel_pb2.PredictRequest(texts=["you idiot"]), timeout=30)
         assert response.model == MULTILABEL_MODEL and len(response.predictions) == 1
+    finally:
+        process.terminate()
+        assert process.wait(timeout=60) == 0
+
+
+def test_serve_makes_a_missing_export_itself_and_serves_once_it_is_published(tmp_path: Path) -> None:
+    """The real maker: `rosemesh serve embedding` on an empty models folder starts the export as a
+    process of its own, shows its progress while NOT_SERVING, and serves the published export."""
+    models_dir = tmp_path / "models"
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    flags = ["--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(free_port())]
+    flags += ["--models-dir", str(models_dir), "--no-int8"]
+    process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "embedding", *flags])
+    try:
+        seen: set[str] = set()
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"the service exited with {process.returncode}"
+            try:
+                status, progress = health_with_progress(address)
+            except grpc.RpcError:
+                time.sleep(0.2)
+                continue
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            seen.add(progress or "")
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"not SERVING after the export; progress seen: {sorted(seen)}")
+        assert any("waiting for the all-MiniLM-L6-v2 export: all-MiniLM-L6-v2: torch → ONNX" in p for p in seen), seen
+        with grpc.insecure_channel(address) as channel:
+            response = embedding_pb2_grpc.EmbeddingServiceStub(channel).Embed(
+                embedding_pb2.EmbedRequest(texts=["made while we waited"]), timeout=30
+            )
+        assert response.dimension == 384 and len(response.embeddings) == 1
+        bundle = exported_model(models_dir)
+        assert bundle.missing(int8=False) == [] and not progress_file(bundle.directory).exists()
     finally:
         process.terminate()
         assert process.wait(timeout=60) == 0
