@@ -19,25 +19,22 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from services.common.bundles import BundleRequest
-from services.common.errors import BackendUnavailable
 from services.runtime.config import ServiceSettings
-from services.runtime.interceptors import (
-    ErrorMappingInterceptor,
-    StreamWrapper,
-    UnaryWrapper,
-    WrappingInterceptor,
-)
+from services.runtime.interceptors import ErrorMappingInterceptor, rewrap_handler
 from services.runtime.metrics import GrpcServerMetrics, start_metrics_server
 from services.runtime.security import CallContextInterceptor, server_credentials
 from services.runtime.telemetry import setup_logging, setup_tracing
 
 log = logging.getLogger(__name__)
 
-#: Trailing metadata of a health check while the service loads: what it is doing.
-PROGRESS_METADATA = "rosemesh-progress"
+#: Trailing metadata of a health check while the service loads: what it is doing, UTF-8 (a
+#: binary header, since progress bars write arrows and other text an ASCII header cannot carry).
+PROGRESS_METADATA = "rosemesh-progress-bin"
 #: A health service name that is SERVING from the moment the port opens until the drain: the
 #: process is alive, whether or not it has loaded (Kubernetes' startup and liveness probes).
 LIVENESS_SERVICE = "rosemesh.liveness"
+#: Methods that answer while the service loads.
+ALWAYS_OPEN = ("/grpc.health.", "/grpc.reflection.")
 #: How often a loading service logs progress that only counts up.
 LOG_INTERVAL_S = 10.0
 
@@ -106,7 +103,7 @@ class StartProgress:
 
 
 class ProgressHealthServicer(health.aio.HealthServicer):
-    """grpc.health.v1 whose Check carries the start progress in the ``rosemesh-progress``
+    """grpc.health.v1 whose Check carries the start progress in the ``rosemesh-progress-bin``
     trailing metadata while the service is NOT_SERVING."""
 
     def __init__(self, progress: StartProgress) -> None:
@@ -115,39 +112,39 @@ class ProgressHealthServicer(health.aio.HealthServicer):
 
     async def Check(self, request, context):  # noqa: N802 - the gRPC method name
         if not self.progress.ready:
-            context.set_trailing_metadata(((PROGRESS_METADATA, self.progress.message),))
+            context.set_trailing_metadata(((PROGRESS_METADATA, self.progress.message.encode()),))
         return await super().Check(request, context)
 
 
-class ReadinessGate(WrappingInterceptor):
-    """Calls to the service's own methods answer UNAVAILABLE, with the progress, until it has loaded."""
+class ReadinessGate(grpc.aio.ServerInterceptor):
+    """Calls to the service's own methods answer UNAVAILABLE, with the progress, until it has
+    loaded. Once it has, a call passes straight through: nothing is wrapped or allocated."""
 
     def __init__(self, progress: StartProgress) -> None:
         self.progress = progress
 
-    def wrappers(self, method: str) -> tuple[UnaryWrapper, StreamWrapper]:
-        always_open = method.startswith(("/grpc.health.", "/grpc.reflection."))
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if self.progress.ready or handler is None or handler_call_details.method.startswith(ALWAYS_OPEN):
+            return handler
+        return rewrap_handler(handler, self._refuse_unary, self._refuse_stream)
 
-        def check() -> None:
-            if not always_open and not self.progress.ready:
-                raise BackendUnavailable(self.progress.unavailable())
+    def _refuse_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def refused(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.progress.unavailable())
 
-        def wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                check()
-                return await behavior(request, context)
+        return refused
 
-            return wrapped
+    def _refuse_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        async def refused(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.progress.unavailable())
+            yield  # an async generator, like the behaviour it stands for
 
-        def wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                check()
-                async for response in behavior(request, context):
-                    yield response
-
-            return wrapped
-
-        return wrap_unary, wrap_stream
+        return refused
 
 
 def channel_options(settings: ServiceSettings) -> list[tuple[str, int]]:
@@ -201,8 +198,8 @@ class ServiceRunner:
                 aio_server_interceptor(tracer_provider=provider),
                 self.metrics.interceptor(),
                 CallContextInterceptor(settings.token_table()),
-                ErrorMappingInterceptor(),
                 ReadinessGate(self.progress),
+                ErrorMappingInterceptor(),
             ],
             options=channel_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
