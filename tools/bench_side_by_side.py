@@ -71,6 +71,10 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="the commit to compare against, e.g. main~3")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each side, alternating")
     parser.add_argument("--tolerance", type=float, default=0.10, help="relative change reported as moved")
+    parser.add_argument(
+        "--rename", action="append", default=[], metavar="OLD=NEW",
+        help="a key the base's JSON names OLD and this tree's NEW (e.g. exit_test=exit_rule)",
+    )
     parser.add_argument("bench", help="embedding, experience, kernels, earlyexit, ...")
     parser.add_argument("extra", nargs="*", help="flags for `rosemesh bench NAME` (after --)")
     args = parser.parse_args()
@@ -88,6 +92,9 @@ def main() -> None:
                     runs.append(run_bench(tree, args.bench, args.extra))
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
+    for rename in args.rename:
+        old, _, new = rename.partition("=")
+        base_runs = [json.loads(json.dumps(run).replace(f'"{old}"', f'"{new}"')) for run in base_runs]
     base_commit = subprocess.run(["git", "rev-parse", args.base], cwd=ROOT, capture_output=True, text=True).stdout
     result = {
         "bench": args.bench,
