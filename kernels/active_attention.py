@@ -18,7 +18,7 @@ from torch import nn
 
 
 class Layer(Protocol):
-    """The weights of one BERT layer, as services.earlyexit.offline.modeling.EncoderLayer holds them."""
+    """The weights of one BERT layer, as ``LayerWeights`` holds them."""
 
     heads: int
     query: nn.Linear
@@ -29,6 +29,23 @@ class Layer(Protocol):
     ffn_in: nn.Linear
     ffn_out: nn.Linear
     ffn_norm: nn.LayerNorm
+
+
+class LayerWeights(nn.Module):
+    """The weights of one BERT layer under the names ``Layer`` reads; the early-exit model's
+    ``EncoderLayer`` adds its forward to them, and the bench draws them at random."""
+
+    def __init__(self, hidden: int, heads: int, ffn: int, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.attention_out = nn.Linear(hidden, hidden)
+        self.attention_norm = nn.LayerNorm(hidden, eps=eps)
+        self.ffn_in = nn.Linear(hidden, ffn)
+        self.ffn_out = nn.Linear(ffn, hidden)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
 
 
 def _finish(layer: Layer, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

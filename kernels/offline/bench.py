@@ -5,7 +5,6 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 
 from kernels import active_attention, bucketed_selection, exit_rule
 
@@ -80,25 +79,9 @@ def bench_exit_rule(rows: int, labels: int, rounds: int, rng: np.random.Generato
     }
 
 
-class RandomLayer(nn.Module):
-    """A MiniLM-shaped BERT layer with random weights: what ``active_attention.Layer`` reads."""
-
-    def __init__(self, hidden: int = 384, heads: int = 12, ffn: int = 1536, eps: float = 1e-12) -> None:
-        super().__init__()
-        self.heads = heads
-        self.query = nn.Linear(hidden, hidden)
-        self.key = nn.Linear(hidden, hidden)
-        self.value = nn.Linear(hidden, hidden)
-        self.attention_out = nn.Linear(hidden, hidden)
-        self.attention_norm = nn.LayerNorm(hidden, eps=eps)
-        self.ffn_in = nn.Linear(hidden, ffn)
-        self.ffn_out = nn.Linear(ffn, hidden)
-        self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
-
-
 def bench_active_layer(batch: int, length: int, active_share: float, rounds: int) -> dict:
     torch.manual_seed(0)
-    layer = RandomLayer().eval()
+    layer = active_attention.LayerWeights(hidden=384, heads=12, ffn=1536, eps=1e-12).eval()  # random
     hidden = torch.randn(batch, length, 384)
     key_bias = torch.zeros(batch, 1, 1, length)  # no padding: every key visible
     active = (torch.rand(batch * length) < active_share).nonzero().squeeze(1)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels import dispatch as kernels
+from kernels.active_attention import LayerWeights
 
 # Added to attention scores at padded keys: exp() underflows to exactly 0 in float32.
 _MASKED = -1e9
@@ -35,22 +36,10 @@ class Embeddings(nn.Module):
         return self.norm(summed)
 
 
-class EncoderLayer(nn.Module):
+class EncoderLayer(LayerWeights):
     """One BERT layer. With ``active`` (flat token indices), only those tokens are updated:
     they alone compute queries, the attention output and the feed-forward, while keys and
     values still cover every token, so exited tokens stay visible to the rest."""
-
-    def __init__(self, hidden: int, heads: int, ffn: int, eps: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.query = nn.Linear(hidden, hidden)
-        self.key = nn.Linear(hidden, hidden)
-        self.value = nn.Linear(hidden, hidden)
-        self.attention_out = nn.Linear(hidden, hidden)
-        self.attention_norm = nn.LayerNorm(hidden, eps=eps)
-        self.ffn_in = nn.Linear(hidden, ffn)
-        self.ffn_out = nn.Linear(ffn, hidden)
-        self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, hidden = x.shape
