@@ -43,7 +43,7 @@ MAKE_BUNDLES_ENV = "ROSEMESH_MAKE_BUNDLES"
 
 def make_bundle(request: BundleRequest, started: Callable[[subprocess.Popen[bytes]], None] | None = None) -> None:
     """Run one maker to the end (``rosemesh COMMAND``), its progress mirrored beside the bundle."""
-    progress = progress_file(request.directory)
+    progress = progress_file(request.bundle.directory)
     env = os.environ | request.env | {PROGRESS_FILE_ENV: str(progress)}
     try:
         with subprocess.Popen([sys.executable, "-m", "services.cli", *request.command], env=env) as maker:
@@ -53,7 +53,7 @@ def make_bundle(request: BundleRequest, started: Callable[[subprocess.Popen[byte
     finally:
         clear_progress(progress)
     if code != 0:
-        raise RuntimeError(f"making {request.what} failed (exit {code}): rosemesh {' '.join(request.command)}")
+        raise RuntimeError(f"making {request.bundle.what} failed (exit {code}): rosemesh {' '.join(request.command)}")
 
 
 class BundleMakers(threading.Thread):
@@ -128,23 +128,31 @@ def service_process(
         stop_all([service])
 
 
+def health_channel(address: str, tls: ClientTls | None = None) -> grpc.Channel:
+    return grpc.secure_channel(address, channel_credentials(tls)) if tls else grpc.insecure_channel(address)
+
+
+def answers_serving(stub: health_pb2_grpc.HealthStub) -> bool:
+    """One grpc.health.v1 check: True when the server says SERVING, False otherwise or unreachable."""
+    try:
+        response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+    except grpc.RpcError:
+        return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def wait_until_serving(
     address: str, process: subprocess.Popen[bytes], timeout_s: float, tls: ClientTls | None = None
 ) -> None:
     """Poll grpc.health.v1 until the server says SERVING; fail fast if the process exits."""
     deadline = time.monotonic() + timeout_s
-    channel = grpc.secure_channel(address, channel_credentials(tls)) if tls else grpc.insecure_channel(address)
-    with channel:
+    with health_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"{address}: process exited with code {process.returncode} before serving")
-            try:
-                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
+            if answers_serving(stub):
+                return
             time.sleep(0.1)
     raise TimeoutError(f"{address}: not SERVING after {timeout_s:.0f}s")
 
@@ -161,18 +169,6 @@ def stop_all(running: list[RunningService], console: Console | None = None) -> N
             code = service.process.wait()
         if console is not None:
             console.print(f"stopped {service.name} (exit {code})")
-
-
-def is_serving(service: RunningService) -> bool:
-    tls = service.settings.client_tls()
-    address = service.address
-    channel = grpc.secure_channel(address, channel_credentials(tls)) if tls else grpc.insecure_channel(address)
-    with channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-        except grpc.RpcError:
-            return False
-    return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
@@ -203,9 +199,11 @@ def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
         table.add_row(s.name, s.address, f"http://{s.settings.host}:{s.settings.metrics_port}/metrics", str(s.process.pid))
     Console().print(table)
     for request in makers.requests:
-        console.print(f"making {request.what} (rosemesh {' '.join(request.command)})")
+        console.print(f"making {request.bundle.what} (rosemesh {' '.join(request.command)})")
 
     waiting = {s.name for s in running}
+    channels = {s.name: health_channel(s.address, s.settings.client_tls()) for s in running}
+    stubs = {name: health_pb2_grpc.HealthStub(channel) for name, channel in channels.items()}
     deadline = time.monotonic() + startup_timeout_s
     code = 0
     while not stopping:
@@ -217,7 +215,7 @@ def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
             console.print(f"[red]{makers.error}; stopping the mesh")
             stopping, code = True, 1
         for s in running:
-            if s.name in waiting and is_serving(s):
+            if s.name in waiting and answers_serving(stubs[s.name]):
                 waiting.discard(s.name)
                 console.print(f"[green]{s.name} is serving on {s.address}")
                 if not waiting:
@@ -231,6 +229,8 @@ def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
     if waiting and code == 0:
         console.print("[yellow]stop requested while starting; stopping what has started")
         code = 1
+    for channel in channels.values():
+        channel.close()
     makers.stop()
     stop_all(running, console)
     return code
