@@ -50,8 +50,9 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
     """An interceptor that wraps the behaviour of every method handler it sees."""
 
     @abstractmethod
-    def wrappers(self, method: str) -> tuple[UnaryWrapper, StreamWrapper]:
-        """How to wrap ``method``'s behaviour: (for unary responses, for streamed responses)."""
+    def wrappers(self, method: str) -> tuple[UnaryWrapper, StreamWrapper] | None:
+        """How to wrap ``method``'s behaviour: (for unary responses, for streamed responses), or
+        None to pass the handler through untouched."""
 
     async def intercept_service(
         self,
@@ -61,7 +62,8 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return rewrap_handler(handler, *self.wrappers(handler_call_details.method))
+        wrappers = self.wrappers(handler_call_details.method)
+        return handler if wrappers is None else rewrap_handler(handler, *wrappers)
 
 
 _CODES: list[tuple[type[ServiceError], int]] = [

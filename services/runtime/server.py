@@ -20,7 +20,12 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from services.common.bundles import BundleRequest
 from services.runtime.config import ServiceSettings
-from services.runtime.interceptors import ErrorMappingInterceptor, rewrap_handler
+from services.runtime.interceptors import (
+    ErrorMappingInterceptor,
+    StreamWrapper,
+    UnaryWrapper,
+    WrappingInterceptor,
+)
 from services.runtime.metrics import GrpcServerMetrics, start_metrics_server
 from services.runtime.security import CallContextInterceptor, server_credentials
 from services.runtime.telemetry import setup_logging, setup_tracing
@@ -116,22 +121,17 @@ class ProgressHealthServicer(health.aio.HealthServicer):
         return await super().Check(request, context)
 
 
-class ReadinessGate(grpc.aio.ServerInterceptor):
+class ReadinessGate(WrappingInterceptor):
     """Calls to the service's own methods answer UNAVAILABLE, with the progress, until it has
     loaded. Once it has, a call passes straight through: nothing is wrapped or allocated."""
 
     def __init__(self, progress: StartProgress) -> None:
         self.progress = progress
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if self.progress.ready or handler is None or handler_call_details.method.startswith(ALWAYS_OPEN):
-            return handler
-        return rewrap_handler(handler, self._refuse_unary, self._refuse_stream)
+    def wrappers(self, method: str) -> tuple[UnaryWrapper, StreamWrapper] | None:
+        if self.progress.ready or method.startswith(ALWAYS_OPEN):
+            return None
+        return self._refuse_unary, self._refuse_stream
 
     def _refuse_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def refused(request: Any, context: grpc.aio.ServicerContext) -> Any:
