@@ -44,14 +44,24 @@ def clear_progress(path: Path) -> None:
 
 
 @dataclass(frozen=True)
-class BundleRequest:
-    """A bundle a service needs and does not have yet, and the command that makes it."""
+class Bundle:
+    """A bundle a service serves: what it is, where it is published, whether it is there."""
 
-    #: What it is, for status messages: "the default early-exit model 'rotten_tomatoes'".
+    #: For status messages: "the default early-exit model 'rotten_tomatoes'".
     what: str
     #: The folder it is published to; its progress file sits beside it.
     directory: Path
-    #: ``rosemesh`` arguments that make it, e.g. ["export", "embedding", "--models-dir", ...].
+    present: Callable[[], bool]
+    #: How to make it by hand, for when no maker runs.
+    hint: str
+
+
+@dataclass(frozen=True)
+class BundleRequest:
+    """A bundle a service needs and does not have yet, and the command that makes it."""
+
+    bundle: Bundle
+    #: ``rosemesh`` arguments that make it, e.g. ["export", "embedding"].
     command: list[str]
     #: Rough cost on two cores, so that cheap makers run first.
     minutes: float = 1.0
@@ -59,17 +69,12 @@ class BundleRequest:
     env: dict[str, str] = field(default_factory=dict)
 
 
-async def wait_for_bundle(
-    present: Callable[[], bool],
-    bundle_dir: Path,
-    what: str,
-    report: Callable[[str], None],
-    hint: str,
-    poll_s: float = 0.5,
-) -> None:
-    """Return once ``present()``; meanwhile report the maker's progress, or ``hint`` when no maker runs."""
-    progress = progress_file(bundle_dir)
-    while not present():
+async def wait_for_bundle(bundle: Bundle, report: Callable[[str], None], poll_s: float = 0.5) -> None:
+    """Return once the bundle is present; meanwhile report the maker's progress, or the hint when
+    no maker runs."""
+    progress = progress_file(bundle.directory)
+    while not bundle.present():
         made = read_progress(progress)
-        report(f"waiting for {what}: {made}" if made else f"waiting for {what} in {bundle_dir.parent}; {hint}")
+        where = bundle.directory.parent
+        report(f"waiting for {bundle.what}: {made}" if made else f"waiting for {bundle.what} in {where}; {bundle.hint}")
         await asyncio.sleep(poll_s)

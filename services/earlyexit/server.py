@@ -12,7 +12,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from rosemesh.earlyexit.v1 import earlyexit_pb2, earlyexit_pb2_grpc
 
-from services.common.bundles import BundleRequest, wait_for_bundle
+from services.common.bundles import Bundle, BundleRequest, wait_for_bundle
 from services.earlyexit.convert import policy_from_proto, policy_to_proto
 from services.earlyexit.core.bundle import StoredModel, list_models, models_root
 from services.earlyexit.core.classifier import ClassifyLimits, EarlyExitClassifier, LoadedModel
@@ -165,24 +165,23 @@ class EarlyExitService(Service):
         self.backend: EarlyExitBackend | None = None
         self.classifier: EarlyExitClassifier | None = None
 
-    def _has_default(self) -> bool:
-        return any(m.name == self.settings.default_model for m in list_models(self.settings.models_dir))
+    def _default_model(self) -> Bundle:
+        settings = self.settings
+        return Bundle(
+            f"the default early-exit model {settings.default_model!r}",
+            models_root(settings.models_dir) / settings.default_model,
+            lambda: any(m.name == settings.default_model for m in list_models(settings.models_dir)),
+            hint=f"run `rosemesh train earlyexit {settings.default_model}` or start with --train-default",
+        )
 
     def bundles(self) -> Sequence[BundleRequest]:
-        settings = self.settings
-        if not settings.train_default or self._has_default():
+        settings, default = self.settings, self._default_model()
+        if not settings.train_default or default.present():
             return ()
         command = ["train", "earlyexit", settings.default_model, "--variant", "multiexit"]
         command += ["--examples", str(settings.train_examples), "--epochs", str(settings.train_epochs)]
-        return [
-            BundleRequest(
-                f"the default early-exit model {settings.default_model!r}",
-                models_root(settings.models_dir) / settings.default_model,
-                command,
-                minutes=15,
-                env={"ROSEMESH_EARLYEXIT_MODELS_DIR": str(settings.models_dir)},
-            )
-        ]
+        env = {"ROSEMESH_EARLYEXIT_MODELS_DIR": str(settings.models_dir)}
+        return [BundleRequest(default, command, minutes=15, env=env)]
 
     @property
     def service_names(self) -> Sequence[str]:
@@ -193,13 +192,7 @@ class EarlyExitService(Service):
 
     async def load(self, progress: StartProgress) -> None:
         settings = self.settings
-        await wait_for_bundle(
-            self._has_default,
-            models_root(settings.models_dir) / settings.default_model,
-            f"the default early-exit model {settings.default_model!r}",
-            progress.report,
-            hint=f"run `rosemesh train earlyexit {settings.default_model}` or start with --train-default",
-        )
+        await wait_for_bundle(self._default_model(), progress.report)
         models = list_models(settings.models_dir)
         progress.report(f"loading {len(models)} early-exit models on {settings.backend}")
         backend = build_backend(settings, models)

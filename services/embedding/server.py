@@ -12,7 +12,7 @@ from pydantic_settings import SettingsConfigDict
 from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 
 from services.common.batching import BatchingConfig
-from services.common.bundles import BundleRequest, wait_for_bundle
+from services.common.bundles import Bundle, BundleRequest, wait_for_bundle
 from services.common.errors import Validator
 from services.common.tokens import TextEncoder
 from services.embedding.bundle import INT8_SUFFIX, MODEL_NAME, exported_model
@@ -128,17 +128,23 @@ class EmbeddingService(Service):
         self.model = exported_model(settings.models_dir)
         self.embedders: dict[str, Embedder] = {}
 
-    def _missing(self) -> list[str]:
-        return self.model.missing(int8=self.settings.int8)
+    def _export(self) -> Bundle:
+        return Bundle(
+            f"the {MODEL_NAME} export",
+            self.model.directory,
+            lambda: not self.model.missing(int8=self.settings.int8),
+            hint="run `rosemesh export embedding`",
+        )
 
     def bundles(self) -> Sequence[BundleRequest]:
-        if not self._missing():
+        export = self._export()
+        if export.present():
             return ()
         env = {
             "ROSEMESH_EMBEDDING_MODELS_DIR": str(self.settings.models_dir),
             "ROSEMESH_EMBEDDING_INT8": str(self.settings.int8).lower(),
         }
-        return [BundleRequest(f"the {MODEL_NAME} export", self.model.directory, ["export", "embedding"], 1, env)]
+        return [BundleRequest(export, ["export", "embedding"], minutes=1, env=env)]
 
     @property
     def service_names(self) -> Sequence[str]:
@@ -150,13 +156,7 @@ class EmbeddingService(Service):
 
     async def load(self, progress: StartProgress) -> None:
         settings, model = self.settings, self.model
-        await wait_for_bundle(
-            lambda: not self._missing(),
-            model.directory,
-            f"the {MODEL_NAME} export",
-            progress.report,
-            hint="run `rosemesh export embedding`",
-        )
+        await wait_for_bundle(self._export(), progress.report)
         progress.report(f"loading {MODEL_NAME}")
         encoder = TextEncoder(model.tokenizer_path, model.max_tokens)
         batching = BatchingConfig(

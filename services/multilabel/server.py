@@ -11,7 +11,7 @@ from pydantic_settings import SettingsConfigDict
 from rosemesh.multilabel.v1 import multilabel_pb2, multilabel_pb2_grpc
 
 from services.adapters.embedding_service import RemoteEmbedder
-from services.common.bundles import BundleRequest, wait_for_bundle
+from services.common.bundles import Bundle, BundleRequest, wait_for_bundle
 from services.common.errors import Validator
 from services.multilabel.backends.model_store import DirectoryModelStore
 from services.multilabel.convert import POLICIES_BY_CODE, POLICY_CODES
@@ -167,20 +167,22 @@ class MultiLabelService(Service):
         self.models: dict[str, dict[str, StoredMultiLabelModel]] = {}
         self.embedder: RemoteEmbedder | None = None
 
-    def bundles(self) -> Sequence[BundleRequest]:
+    def _default_model(self) -> Bundle:
         settings = self.settings
-        if not settings.train_default or self.store.has(settings.default_model):
+        return Bundle(
+            f"the default multi-label model {settings.default_model!r}",
+            models_root(settings.models_dir) / settings.default_model,
+            lambda: self.store.has(settings.default_model),
+            hint=f"run `rosemesh train multilabel {settings.default_model}` or start with --train-default",
+        )
+
+    def bundles(self) -> Sequence[BundleRequest]:
+        settings, default = self.settings, self._default_model()
+        if not settings.train_default or default.present():
             return ()
         command = ["train", "multilabel", settings.default_model, "--embedding-target", settings.embedding_target]
-        return [
-            BundleRequest(
-                f"the default multi-label model {settings.default_model!r}",
-                models_root(settings.models_dir) / settings.default_model,
-                command,
-                minutes=3,
-                env={"ROSEMESH_MULTILABEL_MODELS_DIR": str(settings.models_dir)},
-            )
-        ]
+        env = {"ROSEMESH_MULTILABEL_MODELS_DIR": str(settings.models_dir)}
+        return [BundleRequest(default, command, minutes=3, env=env)]
 
     @property
     def service_names(self) -> Sequence[str]:
@@ -191,13 +193,7 @@ class MultiLabelService(Service):
 
     async def load(self, progress: StartProgress) -> None:
         settings = self.settings
-        await wait_for_bundle(
-            lambda: self.store.has(settings.default_model),
-            models_root(settings.models_dir) / settings.default_model,
-            f"the default multi-label model {settings.default_model!r}",
-            progress.report,
-            hint=f"run `rosemesh train multilabel {settings.default_model}` or start with --train-default",
-        )
+        await wait_for_bundle(self._default_model(), progress.report)
         progress.report("loading the multi-label models")
         self.models = self.store.load_all()
         # The aio channel binds to the running loop, so it is created here.
