@@ -82,9 +82,10 @@ def positions(similarity: np.ndarray, k: int) -> np.ndarray:
     return np.minimum(position, k - 1)
 
 
-def limits(floors: np.ndarray, ratio: float) -> np.ndarray:
-    """The λ filter's inclusive upper bound on uncertainty from each bucket's minimum."""
-    return ratio * floors * (1 + RATIO_SLACK) + RATIO_SLACK
+def uncertainty_limit(floor, ratio: float):
+    """The λ filter's inclusive upper bound on uncertainty in a bucket whose least is ``floor``
+    (a float, or an array or tensor of bucket minima): RoSE's one definition, for every path."""
+    return ratio * floor * (1 + RATIO_SLACK) + RATIO_SLACK
 
 
 def _check(k: int, ratio: float) -> None:
@@ -121,7 +122,7 @@ def select_reference(
         offset = interval_start[bucket.interval]
         members = order[offset + bucket.start : offset + bucket.end].tolist()
         floor = min(uncertainty[i] for i in members)
-        limit = limits(np.array([floor]), ratio)[0]
+        limit = uncertainty_limit(floor, ratio)
         kept = [i for i in members if uncertainty[i] <= limit]
         picks.append(max(kept, key=lambda i: (complexity[i], similarity[i], -keys[i])))
     return np.array(picks, dtype=np.int64)
@@ -129,7 +130,9 @@ def select_reference(
 
 def reference(vectors, query, uncertainty, complexity, keys, k, ratio, equal_count=False) -> Selection:
     similarity = (vectors @ query).astype(np.float32)
-    return Selection(select_reference(similarity, uncertainty, complexity, keys, k, ratio, equal_count), similarity)
+    return Selection(
+        select_reference(similarity, uncertainty, complexity, keys, k, ratio, equal_count), similarity
+    )
 
 
 # --- fast CPU path: one parallel pass over the vectors, then two over the n scalars -------
@@ -141,7 +144,7 @@ _SUM_IN_ANY_ORDER = {"reassoc", "contract"}
 _CHUNK = 4096
 
 
-@numba.njit(fastmath=_SUM_IN_ANY_ORDER, cache=True)
+@numba.njit(fastmath=_SUM_IN_ANY_ORDER, cache=True, nogil=True)
 def _dot(vectors, row, query):
     """A row's similarity: the one definition every path uses, so their floats agree."""
     total = np.float32(0.0)
@@ -150,7 +153,7 @@ def _dot(vectors, row, query):
     return total
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _similarity_of_rows(vectors, rows, query):
     similarity = np.empty(len(rows), dtype=np.float32)
     for i in numba.prange(len(rows)):
@@ -160,12 +163,15 @@ def _similarity_of_rows(vectors, rows, query):
 
 def similarity_of_rows(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Similarity of some rows, read in place (no gathered copy of the rows)."""
-    return _similarity_of_rows(vectors, np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(query, dtype=np.float32))
+    return _similarity_of_rows(
+        vectors, np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(query, dtype=np.float32)
+    )
 
 
-@numba.njit(parallel=True, cache=True)
-def _similarity_and_range(vectors, query):
-    """Similarity of every row, and its lowest and highest value, in one read of ``vectors``."""
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _similarity_and_range(vectors, query, excluded):
+    """Similarity of every row, and the lowest and highest value of those not excluded, in one
+    read of ``vectors``."""
     n = vectors.shape[0]
     similarity = np.empty(n, dtype=np.float32)
     chunks = (n + _CHUNK - 1) // _CHUNK
@@ -176,17 +182,24 @@ def _similarity_and_range(vectors, query):
         for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
             total = _dot(vectors, row, query)
             similarity[row] = total
-            low, high = min(low, total), max(high, total)
+            if not _out(excluded, row):
+                low, high = min(low, total), max(high, total)
         lows[chunk], highs[chunk] = low, high
     return similarity, lows.min(), highs.max()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
+def _out(excluded, row):
+    """Whether the row is masked out of the pool (``excluded`` is empty when none is)."""
+    return len(excluded) > 0 and excluded[row]
+
+
+@numba.njit(cache=True, nogil=True)
 def _position(value, low, width, scale, k):
     return min(int(np.floor((value - low) / width * scale)), k - 1)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _merge_chunks(counts, floors):
     """Per-chunk interval sizes and least uncertainties, summed and minimised over the chunks."""
     chunks, k = counts.shape
@@ -198,7 +211,7 @@ def _merge_chunks(counts, floors):
     return total, floor
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _settled_position(settle, similarity, row, low, width, scale, k):
     """A row's interval from its estimate when its bound keeps it inside one interval;
     otherwise its similarity is computed exactly first (the compact path)."""
@@ -214,10 +227,11 @@ def _settled_position(settle, similarity, row, low, width, scale, k):
     return p
 
 
-@numba.njit(parallel=True, cache=True)
-def _intervals(similarity, uncertainty, low, width, k, settle=None):
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _intervals(similarity, uncertainty, excluded, low, width, k, settle=None):
     """Each row's equal-width interval, with ``positions``' float32 arithmetic (an infinite
-    width puts every row in interval 0); each interval's size and least uncertainty. With
+    width puts every row in interval 0), -1 for excluded rows; each interval's size and least
+    uncertainty. With
     ``settle`` (vectors, query, exact, bounds, reach), ``similarity`` holds estimates, and rows
     whose bound straddles an interval edge are computed exactly."""
     n = len(similarity)
@@ -228,6 +242,9 @@ def _intervals(similarity, uncertainty, low, width, k, settle=None):
     scale = np.float32(k)
     for chunk in numba.prange(chunks):
         for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            if _out(excluded, row):
+                position[row] = -1
+                continue
             if settle is None:
                 p = _position(similarity[row], low, width, scale, k)
             else:
@@ -238,7 +255,7 @@ def _intervals(similarity, uncertainty, low, width, k, settle=None):
     return (position, *_merge_chunks(counts, floors))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cut_value, cut_key):
     p = position[row]
     bucket = first_of_interval[p]
@@ -250,14 +267,18 @@ def _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cu
     return bucket
 
 
-@numba.njit(parallel=True, cache=True)
-def _floors(similarity, keys, uncertainty, position, first_of_interval, cut_interval, cut_value, cut_key, count):
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _floors(
+    similarity, keys, uncertainty, position, first_of_interval, cut_interval, cut_value, cut_key, count
+):
     """Each bucket's least uncertainty, where some interval holds several buckets."""
     n = len(similarity)
     chunks = (n + _CHUNK - 1) // _CHUNK
     floors = np.full((chunks, count), np.inf)
     for chunk in numba.prange(chunks):
         for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            if position[row] < 0:
+                continue
             b = _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cut_value, cut_key)
             floors[chunk, b] = min(floors[chunk, b], uncertainty[row])
     result = np.full(count, np.inf)
@@ -267,7 +288,7 @@ def _floors(similarity, keys, uncertainty, position, first_of_interval, cut_inte
     return result
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _beats(row, held, similarity, complexity, keys):
     """The selection's order: more complex, then more similar, then smaller key."""
     if held < 0 or complexity[row] > complexity[held]:
@@ -279,9 +300,18 @@ def _beats(row, held, similarity, complexity, keys):
     return keys[row] < keys[held]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _winners(
-    similarity, uncertainty, complexity, keys, position, first_of_interval, cut_interval, cut_value, cut_key, limit
+    similarity,
+    uncertainty,
+    complexity,
+    keys,
+    position,
+    first_of_interval,
+    cut_interval,
+    cut_value,
+    cut_key,
+    limit,
 ):
     """Per bucket, the kept row that wins the selection's order (per chunk, then across chunks)."""
     n, buckets = len(similarity), len(limit)
@@ -289,6 +319,8 @@ def _winners(
     best = np.full((chunks, buckets), -1, dtype=np.int64)
     for chunk in numba.prange(chunks):
         for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            if position[row] < 0:
+                continue
             b = _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cut_value, cut_key)
             if uncertainty[row] <= limit[b] and _beats(row, best[chunk, b], similarity, complexity, keys):
                 best[chunk, b] = row
@@ -307,7 +339,7 @@ def _winners(
 _CUT_BINS = 1024
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _histogram(similarity, position, interval, origin, step):
     """One interval's rows counted in bins of similarity, with each bin's least and greatest value."""
     n = len(similarity)
@@ -336,7 +368,7 @@ def _histogram(similarity, position, interval, origin, step):
     return total, low, high
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _windows(similarity, position, interval, lowest, highest):
     """The interval's rows inside any window [lowest[w], highest[w]], and for each window how
     many of the interval's rows lie below it: one pass for all of an interval's cuts."""
@@ -379,7 +411,14 @@ class _Settler:
 
 
 def _cut_points(
-    similarity, keys, position, interval: int, ranks: list[int], origin: float, step: float, settler: _Settler | None
+    similarity,
+    keys,
+    position,
+    interval: int,
+    ranks: list[int],
+    origin: float,
+    step: float,
+    settler: _Settler | None,
 ) -> list[tuple[float, int]]:
     """The (similarity, key) at each rank of an interval's rank order.
 
@@ -413,16 +452,24 @@ def _select_with_range(
     k: int,
     ratio: float,
     equal_count: bool,
+    excluded: np.ndarray,
     settler: _Settler | None = None,
 ) -> np.ndarray:
     """The picks, from every row's similarity (exact, or estimated with a ``settler``) and the
-    pool's exact range (for equal count, any range: it only spaces the cut bins)."""
-    n = len(similarity)
+    pool's exact range (for equal count, any range: it only spaces the cut bins). Rows marked in
+    ``excluded`` take no part."""
+    n = len(similarity) - (int(np.count_nonzero(excluded)) if len(excluded) else 0)
     # As numpy computes positions: the width rounds to float32; one interval when there is no width.
     width = np.float32(np.inf) if equal_count or high == low else np.float32(high - low)
     intervals = 1 if equal_count else k
-    settle = None if settler is None else (settler.vectors, settler.query, settler.exact, settler.bounds, settler.reach)
-    position, counts, interval_floors = _intervals(similarity, uncertainty, np.float32(low), width, intervals, settle)
+    settle = (
+        None
+        if settler is None
+        else (settler.vectors, settler.query, settler.exact, settler.bounds, settler.reach)
+    )
+    position, counts, interval_floors = _intervals(
+        similarity, uncertainty, excluded, np.float32(low), width, intervals, settle
+    )
     plan = plan_buckets([n] if equal_count else counts.tolist(), k, equal_count)
     first_of_interval = np.zeros(intervals, dtype=np.int64)
     for index in reversed(range(len(plan))):
@@ -440,16 +487,20 @@ def _select_with_range(
         np.array([c[2] for c in cuts], dtype=np.int64),
     )
     layout = (position, first_of_interval, *cut_arrays)
-    if len(plan) == intervals and all(b.start == 0 for b in plan):  # each interval one bucket: the common case
+    if len(plan) == intervals and all(
+        b.start == 0 for b in plan
+    ):  # each interval one bucket: the common case
         floors = interval_floors
     else:
         floors = _floors(similarity, keys, uncertainty, *layout, len(plan))
-    limit = limits(floors, ratio)
+    limit = uncertainty_limit(floors, ratio)
     picks = _winners(similarity, uncertainty, complexity, keys, *layout, limit)
     if settler is not None:
         args = (settler.vectors, settler.query, similarity, settler.exact)
         _settle_rows(*args, picks[picks >= 0])
-        if _settle_rivals(*args, settler.bounds, settler.reach, uncertainty, complexity, keys, *layout, limit, picks):
+        if _settle_rivals(
+            *args, settler.bounds, settler.reach, uncertainty, complexity, keys, *layout, limit, picks
+        ):
             picks = _winners(similarity, uncertainty, complexity, keys, *layout, limit)
     return picks
 
@@ -460,6 +511,19 @@ def _as_pool(uncertainty, complexity, keys):
         np.ascontiguousarray(complexity, dtype=np.float64),
         np.ascontiguousarray(keys, dtype=np.int64),
     )
+
+
+def _mask(excluded: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``excluded`` as the kernels take it (empty when nothing is), or None when it leaves no row."""
+    if excluded is None:
+        return _NOTHING_EXCLUDED
+    if len(excluded) != n:
+        raise ValueError(f"excluded has {len(excluded)} entries for {n} rows")
+    return None if np.count_nonzero(excluded) == n else np.asarray(excluded, dtype=np.bool_)
+
+
+_NOTHING_EXCLUDED = np.zeros(0, dtype=np.bool_)
+_NO_PICKS = np.zeros(0, dtype=np.int64)
 
 
 def select_fast(
@@ -476,17 +540,31 @@ def select_fast(
         return np.zeros(0, dtype=np.int64)
     similarity = np.ascontiguousarray(similarity, dtype=np.float32)
     low, high = float(similarity.min()), float(similarity.max())
-    return _select_with_range(similarity, low, high, *_as_pool(uncertainty, complexity, keys), k, ratio, equal_count)
+    pool = _as_pool(uncertainty, complexity, keys)
+    return _select_with_range(similarity, low, high, *pool, k, ratio, equal_count, _NOTHING_EXCLUDED)
 
 
-def fast_cpu(vectors, query, uncertainty, complexity, keys, k, ratio, equal_count=False) -> Selection:
+def fast_cpu(
+    vectors, query, uncertainty, complexity, keys, k, ratio, equal_count=False, excluded=None
+) -> Selection:
+    """``excluded`` (bool [n]) masks rows out of the pool inside the passes: nothing is copied."""
     _check(k, ratio)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if len(vectors) == 0:
-        return Selection(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
-    similarity, low, high = _similarity_and_range(vectors, np.ascontiguousarray(query, dtype=np.float32))
+    mask = _mask(excluded, len(vectors))
+    if len(vectors) == 0 or mask is None:
+        return Selection(_NO_PICKS, np.zeros(0, dtype=np.float32))
+    similarity, low, high = _similarity_and_range(
+        vectors, np.ascontiguousarray(query, dtype=np.float32), mask
+    )
     picks = _select_with_range(
-        similarity, float(low), float(high), *_as_pool(uncertainty, complexity, keys), k, ratio, equal_count
+        similarity,
+        float(low),
+        float(high),
+        *_as_pool(uncertainty, complexity, keys),
+        k,
+        ratio,
+        equal_count,
+        mask,
     )
     return Selection(picks, similarity)
 
@@ -526,14 +604,19 @@ def compact(vectors: np.ndarray) -> CompactRows:
     residual = np.linalg.norm(rows - decoded, axis=1)
     # float32 rounding of a d-term dot product, in any summation order, and of estimate ± bound,
     # stays under (d + 4)·2^-24 times |q| times the row's norm.
-    rounding = (d + 4) * 2.0**-24 * (np.linalg.norm(rows.astype(np.float64), axis=1) + np.linalg.norm(decoded, axis=1))
+    rounding = (
+        (d + 4)
+        * 2.0**-24
+        * (np.linalg.norm(rows.astype(np.float64), axis=1) + np.linalg.norm(decoded, axis=1))
+    )
     bounds = ((residual + rounding) * (1 + 1e-6)).astype(np.float32)
     return CompactRows(codes, scales, bounds)
 
 
-@numba.njit(parallel=True, fastmath=_SUM_IN_ANY_ORDER, cache=True)
-def _estimates(codes, scales, bounds, query, reach):
-    """Each row's estimate; the least estimate + bound and the greatest estimate - bound."""
+@numba.njit(parallel=True, fastmath=_SUM_IN_ANY_ORDER, cache=True, nogil=True)
+def _estimates(codes, scales, bounds, query, reach, excluded):
+    """Each row's estimate; the least estimate + bound and the greatest estimate - bound among
+    the rows not excluded."""
     n, d = codes.shape
     estimate = np.empty(n, dtype=np.float32)
     chunks = (n + _CHUNK - 1) // _CHUNK
@@ -547,14 +630,15 @@ def _estimates(codes, scales, bounds, query, reach):
                 total += np.float32(codes[row, col]) * query[col]
             value = total * scales[row]
             estimate[row] = value
-            reach_row = bounds[row] * reach
-            ceiling, floor = min(ceiling, value + reach_row), max(floor, value - reach_row)
+            if not _out(excluded, row):
+                reach_row = bounds[row] * reach
+                ceiling, floor = min(ceiling, value + reach_row), max(floor, value - reach_row)
         ceilings[chunk], floors[chunk] = ceiling, floor
     return estimate, ceilings.min(), floors.max()
 
 
-@numba.njit(parallel=True, cache=True)
-def _settle_range(vectors, query, similarity, exact, bounds, reach, lowest_ceiling, highest_floor):
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _settle_range(vectors, query, similarity, exact, bounds, reach, lowest_ceiling, highest_floor, excluded):
     """Compute exactly every row that could be the least or the most similar; their range is the pool's."""
     n = len(similarity)
     chunks = (n + _CHUNK - 1) // _CHUNK
@@ -563,6 +647,8 @@ def _settle_range(vectors, query, similarity, exact, bounds, reach, lowest_ceili
     for chunk in numba.prange(chunks):
         low, high = np.float32(np.inf), np.float32(-np.inf)
         for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            if _out(excluded, row):
+                continue
             reach_row = bounds[row] * reach
             if similarity[row] - reach_row <= lowest_ceiling or similarity[row] + reach_row >= highest_floor:
                 value = _dot(vectors, row, query)
@@ -573,7 +659,7 @@ def _settle_range(vectors, query, similarity, exact, bounds, reach, lowest_ceili
     return lows.min(), highs.max()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _settle_rows(vectors, query, similarity, exact, rows):
     for row in rows:
         if not exact[row]:
@@ -581,10 +667,24 @@ def _settle_rows(vectors, query, similarity, exact, rows):
             exact[row] = True
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _settle_rivals(
-    vectors, query, similarity, exact, bounds, reach, uncertainty, complexity, keys,
-    position, first_of_interval, cut_interval, cut_value, cut_key, limit, winners,
+    vectors,
+    query,
+    similarity,
+    exact,
+    bounds,
+    reach,
+    uncertainty,
+    complexity,
+    keys,
+    position,
+    first_of_interval,
+    cut_interval,
+    cut_value,
+    cut_key,
+    limit,
+    winners,
 ):
     """Compute exactly every kept row tied with its bucket's winner on complexity whose bound
     reaches the winner's (exact) similarity: only those can win the similarity tie-break."""
@@ -598,7 +698,7 @@ def _settle_rivals(
             least = min(least, complexity[winner])
     for chunk in numba.prange(chunks):
         for row in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
-            if complexity[row] < least or exact[row]:
+            if complexity[row] < least or exact[row] or position[row] < 0:
                 continue
             b = _bucket(row, similarity, keys, position, first_of_interval, cut_interval, cut_value, cut_key)
             winner = winners[b]
@@ -614,53 +714,81 @@ def _settle_rivals(
     return settled.sum()
 
 
-def _scan(vectors, rows: CompactRows, query):
+def _scan(vectors, rows: CompactRows, query, excluded: np.ndarray):
     """The compact paths' common start: contiguous float32 inputs, ``reach`` (|query|, float32 so
     that estimate ± bound is the arithmetic positions use) and ``_estimates``' results."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     query = np.ascontiguousarray(query, dtype=np.float32)
     reach = np.float32(np.linalg.norm(query.astype(np.float64)) * (1 + 1e-6))
-    return vectors, query, reach, *_estimates(rows.codes, rows.scales, rows.bounds, query, reach)
+    return vectors, query, reach, *_estimates(rows.codes, rows.scales, rows.bounds, query, reach, excluded)
 
 
-def top_candidates_compact(vectors, rows: CompactRows, query, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every row that can be among the k most similar to ``query``, with its float32 similarity
-    (``_dot``'s): the rows whose estimate + bound reaches the k-th largest estimate − bound."""
+def top_candidates_compact(
+    vectors, rows: CompactRows, query, k: int, excluded: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every row not excluded that can be among the k most similar to ``query``, with its float32
+    similarity (``_dot``'s): the rows whose estimate + bound reaches the k-th largest estimate − bound."""
     n = len(rows)
-    vectors, query, reach, estimate, _, _ = _scan(vectors, rows, query)
-    if k >= n:
-        candidates = np.arange(n)
+    mask = _mask(excluded, n)
+    if mask is None:
+        return _NO_PICKS, np.zeros(0, dtype=np.float32)
+    vectors, query, reach, estimate, _, _ = _scan(vectors, rows, query, mask)
+    kept = n - (int(np.count_nonzero(mask)) if len(mask) else 0)
+    reach_rows = rows.bounds * reach
+    floors = estimate - reach_rows
+    if len(mask):
+        floors[mask] = -np.inf
+    if k >= kept:
+        candidates = np.flatnonzero(~mask) if len(mask) else np.arange(n)
     else:
-        reach_rows = rows.bounds * reach
-        floor = np.partition(estimate - reach_rows, n - k)[n - k]  # the k-th largest
+        floor = np.partition(floors, n - k)[n - k]  # the k-th largest
         candidates = np.flatnonzero(estimate + reach_rows >= floor)
+        if len(mask):
+            candidates = candidates[~mask[candidates]]
     _settle_rows(vectors, query, estimate, np.zeros(n, dtype=np.bool_), candidates)
     return candidates, estimate[candidates]
 
 
 def fast_cpu_compact(
-    vectors, rows: CompactRows, query, uncertainty, complexity, keys, k, ratio, equal_count=False
+    vectors,
+    rows: CompactRows,
+    query,
+    uncertainty,
+    complexity,
+    keys,
+    k,
+    ratio,
+    equal_count=False,
+    excluded=None,
 ) -> Selection:
     """fast_cpu's picks from a scan of ``rows`` (``compact(vectors)``). The similarity returned is
-    exact (fast_cpu's) at the picks and wherever it decided something, an estimate elsewhere."""
+    exact (fast_cpu's) at the picks and wherever it decided something, an estimate elsewhere.
+    ``excluded`` (bool [n]) masks rows out of the pool inside the passes: nothing is copied."""
     _check(k, ratio)
     n = len(rows)
-    if n == 0:
-        return Selection(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
-    vectors, query, reach, similarity, lowest_ceiling, highest_floor = _scan(vectors, rows, query)
+    mask = _mask(excluded, n)
+    if n == 0 or mask is None:
+        return Selection(_NO_PICKS, np.zeros(0, dtype=np.float32))
+    vectors, query, reach, similarity, lowest_ceiling, highest_floor = _scan(vectors, rows, query, mask)
     settler = _Settler(
-        vectors, query, np.zeros(n, dtype=np.bool_), rows.bounds, reach, 2 * float(rows.bounds.max()) * float(reach)
+        vectors,
+        query,
+        np.zeros(n, dtype=np.bool_),
+        rows.bounds,
+        reach,
+        2 * float(rows.bounds.max()) * float(reach),
     )
     if equal_count:  # no interval edges: the estimated range only spaces the cut bins
         low, high = float(lowest_ceiling), float(highest_floor)
     else:
         low32, high32 = _settle_range(
-            vectors, query, similarity, settler.exact, rows.bounds, reach, lowest_ceiling, highest_floor
+            vectors, query, similarity, settler.exact, rows.bounds, reach, lowest_ceiling, highest_floor, mask
         )
         low, high = float(low32), float(high32)
     pool = _as_pool(uncertainty, complexity, keys)
-    picks = _select_with_range(similarity, low, high, *pool, k, ratio, equal_count, settler)
+    picks = _select_with_range(similarity, low, high, *pool, k, ratio, equal_count, mask, settler)
     return Selection(picks, similarity)
+
 
 # --- Triton: one pass over the vectors, then passes over n scalars -----------------------
 
@@ -679,7 +807,9 @@ def _similarity_kernel(vectors, query, out, n, d, BLOCK_N: tl.constexpr, BLOCK_D
     total = tl.zeros([BLOCK_N], dtype=tl.float32)
     for start in range(0, d, BLOCK_D):
         cols = start + tl.arange(0, BLOCK_D)
-        tile = tl.load(vectors + row_offset + cols[None, :], mask=(rows[:, None] < n) & (cols[None, :] < d), other=0.0)
+        tile = tl.load(
+            vectors + row_offset + cols[None, :], mask=(rows[:, None] < n) & (cols[None, :] < d), other=0.0
+        )
         total += tl.sum(tile * tl.load(query + cols, mask=cols < d, other=0.0)[None, :], axis=1)
     tl.store(out + rows, total, mask=rows < n)
 
@@ -693,8 +823,20 @@ def _position_kernel(similarity, out, n, low, width, k, BLOCK: tl.constexpr):
 
 
 def _bucket_kernel(
-    similarity, keys, position, uncertainty, first_of_interval, cut_interval, cut_value, cut_key,
-    bucket_out, floor_out, n, cuts, buckets, BLOCK: tl.constexpr,
+    similarity,
+    keys,
+    position,
+    uncertainty,
+    first_of_interval,
+    cut_interval,
+    cut_value,
+    cut_key,
+    bucket_out,
+    floor_out,
+    n,
+    cuts,
+    buckets,
+    BLOCK: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = rows < n
@@ -713,8 +855,19 @@ def _bucket_kernel(
 
 
 def _best_kernel(
-    similarity, uncertainty, complexity, keys, bucket_of, limit,
-    best_complexity, best_similarity, best_key, best_row, n, buckets, BLOCK: tl.constexpr,
+    similarity,
+    uncertainty,
+    complexity,
+    keys,
+    bucket_of,
+    limit,
+    best_complexity,
+    best_similarity,
+    best_key,
+    best_row,
+    n,
+    buckets,
+    BLOCK: tl.constexpr,
 ):
     """Per block and bucket, the kept row that wins every tie-break; reduced across blocks later."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -742,7 +895,9 @@ def _best_kernel(
 _BLOCK = 1024
 
 
-def _thresholds_torch(values: torch.Tensor, member_keys: torch.Tensor, ranks: list[int]) -> list[tuple[float, int]]:
+def _thresholds_torch(
+    values: torch.Tensor, member_keys: torch.Tensor, ranks: list[int]
+) -> list[tuple[float, int]]:
     result = []
     for rank in ranks:
         value = values.kthvalue(rank + 1).values
@@ -773,7 +928,9 @@ def select_triton(
         low, high = float(similarity.min()), float(similarity.max())
         if high > low:
             # The width rounds to float32 first, as numpy does with a Python float operand.
-            _jit(_position_kernel)[grid](similarity, position, n, low, float(np.float32(high - low)), k, BLOCK=_BLOCK)
+            _jit(_position_kernel)[grid](
+                similarity, position, n, low, float(np.float32(high - low)), k, BLOCK=_BLOCK
+            )
     counts = [n] if equal_count else torch.bincount(position, minlength=k).tolist()
     plan = plan_buckets(counts, k, equal_count)
     first_of_interval = [0] * len(counts)
@@ -783,7 +940,9 @@ def select_triton(
     for interval in sorted({b.interval for b in plan if b.start > 0}):
         members = position == interval
         ranks = [b.start for b in plan if b.interval == interval and b.start > 0]
-        cuts += [(interval, v, key) for v, key in _thresholds_torch(similarity[members], keys[members], ranks)]
+        cuts += [
+            (interval, v, key) for v, key in _thresholds_torch(similarity[members], keys[members], ranks)
+        ]
     cut_interval = torch.tensor([c[0] for c in cuts] or [0], dtype=torch.int32, device=device)
     cut_value = torch.tensor([c[1] for c in cuts] or [0.0], dtype=torch.float32, device=device)
     cut_key = torch.tensor([c[2] for c in cuts] or [0], dtype=torch.int64, device=device)
@@ -791,18 +950,40 @@ def select_triton(
     bucket = torch.empty(n, dtype=torch.int32, device=device)
     floors = torch.empty((grid[0], buckets), dtype=torch.float64, device=device)
     _jit(_bucket_kernel)[grid](
-        similarity, keys, position, uncertainty,
-        torch.tensor(first_of_interval, dtype=torch.int32, device=device), cut_interval, cut_value, cut_key,
-        bucket, floors, n, len(cuts), buckets, BLOCK=_BLOCK,
+        similarity,
+        keys,
+        position,
+        uncertainty,
+        torch.tensor(first_of_interval, dtype=torch.int32, device=device),
+        cut_interval,
+        cut_value,
+        cut_key,
+        bucket,
+        floors,
+        n,
+        len(cuts),
+        buckets,
+        BLOCK=_BLOCK,
     )
-    limit = limits(floors.min(dim=0).values, ratio)
+    limit = uncertainty_limit(floors.min(dim=0).values, ratio)
     partial_c = torch.empty((grid[0], buckets), dtype=torch.float64, device=device)
     partial_s = torch.empty((grid[0], buckets), dtype=torch.float32, device=device)
     partial_key = torch.empty((grid[0], buckets), dtype=torch.int64, device=device)
     partial_row = torch.empty((grid[0], buckets), dtype=torch.int64, device=device)
     _jit(_best_kernel)[grid](
-        similarity, uncertainty, complexity, keys, bucket, limit,
-        partial_c, partial_s, partial_key, partial_row, n, buckets, BLOCK=_BLOCK,
+        similarity,
+        uncertainty,
+        complexity,
+        keys,
+        bucket,
+        limit,
+        partial_c,
+        partial_s,
+        partial_key,
+        partial_row,
+        n,
+        buckets,
+        BLOCK=_BLOCK,
     )
     # The same tie-breaks again, across blocks.
     candidate = partial_row != _NO_ROW
@@ -822,7 +1003,9 @@ def similarity_triton(vectors: torch.Tensor, query: torch.Tensor) -> torch.Tenso
     return out
 
 
-def triton_gpu(vectors, query, uncertainty, complexity, keys, k, ratio, equal_count=False, device="cuda") -> Selection:
+def triton_gpu(
+    vectors, query, uncertainty, complexity, keys, k, ratio, equal_count=False, device="cuda"
+) -> Selection:
     def to(array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array).to(device)
 

@@ -21,24 +21,33 @@ def select_buckets(
     ratio: float,
     equal_count: bool = False,
     compact: bucketed_selection.CompactRows | None = None,
+    excluded: np.ndarray | None = None,
 ) -> bucketed_selection.Selection:
-    """``compact``, the vectors' int16 codes, lets the CPU path scan half the bytes; same picks."""
+    """``compact``, the vectors' int16 codes, lets the CPU path scan half the bytes; same picks.
+    ``excluded`` (bool per row) masks rows out inside the CPU passes; the Triton path has no mask,
+    so a masked selection runs on the CPU."""
     pool = (uncertainty, complexity, keys, k, ratio, equal_count)
-    if on_gpu():
+    if on_gpu() and (excluded is None or not excluded.any()):
         return bucketed_selection.triton_gpu(vectors, query, *pool)
     if compact is not None:
-        return bucketed_selection.fast_cpu_compact(vectors, compact, query, *pool)
-    return bucketed_selection.fast_cpu(vectors, query, *pool)
+        return bucketed_selection.fast_cpu_compact(vectors, compact, query, *pool, excluded)
+    return bucketed_selection.fast_cpu(vectors, query, *pool, excluded)
 
 
 def top_candidates(
-    vectors: np.ndarray, query: np.ndarray, k: int, compact: bucketed_selection.CompactRows | None = None
+    vectors: np.ndarray,
+    query: np.ndarray,
+    k: int,
+    compact: bucketed_selection.CompactRows | None = None,
+    excluded: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows that can be among the k most similar to ``query``, with their similarity: every row,
-    unless ``compact`` lets the scan rule most of them out from their int16 codes."""
+    """Rows not ``excluded`` that can be among the k most similar to ``query``, with their
+    similarity: every such row, unless ``compact`` lets the scan rule most of them out from
+    their int16 codes."""
     if compact is not None:
-        return bucketed_selection.top_candidates_compact(vectors, compact, query, k)
-    return np.arange(len(vectors)), vectors @ query
+        return bucketed_selection.top_candidates_compact(vectors, compact, query, k, excluded)
+    rows = np.arange(len(vectors)) if excluded is None else np.flatnonzero(~excluded)
+    return rows, bucketed_selection.similarity_of_rows(vectors, rows, query)
 
 
 def similarity_of_rows(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -54,7 +63,16 @@ def warm_up() -> None:
     for equal_count in (False, True):  # equal count on two buckets of three rows: a cut
         select_buckets(rows, rows[0], *pool, equal_count)
         select_buckets(rows, rows[0], *pool, equal_count, bucketed_selection.compact(rows))
+        select_buckets(
+            rows,
+            rows[0],
+            *pool,
+            equal_count,
+            bucketed_selection.compact(rows),
+            np.array([0, 1, 0], dtype=bool),
+        )
     top_candidates(rows, rows[0], 1, bucketed_selection.compact(rows))
+    top_candidates(rows, rows[0], 1, bucketed_selection.compact(rows), np.array([0, 1, 0], dtype=bool))
     similarity_of_rows(rows, np.arange(2), rows[0])
 
 

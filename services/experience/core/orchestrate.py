@@ -9,20 +9,14 @@ Selections are returned as pool indices with their bucket, in prompt order.
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from kernels.bucketed_selection import uncertainty_limit
+
 DEFAULT_UNCERTAINTY_RATIO = 1.2
 DEFAULT_MMR_LAMBDA = 0.5
-# Relative slack on λ·min so that float noise never drops the bucket's own minimum.
-RATIO_SLACK = 1e-9
-
-
-def uncertainty_limit(floor: float, uncertainty_ratio: float) -> float:
-    """The λ filter's inclusive bound on uncertainty in a bucket whose least is ``floor``."""
-    return uncertainty_ratio * floor * (1 + RATIO_SLACK) + RATIO_SLACK
 
 
 class Bucketing(enum.Enum):
@@ -41,56 +35,6 @@ def _similarity_order(similarity: np.ndarray, keys: np.ndarray, members: np.ndar
     return members[np.lexsort((keys[members], similarity[members]))]
 
 
-def _halve(similarity: np.ndarray, keys: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``members`` in similarity order (exact ties by key), the more similar half taking
-    the odd one. A selection around the cut, not a sort: O(len(members))."""
-    values = similarity[members]
-    cut = len(members) - math.ceil(len(members) / 2)
-    pivot = values[np.argpartition(values, cut)[cut]]
-    tied = members[values == pivot]
-    tied = tied[np.argsort(keys[tied], kind="stable")]
-    below = members[values < pivot]
-    need = cut - len(below)
-    return np.concatenate([below, tied[:need]]), np.concatenate([tied[need:], members[values > pivot]])
-
-
-def divide_into_buckets(
-    similarity: np.ndarray, keys: np.ndarray, k: int, bucketing: Bucketing = Bucketing.EQUAL_WIDTH
-) -> list[np.ndarray]:
-    """Divide the pool into at most k non-empty buckets of member indices, least similar first.
-
-    Equal width: k equal intervals from the lowest similarity to the highest; empty ones are
-    dropped, then the largest bucket is split in two (halving its members in similarity order,
-    the more similar half taking the odd one) until there are k again or none can be split;
-    among equally large buckets the least similar is split first.
-    Equal count: k buckets of equal size in similarity order, the first ones taking the remainder.
-    Members within a bucket are in no particular order.
-    """
-    n = len(similarity)
-    if n == 0:
-        return []
-    if bucketing is Bucketing.EQUAL_COUNT:
-        ordered = _similarity_order(similarity, keys, np.arange(n))
-        return [b for b in np.array_split(ordered, min(k, n)) if len(b)]
-
-    low, high = float(similarity.min()), float(similarity.max())
-    if high > low:
-        position = np.floor((similarity - low) / (high - low) * k).astype(np.int16)
-        position = np.minimum(position, k - 1)  # the highest similarity closes the last interval
-    else:
-        position = np.zeros(n, dtype=np.int16)
-    # A stable sort of small integers is a radix sort: one O(n) pass groups the buckets.
-    grouped = np.argsort(position, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(position, minlength=k))])
-    buckets = [grouped[bounds[b] : bounds[b + 1]] for b in range(k) if bounds[b + 1] > bounds[b]]
-    while len(buckets) < k:
-        largest = max(range(len(buckets)), key=lambda i: (len(buckets[i]), -i))
-        if len(buckets[largest]) < 2:
-            break
-        buckets[largest : largest + 1] = list(_halve(similarity, keys, buckets[largest]))
-    return buckets
-
-
 def pick_in_bucket(
     members: np.ndarray,
     similarity: np.ndarray,
@@ -102,34 +46,15 @@ def pick_in_bucket(
     """Keep members whose uncertainty is at most λ × the bucket's minimum, then take the most
     complex; ties go to the more similar, then to the smaller key. O(len(members))."""
     bucket_uncertainty = uncertainty[members]
-    kept = members[bucket_uncertainty <= uncertainty_limit(float(bucket_uncertainty.min()), uncertainty_ratio)]
+    kept = members[
+        bucket_uncertainty <= uncertainty_limit(float(bucket_uncertainty.min()), uncertainty_ratio)
+    ]
     kept_complexity = complexity[kept]
     best = kept[kept_complexity == kept_complexity.max()]
     if len(best) > 1:
         best_similarity = similarity[best]
         best = best[best_similarity == best_similarity.max()]
     return int(best[np.argmin(keys[best])])
-
-
-def rose(
-    similarity: np.ndarray,
-    uncertainty: np.ndarray,
-    complexity: np.ndarray,
-    keys: np.ndarray,
-    k: int,
-    uncertainty_ratio: float = DEFAULT_UNCERTAINTY_RATIO,
-    bucketing: Bucketing = Bucketing.EQUAL_WIDTH,
-) -> list[Pick]:
-    """RoSE: one demonstration per similarity bucket, least similar bucket first."""
-    if k < 1:
-        raise ValueError("k must be at least 1")
-    if uncertainty_ratio < 1:
-        raise ValueError("the uncertainty ratio λ must be at least 1")
-    buckets = divide_into_buckets(similarity, keys, k, bucketing)
-    return [
-        Pick(pick_in_bucket(members, similarity, uncertainty, complexity, keys, uncertainty_ratio), bucket)
-        for bucket, members in enumerate(buckets)
-    ]
 
 
 def similarity_top_k(similarity: np.ndarray, keys: np.ndarray, k: int) -> list[Pick]:
@@ -184,7 +109,17 @@ def mmr(
     return [Pick(int(i), None) for i in ordered]
 
 
-def random_rows(keys: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k distinct rows drawn uniformly with ``seed``, the same experiences in every process."""
-    by_key = np.argsort(keys, kind="stable")  # row order varies between processes; keys do not
-    return by_key[np.random.default_rng(seed).choice(len(keys), size=min(k, len(keys)), replace=False)]
+def random_rows(keys: np.ndarray, k: int, seed: int, excluded: np.ndarray | None = None) -> np.ndarray:
+    """k distinct rows drawn uniformly with ``seed``, the same experiences in every process: ranks
+    drawn in key order (row order varies between processes; keys do not), found by a selection
+    rather than a sort of the pool. Rows marked in ``excluded`` are never drawn."""
+    if excluded is not None and excluded.any():
+        keys = np.where(excluded, np.iinfo(np.int64).max, keys)  # last in key order, past every rank drawn
+        n = len(keys) - int(np.count_nonzero(excluded))
+    else:
+        n = len(keys)
+    if n == 0 or k < 1:
+        return np.zeros(0, dtype=np.int64)
+    ranks = np.random.default_rng(seed).choice(n, size=min(k, n), replace=False)
+    by_key = np.argpartition(keys, np.sort(ranks))
+    return by_key[ranks]

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels import dispatch as kernels
+from kernels.bucketed_selection import uncertainty_limit
 from services.experience.core.mirror import PoolView, TenantMirror, tie_key
-from services.experience.core.orchestrate import pick_in_bucket, uncertainty_limit
+from services.experience.core.orchestrate import pick_in_bucket
 from services.experience.core.partition import Partition
 
 #: End intervals are taken whole from the probes while their estimated sizes add up to at most
@@ -105,7 +106,12 @@ def _most_extreme(similarity: np.ndarray, keys: np.ndarray, limit: int, highest:
 
 
 def _probe_end(
-    pool: PoolView, partition: Partition, query: np.ndarray, limit: int, from_top: bool, excluded_rows: np.ndarray
+    pool: PoolView,
+    partition: Partition,
+    query: np.ndarray,
+    limit: int,
+    from_top: bool,
+    excluded_rows: np.ndarray,
 ) -> _EndHits:
     rows = partition.probe(query, from_top, len(pool))
     complete = len(rows) == len(pool) and len(rows) - len(excluded_rows) <= limit
@@ -130,7 +136,9 @@ def _take_ends(intervals: list[_Bucket], top: _EndHits, bottom: _EndHits) -> Non
                 break
             last = b == len(intervals) - 1
             interval.fetched = [
-                m for m in hits.members if m[1] >= interval.low and (m[1] <= interval.high if last else m[1] < interval.high)
+                m
+                for m in hits.members
+                if m[1] >= interval.low and (m[1] <= interval.high if last else m[1] < interval.high)
             ]
             interval.size = float(len(interval.fetched))
 
@@ -221,7 +229,9 @@ def _plan(
     return _Plan(similarity, buckets, winners)
 
 
-def _bucket_of(pool: PoolView, rows: np.ndarray, query: np.ndarray, lows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _bucket_of(
+    pool: PoolView, rows: np.ndarray, query: np.ndarray, lows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     similarity = kernels.similarity_of_rows(pool.vectors, rows, query)
     return similarity, np.clip(np.searchsorted(lows, similarity, side="right") - 1, 0, len(lows) - 1)
 
@@ -232,7 +242,12 @@ def _walked(order: np.ndarray, start: int, excluded_rows: np.ndarray) -> np.ndar
 
 
 def _floors(
-    pool: PoolView, most_certain: np.ndarray, excluded_rows: np.ndarray, query: np.ndarray, lows: np.ndarray, wanted: np.ndarray
+    pool: PoolView,
+    most_certain: np.ndarray,
+    excluded_rows: np.ndarray,
+    query: np.ndarray,
+    lows: np.ndarray,
+    wanted: np.ndarray,
 ) -> np.ndarray:
     """Each wanted bucket's least uncertainty in the pool: where the walk most certain first
     first lands in it (NaN where the walk ends first)."""
@@ -249,7 +264,12 @@ def _floors(
 
 
 def _walk(
-    pool: PoolView, walk: np.ndarray, excluded_rows: np.ndarray, query: np.ndarray, lows: np.ndarray, caps: np.ndarray
+    pool: PoolView,
+    walk: np.ndarray,
+    excluded_rows: np.ndarray,
+    query: np.ndarray,
+    lows: np.ndarray,
+    caps: np.ndarray,
 ) -> dict[int, int]:
     """Per bucket with a finite cap, the pool row that the exact rule picks among the walked rows:
     most complex, then most similar, then smallest key."""
@@ -303,7 +323,9 @@ def select(
     buckets, similarity = plan.buckets, plan.similarity
     winners = plan.winners  # the walks and the sample add the rest
     lows = np.array([bucket.low for bucket in buckets])
-    wanted = np.array([b for b, bucket in enumerate(buckets) if b not in winners and len(bucket.members)], dtype=np.int64)
+    wanted = np.array(
+        [b for b, bucket in enumerate(buckets) if b not in winners and len(bucket.members)], dtype=np.int64
+    )
     if len(wanted):
         floors = _floors(pool, most_certain, excluded_rows, query, lows, wanted)
         caps = np.full(len(buckets), -np.inf)  # -inf: not walked (already won, or no sample to cap it)
