@@ -56,7 +56,11 @@ class ExperienceClient(ServiceClient):
         return (await self.call(self._stub.Get, request)).experience
 
     async def delete(self, experience_id: str) -> bool:
-        return (await self.call(self._stub.Delete, pb.DeleteRequest(tenant=self.tenant, id=experience_id))).deleted
+        return (await self.deletion(experience_id)).deleted
+
+    async def deletion(self, experience_id: str) -> pb.DeleteResponse:
+        """Delete, with the consistency token that Orchestrate takes for read-your-writes."""
+        return await self.call(self._stub.Delete, pb.DeleteRequest(tenant=self.tenant, id=experience_id))
 
     async def list(self, page_size: int = 0, page_token: str = "") -> pb.ListResponse:
         request = pb.ListRequest(tenant=self.tenant, page_size=page_size, page_token=page_token)

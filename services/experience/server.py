@@ -21,10 +21,18 @@ from threadpoolctl import threadpool_limits
 
 from services.adapters.embedding_service import RemoteEmbedder
 from services.common.errors import NotFound, PermissionDenied, Validator
+from services.experience.core.consistency import Token, TokenError
 from services.experience.core.defence import BackdoorScreen
 from services.experience.core.experience import TENANT_PATTERN, Experience, experience_id
 from services.experience.core.orchestrate import DEFAULT_MMR_LAMBDA, DEFAULT_UNCERTAINTY_RATIO, Bucketing
-from services.experience.core.pool import ExperiencePool, OrchestrateQuery, RecordInput, SearchMode, Strategy
+from services.experience.core.pool import (
+    ExperiencePool,
+    OrchestrateQuery,
+    PoolSettings,
+    RecordInput,
+    SearchMode,
+    Strategy,
+)
 from services.experience.core.ports import ExperienceStore
 from services.experience.core.record import ReasoningPath
 from services.runtime.config import ServiceSettings
@@ -49,13 +57,29 @@ class ExperienceSettings(ServiceSettings):
     embedding_timeout_s: float = Field(10.0, gt=0, description="deadline of each embedding call")
     storage: Literal["edge", "qdrant"] = Field("edge", description="embedded Qdrant engine, or a Qdrant server")
     data_dir: Path = Field(default_factory=default_data_dir, description="where the embedded engine keeps data")
-    hnsw_threshold: int = Field(20_000, ge=1, description="points before the embedded engine builds HNSW")
     qdrant_url: str = Field("", description="Qdrant server URL, for --storage qdrant")
     qdrant_api_key: str = Field("", description="Qdrant API key, for --storage qdrant")
     qdrant_collection: str = Field("rosemesh_experiences", description="collection on the Qdrant server")
     max_k: int = Field(64, ge=1, description="largest k Orchestrate accepts")
     sublinear_threshold: int = Field(
         500_000, ge=1, description="pool size from which RoSE runs sublinear unless a request says otherwise"
+    )
+    staleness_s: float = Field(
+        1.0, gt=0, description="longest a replica's view may lag other replicas' writes to a shared store"
+    )
+    catch_up_window_s: float = Field(
+        5.0, gt=0, description="how far behind its last change marker a catch-up re-reads (twice the clock skew, and more)"
+    )
+    tombstone_retention_s: float = Field(
+        600.0, gt=0, description="how long a shared store keeps deletes as tombstones for replicas catching up"
+    )
+    mirror_budget_bytes: int = Field(
+        1 << 30, ge=1 << 20, description="resident bytes of all tenants' mirrors; least recently used ones go past it"
+    )
+    selection_workers: int = Field(2, ge=1, description="selections run at once, in worker threads")
+    selection_queue: int = Field(32, ge=0, description="selections waiting beyond those before RESOURCE_EXHAUSTED")
+    load_wait_s: float = Field(
+        30.0, gt=0, description="longest an Orchestrate without a deadline waits for its tenant's pool to load"
     )
     max_paths: int = Field(100, ge=1, description="most reasoning paths per Record")
     max_question_bytes: int = Field(8 * 1024, ge=1)
@@ -84,7 +108,20 @@ def build_store(settings: ExperienceSettings, dimension: int) -> ExperienceStore
         )
     from services.experience.backends.qdrant_edge import QdrantEdgeStore
 
-    return QdrantEdgeStore(settings.data_dir, dimension, hnsw_threshold=settings.hnsw_threshold)
+    return QdrantEdgeStore(settings.data_dir, dimension)
+
+
+def pool_settings(settings: ExperienceSettings) -> PoolSettings:
+    return PoolSettings(
+        sublinear_threshold=settings.sublinear_threshold,
+        staleness_s=settings.staleness_s,
+        catch_up_window_s=settings.catch_up_window_s,
+        tombstone_retention_s=settings.tombstone_retention_s,
+        mirror_budget_bytes=settings.mirror_budget_bytes,
+        selection_workers=settings.selection_workers,
+        selection_queue=settings.selection_queue,
+        load_wait_s=settings.load_wait_s,
+    )
 
 
 _STRATEGIES = {
@@ -207,21 +244,24 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
         v = Validator()
         record = self._record_input(v, request)
         v.raise_if_any()
-        ((experience, created),) = await self.pool.record_many([record])
-        return pb.RecordResponse(experience=to_proto(experience), created=created)
+        ((experience, created),), (token,) = await self.pool.record_many([record])
+        return pb.RecordResponse(experience=to_proto(experience), created=created, consistency_token=token.encode())
 
     async def RecordStream(
         self, request_iterator: AsyncIterator[pb.RecordStreamRequest], context: grpc.aio.ServicerContext
     ) -> pb.RecordStreamResponse:
         created = updated = 0
         batch: list[RecordInput] = []
+        written: dict[str, list[Token]] = {}
 
         async def flush() -> None:
             nonlocal created, updated
             if batch:
-                results = await self.pool.record_many(batch)
+                results, tokens = await self.pool.record_many(batch)
                 created += sum(1 for _, was_created in results if was_created)
                 updated += sum(1 for _, was_created in results if not was_created)
+                for token in tokens:
+                    written.setdefault(token.tenant, []).append(token)
                 batch.clear()
 
         position = 0
@@ -236,7 +276,8 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
             if len(batch) >= 64:
                 await flush()
         await flush()
-        return pb.RecordStreamResponse(created_count=created, updated_count=updated)
+        tokens = {tenant: Token.merge(parts).encode() for tenant, parts in written.items()}
+        return pb.RecordStreamResponse(created_count=created, updated_count=updated, consistency_tokens=tokens)
 
     async def Orchestrate(
         self, request: pb.OrchestrateRequest, context: grpc.aio.ServicerContext
@@ -253,6 +294,12 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
         mmr_lambda = request.mmr_lambda if request.HasField("mmr_lambda") else DEFAULT_MMR_LAMBDA
         v.check(0 <= mmr_lambda <= 1, "mmr_lambda", f"must be in [0, 1]; got {mmr_lambda}")
         v.check(request.search_mode in _SEARCH_MODES, "search_mode", f"unknown search mode {request.search_mode}")
+        token = None
+        if request.consistency_token:
+            try:
+                token = Token.decode(request.consistency_token, tenant)
+            except TokenError as exc:
+                v.check(False, "consistency_token", str(exc))
         v.raise_if_any()
         query = OrchestrateQuery(
             tenant=tenant,
@@ -265,7 +312,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
             seed=request.seed if request.HasField("seed") else None,
             search_mode=_SEARCH_MODES[request.search_mode],
         )
-        result = await self.pool.orchestrate(query)
+        result = await self.pool.orchestrate(query, token, context.time_remaining())
         return pb.OrchestrateResponse(
             demonstrations=[
                 pb.Demonstration(experience=to_proto(d.experience), similarity=d.similarity, bucket_index=d.bucket)
@@ -277,6 +324,8 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
             uncertainty_ratio=ratio,
             pool_size=result.pool_size,
             embedding_model=self.embedding_model,
+            view_age_ms=result.view_age_s * 1000,
+            load_wait_ms=result.load_wait_s * 1000,
         )
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
@@ -292,7 +341,8 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
         v = Validator()
         tenant, eid = self._key(v, request)
         v.raise_if_any()
-        return pb.DeleteResponse(deleted=await self.pool.delete(tenant, eid))
+        deleted, token = await self.pool.delete(tenant, eid)
+        return pb.DeleteResponse(deleted=deleted, consistency_token=token.encode())
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
         s = self.settings
@@ -319,7 +369,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
         v = Validator()
         tenant = self._tenant(v, request.tenant)
         v.raise_if_any()
-        stats = await self.pool.stats(tenant)
+        stats = await self.pool.stats(tenant, context.time_remaining())
         response = pb.StatsResponse(
             experience_count=stats.experience_count,
             indexed_count=stats.indexed_count,
@@ -366,12 +416,14 @@ class ExperienceService(Service):
         progress.report(f"opening the {settings.storage} store")
         self.store = build_store(settings, default.dimension)
         screen = BackdoorScreen(min_support=settings.poison_min_support) if settings.poison_screen else None
-        pool = ExperiencePool(self.store, self.embedder.embed, settings.sublinear_threshold, screen)
-        progress.report("loading the pool into memory")
-        await pool.load()
+        pool = ExperiencePool(self.store, self.embedder.embed, pool_settings(settings), screen)
+        progress.report("readying the selection kernels")
+        await pool.start()  # tenants load on first use
         self.pool = pool
 
     async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
         if self.store is not None:
             self.store.close()
         if self.embedder is not None:

@@ -12,6 +12,7 @@ from kernels.bucketed_selection import compact
 from services.experience.core import sublinear
 from services.experience.core.experience import experience_id
 from services.experience.core.mirror import TenantMirror
+from services.experience.core.partition import Partition
 from tests.rose_reference import rose
 
 TENANT = "agree"
@@ -27,6 +28,14 @@ def clustered_pool(n: int, dimension: int, rng: np.random.Generator) -> tuple[np
     return vectors.astype(np.float32), uncertainty, complexity
 
 
+def partition_now(mirror: TenantMirror) -> None:
+    """Train, place and adopt a partition in one go (the pool does it in steps, off its lock)."""
+    mirror.catch_up()
+    mirror.pending = Partition.train(mirror.training_rows(), mirror.size)
+    mirror.place_pending(0)
+    mirror.adopt_pending()
+
+
 @pytest.fixture(scope="module")
 def mirror() -> TenantMirror:
     rng = np.random.default_rng(0)
@@ -35,7 +44,7 @@ def mirror() -> TenantMirror:
     mirror = TenantMirror(dimension)
     for i in range(n):
         mirror.upsert(experience_id(TENANT, f"question {i}"), vectors[i], uncertainty[i], complexity[i])
-    mirror.partition = mirror.partitioned()
+    partition_now(mirror)
     return mirror
 
 
@@ -61,7 +70,7 @@ def test_sublinear_agrees_with_exact(mirror: TenantMirror) -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["upsert", "remove", "order", "view", "partition"]),
+            st.sampled_from(["upsert", "remove", "order", "view", "partition", "train", "place", "adopt"]),
             st.integers(0, 30),
             st.integers(0, 4),
             st.integers(0, 3),
@@ -71,6 +80,7 @@ def test_sublinear_agrees_with_exact(mirror: TenantMirror) -> None:
 )
 def test_the_mirror_keeps_its_orders_codes_and_partition_through_writes(operations) -> None:
     mirror = TenantMirror(2, capacity=4)
+    placed = 0
     for operation, question, complexity, uncertainty in operations:
         eid = experience_id(TENANT, f"question {question}")
         if operation == "upsert":
@@ -81,15 +91,24 @@ def test_the_mirror_keeps_its_orders_codes_and_partition_through_writes(operatio
         elif operation == "order":
             mirror.most_complex_first(), mirror.most_certain_first()
         elif operation == "partition" and mirror.size:
-            mirror.view()
-            mirror.partition = mirror.partitioned()
+            partition_now(mirror)
+        elif operation == "train" and mirror.size and mirror.pending is None:
+            # A partition built beside the live one, as the pool does off its lock.
+            mirror.pending = Partition.train(mirror.training_rows(), mirror.size)
+            placed = 0
+        elif operation == "place" and mirror.pending is not None:
+            placed = mirror.place_pending(placed)
+        elif operation == "adopt" and mirror.pending is not None:
+            mirror.catch_up()
+            mirror.adopt_pending()
         else:
-            mirror.view()  # codes caught up here; later writes must keep them in step
+            mirror.catch_up()  # later writes must keep the codes in step
     by_complexity, by_uncertainty = mirror.most_complex_first(), mirror.most_certain_first()
     for order in (by_complexity, by_uncertainty):
         assert sorted(order.tolist()) == list(range(mirror.size))
     assert (np.diff(mirror.complexity[by_complexity]) <= 0).all()
     assert (np.diff(mirror.uncertainty[by_uncertainty]) >= 0).all()
+    mirror.catch_up()
     view = mirror.view()
     expected = compact(view.vectors)
     assert view.compact is not None

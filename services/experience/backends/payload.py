@@ -12,11 +12,11 @@ import numpy as np
 
 from services.experience.core.experience import Experience
 
-# The tenant key has a payload index (it filters every read); the two scores come back with
-# ranked searches.
+# The tenant key has a payload index (it filters every read); so do the change marker (read
+# in order as replicas catch up) and the tombstone flag of a shared store.
 TENANT = "tenant"
-UNCERTAINTY = "uncertainty"
-COMPLEXITY = "complexity"
+MARKER = "change"
+DELETED = "deleted"
 
 _FIELDS = tuple(f.name for f in fields(Experience) if f.name != "id")
 _FLOATS = frozenset({"uncertainty", "complexity", "create_time", "update_time"})
@@ -25,11 +25,17 @@ _INTS = frozenset({"path_count", "majority_count"})
 T = TypeVar("T")
 
 
-def to_payload(experience: Experience) -> dict[str, Any]:
-    """Every field but the id, which is the point id."""
+def to_payload(experience: Experience, marker: int) -> dict[str, Any]:
+    """Every field but the id, which is the point id, and the write's change marker."""
     payload = asdict(experience)
     del payload["id"]
+    payload[MARKER] = marker
     return payload
+
+
+def marker_of(payload: Mapping[str, Any]) -> int:
+    """The change marker of a stored payload (0 for points written before markers were)."""
+    return int(payload.get(MARKER, 0))
 
 
 def from_payload(point_id: object, payload: Mapping[str, Any]) -> Experience:

@@ -5,6 +5,13 @@ order_by included. It searches by brute force, ignores payload indexes (warning 
 HNSW settings, and is not thread-safe: in that mode only, this store skips the index calls,
 serialises its calls and reports no indexed points.
 
+The store is shared: every replica of the service writes to it. Deletes leave a tombstone (the
+point, flagged, with its vector replaced) until ``purge_tombstones``; every read but
+``versions`` and ``changes`` leaves tombstones out. Replicas follow each other's writes through
+``changes``, a scroll ordered by the indexed change marker. Writes wait for the server
+(``wait=True``, strong ordering) and change reads ask a majority of a shard's replicas, so a
+write a replica acknowledged is in every later catch-up.
+
 A circuit breaker guards the server: a transport failure (UNAVAILABLE or DEADLINE_EXCEEDED over
 gRPC, no connection or no answer over HTTP) becomes BackendUnavailable, and after repeated ones
 calls fail at once (CircuitOpen) until a trial call succeeds.
@@ -26,8 +33,11 @@ from qdrant_client.http.exceptions import ResponseHandlingException
 from services.common.breaker import CircuitBreaker
 from services.common.errors import BackendUnavailable
 from services.experience.backends.payload import (
+    DELETED,
+    MARKER,
     TENANT,
     from_payload,
+    marker_of,
     page_after,
     page_offset,
     point_id,
@@ -37,16 +47,26 @@ from services.experience.backends.payload import (
     vector_values,
 )
 from services.experience.core.experience import Experience
-from services.experience.core.ports import ExperienceStore, ScoredExperience, StoredPoint
+from services.experience.core.ports import Change, ExperienceStore, StoredPoint, Version
 
-# is_tenant keeps each tenant's points together on disk, as Qdrant's multitenancy guide advises.
-_INDEXES: dict[str, qm.PayloadSchemaType | qm.KeywordIndexParams] = {
+# is_tenant keeps each tenant's points together on disk, as Qdrant's multitenancy guide advises;
+# order_by needs a range index on the marker.
+_INDEXES: dict[str, qm.PayloadSchemaType | qm.KeywordIndexParams | qm.IntegerIndexParams] = {
     TENANT: qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
+    MARKER: qm.IntegerIndexParams(type=qm.IntegerIndexType.INTEGER, lookup=False, range=True),
+    DELETED: qm.PayloadSchemaType.BOOL,
 }
+_DELETED = qm.FieldCondition(key=DELETED, match=qm.MatchValue(value=True))
 
 
-def _tenant_filter(tenant: str, *conditions: qm.FieldCondition | qm.HasIdCondition) -> qm.Filter:
-    return qm.Filter(must=[qm.FieldCondition(key=TENANT, match=qm.MatchValue(value=tenant)), *conditions])
+def _tenant_filter(
+    tenant: str, *conditions: qm.FieldCondition | qm.HasIdCondition, tombstones: bool = False
+) -> qm.Filter:
+    """The tenant's points meeting ``conditions``: live ones only, unless ``tombstones``."""
+    return qm.Filter(
+        must=[qm.FieldCondition(key=TENANT, match=qm.MatchValue(value=tenant)), *conditions],
+        must_not=None if tombstones else [_DELETED],
+    )
 
 
 def _has_ids(ids: Sequence[str]) -> qm.HasIdCondition:
@@ -59,7 +79,12 @@ def _experience(point: qm.Record | qm.ScoredPoint) -> Experience:
 
 
 def _stored(record: qm.Record) -> StoredPoint:
-    return StoredPoint(_experience(record), np.asarray(record.vector, dtype=np.float32))
+    assert record.payload is not None
+    return StoredPoint(_experience(record), np.asarray(record.vector, dtype=np.float32), marker_of(record.payload))
+
+
+def _is_tombstone(record: qm.Record) -> bool:
+    return bool(record.payload and record.payload.get(DELETED))
 
 
 def _unreachable(exc: Exception) -> bool:
@@ -70,6 +95,7 @@ def _unreachable(exc: Exception) -> bool:
 
 class QdrantServerStore(ExperienceStore):
     backend_name = "qdrant"
+    shared = True
 
     def __init__(
         self,
@@ -85,6 +111,8 @@ class QdrantServerStore(ExperienceStore):
         self.collection = collection
         options = client.init_options
         self._local = options.get("location") == ":memory:" or options.get("path") is not None
+        # A majority of each shard's replicas: a write acknowledged with wait=True is among them.
+        self._read_consistency = None if self._local else qm.ReadConsistencyType.MAJORITY
         self._serial: AbstractContextManager[Any] = threading.Lock() if self._local else nullcontext()
         self.breaker = breaker or CircuitBreaker(f"qdrant {options.get('url') or options.get('location')}")
         if not client.collection_exists(collection):
@@ -127,12 +155,15 @@ class QdrantServerStore(ExperienceStore):
             qm.PointStruct(
                 id=p.experience.id,
                 vector=vector_values(p.vector, self.dimension),
-                payload=to_payload(p.experience),
+                payload=to_payload(p.experience, p.marker),
             )
             for p in points
         ]
+        self._write(structs)
+
+    def _write(self, structs: list[qm.PointStruct]) -> None:
         with self._server():
-            self.client.upsert(self.collection, structs, wait=True)
+            self.client.upsert(self.collection, structs, wait=True, ordering=qm.WriteOrdering.STRONG)
 
     def get(self, tenant: str, experience_id: str) -> Experience | None:
         return next(iter(self.get_many(tenant, [experience_id]).values()), None)
@@ -144,18 +175,53 @@ class QdrantServerStore(ExperienceStore):
         records, _ = self._scroll(where=_tenant_filter(tenant, _has_ids(ids)), limit=len(ids))
         return {e.id: e for e in map(_experience, records)}
 
-    def delete(self, tenant: str, experience_id: str) -> bool:
-        """True when the point existed for ``tenant`` just before: a server has no
-        delete-and-report, so this counts, then deletes by tenant and id."""
+    def versions(self, tenant: str, experience_ids: Sequence[str]) -> dict[str, Version]:
+        ids = point_ids(experience_ids)
+        if not ids:
+            return {}
+        records, _ = self._scroll(where=_tenant_filter(tenant, _has_ids(ids), tombstones=True), limit=len(ids))
+        return {
+            str(r.id): Version(marker_of(r.payload or {}), None if _is_tombstone(r) else _experience(r))
+            for r in records
+        }
+
+    def delete(self, tenant: str, experience_id: str, marker: int) -> bool:
+        """True when a live point existed for ``tenant`` just before: a server has no
+        delete-and-report, so this counts, then writes the tombstone over it."""
         pid = point_id(experience_id)
         if pid is None:
             return False
-        owned = _tenant_filter(tenant, _has_ids([pid]))
         with self._server():
-            if self.client.count(self.collection, count_filter=owned, exact=True).count == 0:
-                return False
-            self.client.delete(self.collection, qm.FilterSelector(filter=owned), wait=True)
+            live = self.client.count(self.collection, count_filter=_tenant_filter(tenant, _has_ids([pid])), exact=True)
+        if live.count == 0:
+            return False
+        tombstone = np.zeros(self.dimension, dtype=np.float32)
+        tombstone[0] = 1.0  # cosine needs a non-zero vector; no read ranks tombstones
+        self._write([qm.PointStruct(id=pid, vector=tombstone.tolist(), payload={TENANT: tenant, MARKER: marker, DELETED: True})])
         return True
+
+    def changes(self, tenants: Sequence[str], since: int, limit: int) -> list[Change]:
+        if not tenants or limit <= 0:
+            return []
+        where = qm.Filter(must=[qm.FieldCondition(key=TENANT, match=qm.MatchAny(any=list(tenants)))])
+        order = qm.OrderBy(key=MARKER, direction=qm.Direction.ASC, start_from=since)
+        records, _ = self._scroll(
+            where=where, limit=limit, order_by=order, with_vectors=True, consistency=self._read_consistency
+        )
+        changes = []
+        for r in records:
+            payload = r.payload or {}
+            point = None if _is_tombstone(r) else _stored(r)
+            changes.append(Change(str(payload[TENANT]), str(r.id), marker_of(payload), point))
+        return changes
+
+    def purge_tombstones(self, before: int) -> int:
+        old = qm.Filter(must=[_DELETED, qm.FieldCondition(key=MARKER, range=qm.Range(lt=before))])
+        with self._server():
+            count = self.client.count(self.collection, count_filter=old, exact=True).count
+            if count:
+                self.client.delete(self.collection, qm.FilterSelector(filter=old), wait=True)
+        return count
 
     def page(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
         if limit <= 0:
@@ -169,7 +235,7 @@ class QdrantServerStore(ExperienceStore):
             return self.client.count(self.collection, count_filter=_tenant_filter(tenant), exact=True).count
 
     def scroll(self, tenant: str | None = None, batch_size: int = 1024) -> Iterator[StoredPoint]:
-        where = None if tenant is None else _tenant_filter(tenant)
+        where = qm.Filter(must_not=[_DELETED]) if tenant is None else _tenant_filter(tenant)
 
         def fetch(offset: Any) -> tuple[list[StoredPoint], Any]:
             records, next_offset = self._scroll(
@@ -178,27 +244,6 @@ class QdrantServerStore(ExperienceStore):
             return [_stored(r) for r in records], next_offset
 
         return scroll_pages(fetch)
-
-    def _search(
-        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None
-    ) -> list[qm.ScoredPoint]:
-        if limit <= 0:
-            return []
-        with self._server():
-            return self.client.query_points(
-                self.collection,
-                query=vector_values(vector, self.dimension),
-                query_filter=_tenant_filter(tenant),
-                limit=limit,
-                score_threshold=score_threshold,
-                with_payload=True,
-            ).points
-
-    def search(
-        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
-    ) -> list[ScoredExperience]:
-        hits = self._search(tenant, vector, limit, score_threshold)
-        return [ScoredExperience(_experience(h), h.score) for h in hits]
 
     def indexed_count(self, tenant: str) -> int:
         """An estimate: the server reports indexed vectors per collection, not per tenant, so

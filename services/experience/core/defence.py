@@ -25,6 +25,7 @@ above ``max_share``, are not flagged.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 _WORD = re.compile(r"[a-z0-9']+")
@@ -67,13 +68,19 @@ class _TenantScreen:
     tails: dict[str, frozenset[str]] = field(default_factory=dict)
     by_gram: dict[str, set[str]] = field(default_factory=dict)
     by_template: dict[str, set[str]] = field(default_factory=dict)
-    #: Pairs that passed the co-occurrence test once; re-judged on every read.
-    candidates: set[tuple[str, str]] = field(default_factory=set)
+    #: Templates in at least min_support records: the only ones that can be backdoor steps.
+    supported: set[str] = field(default_factory=set)
+    #: Per supported template, the grams shared by enough of its records, as of its last change.
+    shared_grams: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     cached: tuple[int, set[str], set[tuple[str, str]]] | None = None
     version: int = 0
 
 
 class BackdoorScreen:
+    """Judges each tenant's pool as it is now: the verdict depends on the set of records alone,
+    never on the order they arrived in, so every replica holding the same records quarantines
+    the same ones."""
+
     def __init__(
         self, min_support: int = 4, min_confidence: float = 0.8, max_share: float = 0.2, tail_steps: int = 3
     ) -> None:
@@ -82,19 +89,6 @@ class BackdoorScreen:
         self.max_share = max_share
         self.tail_steps = tail_steps
         self._tenants: dict[str, _TenantScreen] = {}
-
-    def _co_occur(self, s: _TenantScreen, template: str, gram: str) -> set[str]:
-        """The records that carry the pair, if it passes the co-occurrence test; else none."""
-        with_template, with_gram = s.by_template.get(template, set()), s.by_gram.get(gram, set())
-        if len(with_template) < self.min_support:
-            return set()
-        # Confidence both ways needs sizes within that ratio; checking first skips the
-        # intersection of a step every record shares with each new record's n-grams.
-        if min(len(with_template), len(with_gram)) < self.min_confidence * max(len(with_template), len(with_gram)):
-            return set()
-        both = with_template & with_gram
-        confident = min(len(both) / len(with_template), len(both) / len(with_gram)) >= self.min_confidence
-        return both if confident else set()
 
     def add(self, tenant: str, experience_id: str, question: str, reasoning: str) -> None:
         """Take in a recorded experience (new or updated)."""
@@ -107,11 +101,7 @@ class BackdoorScreen:
             s.by_gram.setdefault(gram, set()).add(experience_id)
         for template in tails:
             s.by_template.setdefault(template, set()).add(experience_id)
-            s.candidates.update(
-                (template, gram)
-                for gram in grams
-                if (template, gram) not in s.candidates and self._co_occur(s, template, gram)
-            )
+            self._template_changed(s, template)
         s.version += 1
 
     def remove(self, tenant: str, experience_id: str) -> None:
@@ -120,11 +110,38 @@ class BackdoorScreen:
             return
         for gram in s.grams.pop(experience_id):
             s.by_gram[gram].discard(experience_id)
+            if not s.by_gram[gram]:
+                del s.by_gram[gram]
         for template in s.tails.pop(experience_id):
             s.by_template[template].discard(experience_id)
+            self._template_changed(s, template)
+            if not s.by_template[template]:
+                del s.by_template[template]
         s.version += 1
 
+    def forget(self, tenant: str) -> None:
+        """Drop what the screen holds for a tenant (its mirror was evicted)."""
+        self._tenants.pop(tenant, None)
+
+    def _template_changed(self, s: _TenantScreen, template: str) -> None:
+        s.shared_grams.pop(template, None)
+        if len(s.by_template[template]) >= self.min_support:
+            s.supported.add(template)
+        else:
+            s.supported.discard(template)
+
+    def _shared_grams(self, s: _TenantScreen, template: str) -> list[tuple[str, int]]:
+        """The grams in at least min_confidence of the template's records, with how many."""
+        if template not in s.shared_grams:
+            records = s.by_template[template]
+            counts = Counter(gram for eid in records for gram in s.grams[eid])
+            need = self.min_confidence * len(records)
+            s.shared_grams[template] = [(gram, both) for gram, both in counts.items() if both >= need]
+        return s.shared_grams[template]
+
     def _judge(self, tenant: str) -> tuple[set[str], set[tuple[str, str]]]:
+        """A (step, gram) pair is a backdoor when the step recurs in min_support records, both are
+        rare, and min_confidence of the records with either have both."""
         s = self._tenants.get(tenant)
         if s is None:
             return set(), set()
@@ -132,13 +149,15 @@ class BackdoorScreen:
             rare = self.max_share * len(s.grams)
             quarantined: set[str] = set()
             backdoors: set[tuple[str, str]] = set()
-            for template, gram in s.candidates:
-                if len(s.by_template[template]) > rare or len(s.by_gram[gram]) > rare:
-                    continue  # common, so no backdoor: skip the costly intersection
-                carriers = self._co_occur(s, template, gram)
-                if carriers:
-                    backdoors.add((template, gram))
-                    quarantined |= carriers
+            for template in s.supported:
+                with_template = s.by_template[template]
+                if len(with_template) > rare:
+                    continue  # a step this common is no backdoor
+                for gram, both in self._shared_grams(s, template):
+                    with_gram = s.by_gram[gram]
+                    if len(with_gram) <= rare and both >= self.min_confidence * len(with_gram):
+                        backdoors.add((template, gram))
+                        quarantined |= with_template & with_gram
             s.cached = (s.version, quarantined, backdoors)
         return s.cached[1], s.cached[2]
 

@@ -1,7 +1,9 @@
-"""An in-memory mirror of each tenant's pool: what exact orchestration scans on every call.
+"""An in-memory mirror of one tenant's pool: what exact orchestration scans on every call.
 
-The store stays the source of truth; the mirror is rebuilt from it at start and updated
-after every acknowledged write, so Orchestrate sees a write as soon as Record returns.
+The store stays the source of truth; the mirror is a cache of it, loaded on a tenant's first
+use and kept up by this replica's writes and by catching up with other replicas' (see
+``pool``). It is not thread-safe: the pool lets selections read it from worker threads only
+while nothing writes.
 """
 
 from __future__ import annotations
@@ -30,12 +32,19 @@ class PoolView:
     complexity: np.ndarray  # float64 [n]
     keys: np.ndarray  # int64 [n]
     compact: CompactRows | None = None  # the vectors as int16 codes, for the selection's scan
+    excluded: np.ndarray | None = None  # bool [n], rows held back from selection; None when none is
+    excluded_count: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def selectable(self) -> int:
+        return len(self.ids) - self.excluded_count
+
     def without(self, excluded: set[str]) -> PoolView:
-        """The view less the rows whose ids are in ``excluded`` (quarantined experiences)."""
+        """A copy less the rows whose ids are in ``excluded``; for small views (the sublinear
+        search's sample), never for a whole pool."""
         if not excluded:
             return self  # the common case; the test below is a Python pass over every id
         keep = np.fromiter((eid not in excluded for eid in self.ids), dtype=bool, count=len(self.ids))
@@ -54,6 +63,12 @@ class PoolView:
 
 #: Rows compacted at once when the codes catch up with the vectors (bounds float64 memory).
 COMPACT_BLOCK = 65_536
+
+#: Bytes a mirror row costs beyond its arrays: its id string and its entry in ``row_of``.
+ROW_OVERHEAD_BYTES = 160
+
+#: Rows a pending partition places at a time (each step holds writes off for its length).
+PLACEMENT_BLOCK = 32_768
 
 #: Writes kept up in a sorted order one by one (O(n) each); after more, it is rebuilt on next use.
 ORDER_UPDATES = 256
@@ -122,13 +137,52 @@ class TenantMirror:
         self.uncertainty = np.zeros(capacity)
         self.complexity = np.zeros(capacity)
         self.keys = np.zeros(capacity, dtype=np.int64)
+        self.markers = np.zeros(capacity, dtype=np.int64)  # the change marker each row is at
         self.codes = np.zeros((capacity, dimension), dtype=np.int16)
         self.scales = np.zeros(capacity, dtype=np.float32)
         self.bounds = np.zeros(capacity, dtype=np.float32)
+        self.excluded = np.zeros(capacity, dtype=np.bool_)
+        self._excluded_ids: set[str] = set()
         self._stale: set[int] = set()  # rows whose codes lag their vector
         self._most_complex = SortedRows(descending=True)
         self._most_certain = SortedRows(descending=False)
         self.partition: Partition | None = None
+        #: A partition being built: writes keep it up, as they do the live one, until it replaces it.
+        self.pending: Partition | None = None
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return (
+            self.vectors, self.uncertainty, self.complexity, self.keys, self.markers,
+            self.codes, self.scales, self.bounds, self.excluded,
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Resident bytes: the arrays at their capacity, and the ids."""
+        return sum(a.nbytes for a in self._arrays()) + ROW_OVERHEAD_BYTES * self.size
+
+    @staticmethod
+    def row_bytes(dimension: int) -> int:
+        """What one row costs, for sizing a tenant before it loads."""
+        return dimension * 6 + 8 * 5 + 4 * 2 + 1 + ROW_OVERHEAD_BYTES
+
+    def marker_of(self, experience_id: str) -> int | None:
+        row = self.row_of.get(experience_id)
+        return None if row is None else int(self.markers[row])
+
+    def set_excluded(self, experience_ids: set[str]) -> None:
+        """Hold back exactly these experiences (those not in the mirror are ignored)."""
+        for eid in self._excluded_ids - experience_ids:
+            if (row := self.row_of.get(eid)) is not None:
+                self.excluded[row] = False
+        for eid in experience_ids - self._excluded_ids:
+            if (row := self.row_of.get(eid)) is not None:
+                self.excluded[row] = True
+        self._excluded_ids = set(experience_ids)
+
+    @property
+    def excluded_count(self) -> int:
+        return sum(1 for eid in self._excluded_ids if eid in self.row_of)
 
     def most_complex_first(self) -> np.ndarray:
         return self._most_complex.get(self.complexity[: self.size])
@@ -142,11 +196,15 @@ class TenantMirror:
         self.uncertainty = np.resize(self.uncertainty, capacity)
         self.complexity = np.resize(self.complexity, capacity)
         self.keys = np.resize(self.keys, capacity)
+        self.markers = np.resize(self.markers, capacity)
         self.codes = np.resize(self.codes, (capacity, self.codes.shape[1]))
         self.scales = np.resize(self.scales, capacity)
         self.bounds = np.resize(self.bounds, capacity)
+        self.excluded = np.resize(self.excluded, capacity)
 
-    def upsert(self, experience_id: str, vector: np.ndarray, uncertainty: float, complexity: float) -> None:
+    def upsert(
+        self, experience_id: str, vector: np.ndarray, uncertainty: float, complexity: float, marker: int = 0
+    ) -> None:
         row = self.row_of.get(experience_id)
         if row is None:
             if self.size == len(self.keys):
@@ -156,6 +214,7 @@ class TenantMirror:
             self.ids.append(experience_id)
             self.row_of[experience_id] = row
             self.keys[row] = tie_key(experience_id)
+            self.excluded[row] = experience_id in self._excluded_ids
             self._most_complex.change(None, (row, complexity))
             self._most_certain.change(None, (row, uncertainty))
         else:
@@ -166,6 +225,7 @@ class TenantMirror:
         self.vectors[row] = vector
         self.uncertainty[row] = uncertainty
         self.complexity[row] = complexity
+        self.markers[row] = marker
         self._stale.add(row)
 
     def remove(self, experience_id: str) -> None:
@@ -175,15 +235,16 @@ class TenantMirror:
         last = self.size - 1
         self._most_complex.change((row, float(self.complexity[row])), None)
         self._most_certain.change((row, float(self.uncertainty[row])), None)
-        if self.partition is not None:
-            self.partition.remove(row, last)
+        for partition in (self.partition, self.pending):
+            if partition is not None:
+                partition.remove(row, last)
         if row != last:
             self._most_complex.move(last, float(self.complexity[last]), row)
             self._most_certain.move(last, float(self.uncertainty[last]), row)
             moved = self.ids[last]
             self.ids[row] = moved
             self.row_of[moved] = row
-            for array in (self.vectors, self.uncertainty, self.complexity, self.keys, self.codes, self.scales, self.bounds):
+            for array in self._arrays():
                 array[row] = array[last]
             if last in self._stale:
                 self._stale.add(row)
@@ -209,28 +270,57 @@ class TenantMirror:
             rows = stale[start : start + COMPACT_BLOCK]
             block = compact(self.vectors[rows])
             self.codes[rows], self.scales[rows], self.bounds[rows] = block.codes, block.scales, block.bounds
-        if self.partition is not None:
-            self.partition.place(stale, self.vectors[stale])
+        for partition in (self.partition, self.pending):
+            if partition is not None:
+                partition.place(stale, self.vectors[stale])
         self._stale.clear()
+
+    @property
+    def caught_up(self) -> bool:
+        return not self._stale
 
     def partition_due(self) -> bool:
         """Whether the pool needs a (new) partition: none yet, or grown fourfold since."""
         return self.size > 0 and (self.partition is None or self.partition.needs_retraining(self.size))
 
-    def partitioned(self) -> Partition:
-        """A new partition of every row (half a minute at a million on two cores; the caller
-        holds writes off, then sets ``partition``)."""
-        vectors = self.vectors[: self.size]
-        partition = Partition.train(vectors)
-        partition.place(np.arange(self.size), vectors)
-        return partition
+    def training_rows(self, seed: int = 0) -> np.ndarray:
+        """A copy of the rows a new partition's k-means trains on."""
+        return self.vectors[Partition.training_rows(self.size, seed)]
+
+    def place_pending(self, start: int) -> int:
+        """Place the next block of rows from ``start`` in the pending partition; where the next
+        block starts (``size`` when done)."""
+        assert self.pending is not None
+        stop = min(self.size, start + PLACEMENT_BLOCK)
+        if start < stop:
+            rows = np.arange(start, stop)
+            self.pending.place(rows, self.vectors[start:stop])
+        return stop
+
+    def adopt_pending(self) -> None:
+        """Place the rows the walk missed (moved behind it by deletes), and switch to the pending
+        partition."""
+        assert self.pending is not None
+        pending = self.pending
+        known = pending.cluster_of[: self.size] if len(pending.cluster_of) >= self.size else None
+        missing = np.arange(self.size) if known is None else np.flatnonzero(known < 0)
+        if len(missing):
+            pending.place(missing, self.vectors[missing])
+        self.partition, self.pending = pending, None
 
     def view(self) -> PoolView:
-        """Views, not copies: take it and use it within one step of the event loop."""
-        if self._stale:
-            self.catch_up()
+        """Views, not copies, of a caught-up mirror: valid while nothing writes to it."""
+        assert not self._stale, "the mirror's codes lag its rows: writers catch up before they let go"
         n = self.size
         rows = CompactRows(self.codes[:n], self.scales[:n], self.bounds[:n])
+        excluded = self.excluded_count
         return PoolView(
-            self.ids, self.vectors[:n], self.uncertainty[:n], self.complexity[:n], self.keys[:n], rows
+            self.ids,
+            self.vectors[:n],
+            self.uncertainty[:n],
+            self.complexity[:n],
+            self.keys[:n],
+            rows,
+            self.excluded[:n] if excluded else None,
+            excluded,
         )

@@ -40,18 +40,31 @@ class Partition:
         self.cluster_of = np.full(0, -1, dtype=np.int32)  # per row; -1 until placed
         self.members: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(len(centroids))]
 
+    @staticmethod
+    def clusters_for(n: int) -> int:
+        return max(1, min(n, round(CLUSTERS_PER_ROOT * math.sqrt(n))))
+
     @classmethod
-    def train(cls, vectors: np.ndarray, seed: int = 0) -> Partition:
-        """Centroids for ``vectors`` (rows are not placed: see ``place``)."""
-        n, dimension = vectors.shape
-        clusters = max(1, min(n, round(CLUSTERS_PER_ROOT * math.sqrt(n))))
-        rng = np.random.default_rng(seed)
-        training = vectors[np.sort(rng.choice(n, size=min(n, clusters * TRAINING_ROWS_PER_CLUSTER), replace=False))]
+    def training_rows(cls, n: int, seed: int = 0) -> np.ndarray:
+        """Which of a pool's n rows k-means trains on."""
+        size = min(n, cls.clusters_for(n) * TRAINING_ROWS_PER_CLUSTER)
+        return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+    @classmethod
+    def train(cls, training: np.ndarray, pool_size: int, seed: int = 0) -> Partition:
+        """Centroids for a pool of ``pool_size`` rows from its ``training`` rows (rows are not
+        placed: see ``place``). faiss runs on one thread: training is background work beside serving."""
+        faiss.omp_set_num_threads(1)
         kmeans = faiss.Kmeans(
-            dimension, clusters, niter=TRAINING_ROUNDS, spherical=True, seed=seed, min_points_per_centroid=1
+            training.shape[1],
+            cls.clusters_for(pool_size),
+            niter=TRAINING_ROUNDS,
+            spherical=True,
+            seed=seed,
+            min_points_per_centroid=1,
         )
         kmeans.train(np.ascontiguousarray(training, dtype=np.float32))
-        return cls(kmeans.centroids.copy(), n)
+        return cls(kmeans.centroids.copy(), pool_size)
 
     def needs_retraining(self, size: int) -> bool:
         return size > REGROWTH * self.trained_size

@@ -6,6 +6,11 @@ Stores are synchronous and thread-safe; the service calls them from worker threa
 stores with ``quick_reads``, reads a few points on its event loop).
 Every method takes the tenant explicitly and must never return another tenant's data:
 isolation is enforced here, not by the caller's filters.
+
+Every write carries a change marker (an integer, microseconds on the writer's clock, increasing
+per experience). A ``shared`` store, one that several replicas write to, keeps deletes as
+tombstones with their marker, and hands out every change since a marker in marker order: that is
+how each replica's mirror catches up with the others' writes.
 """
 
 from __future__ import annotations
@@ -26,17 +31,33 @@ Embed = Callable[[list[str]], Awaitable[np.ndarray]]
 class StoredPoint:
     experience: Experience
     vector: np.ndarray  # float32 [dimension], unit length
+    marker: int = 0  # the change marker of the write that stored it
 
 
 @dataclass(frozen=True)
-class ScoredExperience:
-    experience: Experience
-    score: float  # cosine similarity to the query vector
+class Version:
+    """What the store holds under one id: the live experience, or a tombstone (None)."""
+
+    marker: int
+    experience: Experience | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write as a shared store hands it out: the point as stored, or a delete."""
+
+    tenant: str
+    experience_id: str
+    marker: int
+    point: StoredPoint | None  # None: deleted
 
 
 class ExperienceStore(ABC):
     #: Reported by Stats, e.g. "qdrant-edge" or "qdrant".
     backend_name: str
+    #: True where several replicas may write to the store: deletes leave tombstones and
+    #: ``changes`` is served.
+    shared: bool = False
     #: True where a read of a few points returns in well under a millisecond in this process
     #: (and keeps the GIL anyway): callers on an event loop may skip the worker-thread hop,
     #: which costs more than the read on a small machine.
@@ -57,8 +78,13 @@ class ExperienceStore(ABC):
         """The experiences among ``experience_ids`` that exist for ``tenant``."""
 
     @abstractmethod
-    def delete(self, tenant: str, experience_id: str) -> bool:
-        """Remove one experience; False when it did not exist."""
+    def versions(self, tenant: str, experience_ids: Sequence[str]) -> dict[str, Version]:
+        """What the store holds under each of ``experience_ids`` that it knows, tombstones included."""
+
+    @abstractmethod
+    def delete(self, tenant: str, experience_id: str, marker: int) -> bool:
+        """Remove one experience (leaving a tombstone with ``marker`` in a shared store);
+        False when it did not exist."""
 
     @abstractmethod
     def page(self, tenant: str, after_id: str | None, limit: int) -> list[Experience]:
@@ -71,12 +97,13 @@ class ExperienceStore(ABC):
     def scroll(self, tenant: str | None = None, batch_size: int = 1024) -> Iterator[StoredPoint]:
         """Every point of ``tenant`` (or of all tenants), vectors included, in batches."""
 
-    @abstractmethod
-    def search(
-        self, tenant: str, vector: np.ndarray, limit: int, score_threshold: float | None = None
-    ) -> list[ScoredExperience]:
-        """The ``limit`` experiences most similar to ``vector`` (cosine), best first; with
-        ``score_threshold``, only those scoring at least that. Pass ``-vector`` for the least similar."""
+    def changes(self, tenants: Sequence[str], since: int, limit: int) -> list[Change]:
+        """Up to ``limit`` changes of ``tenants`` with marker >= ``since``, in marker order."""
+        raise NotImplementedError(f"{self.backend_name} is single-node: it has no changes to follow")
+
+    def purge_tombstones(self, before: int) -> int:
+        """Drop tombstones with marker < ``before``; how many went. Single-node stores keep none."""
+        return 0
 
     def indexed_count(self, tenant: str) -> int:
         """Points covered by an approximate (HNSW) index; exact-search stores report 0."""

@@ -75,29 +75,18 @@ def _pool_points(sources: np.ndarray, size: int, seed: int) -> list[StoredPoint]
     return points
 
 
-def _open_store(data_dir: Path, dimension: int, hnsw_threshold: int) -> ExperienceStore:
-    flags = ["--data-dir", str(data_dir), "--hnsw-threshold", str(hnsw_threshold)]
-    return build_store(load_settings(ExperienceSettings, flags), dimension)
+def _open_store(data_dir: Path, dimension: int) -> ExperienceStore:
+    return build_store(load_settings(ExperienceSettings, ["--data-dir", str(data_dir)]), dimension)
 
 
 def _fill(data_dir: Path, points: list[StoredPoint], dimension: int, console: Console) -> None:
-    """Load the pool, then build its HNSW index (which the sublinear search queries) and wait for it."""
-    store = _open_store(data_dir, dimension, hnsw_threshold=10**9)
+    store = _open_store(data_dir, dimension)
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"loading {len(points):,} experiences", total=len(points))
             for start in range(0, len(points), 2000):
                 store.upsert(points[start : start + 2000])
                 progress.advance(task, min(2000, len(points) - start))
-    finally:
-        store.close()
-    store = _open_store(data_dir, dimension, hnsw_threshold=1)  # opening starts one build of everything
-    try:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"building HNSW over {len(points):,}", total=len(points))
-            while (indexed := store.indexed_count(TENANT)) < len(points):
-                progress.update(task, completed=indexed)
-                time.sleep(1)
     finally:
         store.close()
 
@@ -132,12 +121,12 @@ def _agreement(exact: list[list[str]], approximate: list[list[str]]) -> float:
 
 
 def _pool_ready(data_dir: Path, dimension: int, size: int) -> bool:
-    """True when ``data_dir`` already holds this benchmark's pool of ``size``, fully indexed."""
+    """True when ``data_dir`` already holds this benchmark's pool of ``size``."""
     if not (data_dir / "CURRENT").exists():
         return False
-    store = _open_store(data_dir, dimension, hnsw_threshold=10**9)
+    store = _open_store(data_dir, dimension)
     try:
-        return store.count(TENANT) == size and store.indexed_count(TENANT) == size
+        return store.count(TENANT) == size
     finally:
         store.close()
 

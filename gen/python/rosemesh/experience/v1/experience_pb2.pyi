@@ -86,12 +86,14 @@ class RecordRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., question: _Optional[str] = ..., paths: _Optional[_Iterable[_Union[ReasoningPath, _Mapping]]] = ...) -> None: ...
 
 class RecordResponse(_message.Message):
-    __slots__ = ("experience", "created")
+    __slots__ = ("experience", "created", "consistency_token")
     EXPERIENCE_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
     experience: Experience
     created: bool
-    def __init__(self, experience: _Optional[_Union[Experience, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+    consistency_token: str
+    def __init__(self, experience: _Optional[_Union[Experience, _Mapping]] = ..., created: _Optional[bool] = ..., consistency_token: _Optional[str] = ...) -> None: ...
 
 class RecordStreamRequest(_message.Message):
     __slots__ = ("record",)
@@ -100,15 +102,24 @@ class RecordStreamRequest(_message.Message):
     def __init__(self, record: _Optional[_Union[RecordRequest, _Mapping]] = ...) -> None: ...
 
 class RecordStreamResponse(_message.Message):
-    __slots__ = ("created_count", "updated_count")
+    __slots__ = ("created_count", "updated_count", "consistency_tokens")
+    class ConsistencyTokensEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CREATED_COUNT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKENS_FIELD_NUMBER: _ClassVar[int]
     created_count: int
     updated_count: int
-    def __init__(self, created_count: _Optional[int] = ..., updated_count: _Optional[int] = ...) -> None: ...
+    consistency_tokens: _containers.ScalarMap[str, str]
+    def __init__(self, created_count: _Optional[int] = ..., updated_count: _Optional[int] = ..., consistency_tokens: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class OrchestrateRequest(_message.Message):
-    __slots__ = ("tenant", "question", "k", "strategy", "uncertainty_ratio", "bucketing", "search_mode", "mmr_lambda", "seed")
+    __slots__ = ("tenant", "question", "k", "strategy", "uncertainty_ratio", "bucketing", "search_mode", "mmr_lambda", "seed", "consistency_token")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +129,7 @@ class OrchestrateRequest(_message.Message):
     SEARCH_MODE_FIELD_NUMBER: _ClassVar[int]
     MMR_LAMBDA_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     question: str
     k: int
@@ -127,7 +139,8 @@ class OrchestrateRequest(_message.Message):
     search_mode: SearchMode
     mmr_lambda: float
     seed: int
-    def __init__(self, tenant: _Optional[str] = ..., question: _Optional[str] = ..., k: _Optional[int] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., uncertainty_ratio: _Optional[float] = ..., bucketing: _Optional[_Union[Bucketing, str]] = ..., search_mode: _Optional[_Union[SearchMode, str]] = ..., mmr_lambda: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    consistency_token: str
+    def __init__(self, tenant: _Optional[str] = ..., question: _Optional[str] = ..., k: _Optional[int] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., uncertainty_ratio: _Optional[float] = ..., bucketing: _Optional[_Union[Bucketing, str]] = ..., search_mode: _Optional[_Union[SearchMode, str]] = ..., mmr_lambda: _Optional[float] = ..., seed: _Optional[int] = ..., consistency_token: _Optional[str] = ...) -> None: ...
 
 class Demonstration(_message.Message):
     __slots__ = ("experience", "similarity", "bucket_index")
@@ -140,7 +153,7 @@ class Demonstration(_message.Message):
     def __init__(self, experience: _Optional[_Union[Experience, _Mapping]] = ..., similarity: _Optional[float] = ..., bucket_index: _Optional[int] = ...) -> None: ...
 
 class OrchestrateResponse(_message.Message):
-    __slots__ = ("demonstrations", "strategy", "bucketing", "search_mode", "uncertainty_ratio", "pool_size", "embedding_model")
+    __slots__ = ("demonstrations", "strategy", "bucketing", "search_mode", "uncertainty_ratio", "pool_size", "embedding_model", "view_age_ms", "load_wait_ms")
     DEMONSTRATIONS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     BUCKETING_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +161,8 @@ class OrchestrateResponse(_message.Message):
     UNCERTAINTY_RATIO_FIELD_NUMBER: _ClassVar[int]
     POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    VIEW_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     demonstrations: _containers.RepeatedCompositeFieldContainer[Demonstration]
     strategy: Strategy
     bucketing: Bucketing
@@ -155,7 +170,9 @@ class OrchestrateResponse(_message.Message):
     uncertainty_ratio: float
     pool_size: int
     embedding_model: str
-    def __init__(self, demonstrations: _Optional[_Iterable[_Union[Demonstration, _Mapping]]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., bucketing: _Optional[_Union[Bucketing, str]] = ..., search_mode: _Optional[_Union[SearchMode, str]] = ..., uncertainty_ratio: _Optional[float] = ..., pool_size: _Optional[int] = ..., embedding_model: _Optional[str] = ...) -> None: ...
+    view_age_ms: float
+    load_wait_ms: float
+    def __init__(self, demonstrations: _Optional[_Iterable[_Union[Demonstration, _Mapping]]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., bucketing: _Optional[_Union[Bucketing, str]] = ..., search_mode: _Optional[_Union[SearchMode, str]] = ..., uncertainty_ratio: _Optional[float] = ..., pool_size: _Optional[int] = ..., embedding_model: _Optional[str] = ..., view_age_ms: _Optional[float] = ..., load_wait_ms: _Optional[float] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("tenant", "id", "question")
@@ -184,10 +201,12 @@ class DeleteRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., id: _Optional[str] = ..., question: _Optional[str] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ("deleted",)
+    __slots__ = ("deleted", "consistency_token")
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
     deleted: bool
-    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+    consistency_token: str
+    def __init__(self, deleted: _Optional[bool] = ..., consistency_token: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("tenant", "page_size", "page_token")

@@ -33,6 +33,11 @@ class ExperienceServiceStub:
     Everything is per tenant. A tenant is 1 to 64 characters of lowercase letters,
     digits, '-' and '_'; when the server authenticates callers, the tenant comes from
     the caller's credentials and the field is overridden.
+
+    Replicas over one shared Qdrant store agree: each applies the others' writes within
+    the server's staleness bound (1 s by default), and says in every OrchestrateResponse
+    how fresh its view was. For read-your-writes on any replica, pass the consistency
+    token of a Record or Delete to Orchestrate.
     """
 
     def __init__(self, channel):
@@ -86,6 +91,11 @@ class ExperienceServiceServicer:
     Everything is per tenant. A tenant is 1 to 64 characters of lowercase letters,
     digits, '-' and '_'; when the server authenticates callers, the tenant comes from
     the caller's credentials and the field is overridden.
+
+    Replicas over one shared Qdrant store agree: each applies the others' writes within
+    the server's staleness bound (1 s by default), and says in every OrchestrateResponse
+    how fresh its view was. For read-your-writes on any replica, pass the consistency
+    token of a Record or Delete to Orchestrate.
     """
 
     def Record(self, request, context):
@@ -197,6 +207,11 @@ class ExperienceService:
     Everything is per tenant. A tenant is 1 to 64 characters of lowercase letters,
     digits, '-' and '_'; when the server authenticates callers, the tenant comes from
     the caller's credentials and the field is overridden.
+
+    Replicas over one shared Qdrant store agree: each applies the others' writes within
+    the server's staleness bound (1 s by default), and says in every OrchestrateResponse
+    how fresh its view was. For read-your-writes on any replica, pass the consistency
+    token of a Record or Delete to Orchestrate.
     """
 
     @staticmethod
