@@ -239,7 +239,8 @@ class ExperiencePool:
     async def _fill(self, state: TenantState) -> None:
         dimension, name = self.store.dimension, state.name
         count = await asyncio.to_thread(self.store.count, name)
-        needed = TenantMirror.row_bytes(dimension) * max(count, 1)
+        capacity = max(64, count)
+        needed = TenantMirror.row_bytes(dimension) * capacity
         if needed > self.settings.mirror_budget_bytes:
             raise Overloaded(
                 f"tenant {name!r} holds {count} experiences, about {needed >> 20} MiB of mirror, more than this "
@@ -248,7 +249,7 @@ class ExperiencePool:
         self._evict(needed, keep=name)
         state.pending = []
         state.synced = time.monotonic()  # the scan starts now: what it misses, the pending changes bring
-        mirror = TenantMirror(dimension, capacity=max(1024, count))
+        mirror = TenantMirror(dimension, capacity=capacity)
         started = time.monotonic()
 
         def scan() -> None:
