@@ -1,12 +1,13 @@
 """One contract for every experience store: qdrant-edge in a temporary directory, qdrant-client's
-local mode, and a real Qdrant server when QDRANT_URL is set."""
+local mode, and a real Qdrant server when QDRANT_URL is set; then what only the shared (server)
+store does: tombstones and the change feed."""
 
 from __future__ import annotations
 
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,13 +18,17 @@ from qdrant_client import QdrantClient
 from services.experience.backends.qdrant_edge import QdrantEdgeStore
 from services.experience.backends.qdrant_server import QdrantServerStore
 from services.experience.core.experience import Experience, experience_id
-from services.experience.core.ports import ExperienceStore, StoredPoint
+from services.experience.core.ports import Change, ExperienceStore, StoredPoint, Version
 
 DIM = 384
 ACME, GLOBEX, NOBODY = "acme", "globex", "initech"
 # Few distinct values, so that many points tie: order_by paging must neither repeat nor lose them.
 UNCERTAINTIES = (0.0, 0.5, 0.69, 1.1)
 COMPLEXITIES = (1.0, 2.0, 2.5, 3.0, 4.0)
+# The pool's change markers interleave the tenants: acme's are even, globex's odd.
+ACME_MARKERS = range(10, 10 + 2 * 120, 2)
+GLOBEX_MARKERS = range(11, 11 + 2 * 40, 2)
+LATER = 10_000  # after every marker in the pool
 
 
 def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -31,9 +36,11 @@ def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def make_points(tenant: str, vectors: np.ndarray, rng: np.random.Generator) -> list[StoredPoint]:
+def make_points(
+    tenant: str, vectors: np.ndarray, rng: np.random.Generator, markers: Iterable[int] | None = None
+) -> list[StoredPoint]:
     points = []
-    for i, vector in enumerate(vectors):
+    for i, (vector, marker) in enumerate(zip(vectors, markers or range(1, len(vectors) + 1), strict=True)):
         question = f"{tenant} question {i}?"
         experience = Experience(
             id=experience_id(tenant, question),
@@ -48,8 +55,15 @@ def make_points(tenant: str, vectors: np.ndarray, rng: np.random.Generator) -> l
             create_time=1_700_000_000.0 + i,
             update_time=1_700_000_000.5 + i,
         )
-        points.append(StoredPoint(experience, vector))
+        points.append(StoredPoint(experience, vector, marker))
     return points
+
+
+def assert_same_point(got: StoredPoint | None, expected: StoredPoint) -> None:
+    assert got is not None
+    assert (got.experience, got.marker) == (expected.experience, expected.marker)
+    assert got.vector.dtype == np.float32 and got.vector.shape == (DIM,)
+    np.testing.assert_allclose(got.vector, expected.vector, atol=1e-6)
 
 
 @dataclass
@@ -59,25 +73,24 @@ class Pool:
     def by_id(self, tenant: str) -> dict[str, StoredPoint]:
         return {p.experience.id: p for p in self.points[tenant]}
 
-    def matrix(self, tenant: str) -> tuple[list[str], np.ndarray]:
-        points = self.points[tenant]
-        return [p.experience.id for p in points], np.stack([p.vector for p in points])
+
+def open_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> ExperienceStore:
+    if kind == "qdrant-edge":
+        return QdrantEdgeStore(tmp_path / "pool", DIM)
+    if kind == "qdrant-local":
+        return QdrantServerStore(QdrantClient(":memory:"), DIM)
+    url = os.environ.get("QDRANT_URL")
+    if not url:
+        pytest.skip("QDRANT_URL is not set")
+    collection = f"test_{uuid.uuid4().hex}"
+    server = QdrantServerStore.from_url(url, DIM, os.environ.get("QDRANT_API_KEY"), collection=collection)
+    request.addfinalizer(lambda: server.client.delete_collection(collection))
+    return server
 
 
 @pytest.fixture(params=["qdrant-edge", "qdrant-local", "qdrant-server"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExperienceStore]:
-    if request.param == "qdrant-edge":
-        opened: ExperienceStore = QdrantEdgeStore(tmp_path / "pool", DIM)
-    elif request.param == "qdrant-local":
-        opened = QdrantServerStore(QdrantClient(":memory:"), DIM)
-    else:
-        url = os.environ.get("QDRANT_URL")
-        if not url:
-            pytest.skip("QDRANT_URL is not set")
-        collection = f"test_{uuid.uuid4().hex}"
-        server = QdrantServerStore.from_url(url, DIM, os.environ.get("QDRANT_API_KEY"), collection=collection)
-        request.addfinalizer(lambda: server.client.delete_collection(collection))
-        opened = server
+    opened = open_store(request.param, request, tmp_path)
     yield opened
     opened.close()
 
@@ -86,8 +99,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Experience
 def pool(store: ExperienceStore) -> Pool:
     rng = np.random.default_rng(7)
     points = {
-        ACME: make_points(ACME, unit_vectors(rng, 120), rng),
-        GLOBEX: make_points(GLOBEX, unit_vectors(rng, 40), rng),
+        ACME: make_points(ACME, unit_vectors(rng, 120), rng, ACME_MARKERS),
+        GLOBEX: make_points(GLOBEX, unit_vectors(rng, 40), rng, GLOBEX_MARKERS),
     }
     store.upsert(points[ACME][:60])
     store.upsert(points[ACME][60:] + points[GLOBEX])
@@ -109,26 +122,45 @@ def test_get_many_returns_the_tenants_existing_ids(store: ExperienceStore, pool:
     assert store.get_many(ACME, []) == {}
 
 
+def test_versions_return_the_tenants_markers(store: ExperienceStore, pool: Pool) -> None:
+    mine = pool.points[ACME][20:23]
+    theirs = pool.points[GLOBEX][0].experience.id
+    asked = [p.experience.id for p in mine] + [theirs, experience_id(ACME, "never asked"), "not-a-uuid"]
+    assert store.versions(ACME, asked) == {p.experience.id: Version(p.marker, p.experience) for p in mine}
+    assert store.versions(GLOBEX, [theirs]) == {
+        theirs: Version(GLOBEX_MARKERS[0], pool.points[GLOBEX][0].experience)
+    }
+    assert store.versions(ACME, []) == {}
+
+
 def test_upsert_replaces_by_id(store: ExperienceStore, pool: Pool) -> None:
     old = pool.points[ACME][3]
-    new = replace(
-        old.experience, answer="revised", majority_count=5, update_time=old.experience.update_time + 60
+    new = StoredPoint(
+        replace(
+            old.experience, answer="revised", majority_count=5, update_time=old.experience.update_time + 60
+        ),
+        pool.points[ACME][4].vector,
+        LATER,
     )
-    store.upsert([StoredPoint(new, pool.points[ACME][4].vector)])
-    assert store.get(ACME, new.id) == new
+    store.upsert([new])
+    assert store.get(ACME, new.experience.id) == new.experience
+    assert store.versions(ACME, [new.experience.id]) == {new.experience.id: Version(LATER, new.experience)}
     assert store.count(ACME) == 120
-    hit = store.search(ACME, pool.points[ACME][4].vector, 2)
-    assert {h.experience.id for h in hit} == {new.id, pool.points[ACME][4].experience.id}
+    stored = [p for p in store.scroll(ACME) if p.experience.id == new.experience.id]
+    assert len(stored) == 1
+    assert_same_point(stored[0], new)
 
 
 def test_delete_reports_whether_it_existed(store: ExperienceStore, pool: Pool) -> None:
     gone = pool.points[ACME][10].experience.id
-    assert store.delete(ACME, gone) is True
-    assert store.delete(ACME, gone) is False
-    assert store.delete(ACME, "not-a-uuid") is False
+    assert store.delete(ACME, gone, LATER) is True
+    assert store.delete(ACME, gone, LATER + 1) is False
+    assert store.delete(ACME, "not-a-uuid", LATER) is False
     assert store.get(ACME, gone) is None
+    assert store.get_many(ACME, [gone]) == {}
     assert store.count(ACME) == 119
     assert gone not in {e.id for e in store.page(ACME, None, 500)}
+    assert gone not in {p.experience.id for p in store.scroll()}
 
 
 def test_list_pages_in_id_order(store: ExperienceStore, pool: Pool) -> None:
@@ -143,7 +175,7 @@ def test_list_pages_in_id_order(store: ExperienceStore, pool: Pool) -> None:
     assert store.page(ACME, None, 0) == []
     assert [e.id for e in store.page(ACME, expected[-3], 10)] == expected[-2:]
     # A cursor that is not (or no longer) stored still pages from where it sorts.
-    store.delete(ACME, expected[50])
+    store.delete(ACME, expected[50], LATER)
     assert [e.id for e in store.page(ACME, expected[50], 3)] == expected[51:54]
     with pytest.raises(ValueError):
         store.page(ACME, "not-a-uuid", 3)
@@ -154,85 +186,51 @@ def test_count_per_tenant(store: ExperienceStore, pool: Pool) -> None:
 
 
 def test_no_method_crosses_tenants(store: ExperienceStore, pool: Pool) -> None:
-    acme = pool.points[ACME]
-    acme_ids = [p.experience.id for p in acme]
+    acme_ids = [p.experience.id for p in pool.points[ACME]]
     globex_ids = set(pool.by_id(GLOBEX))
-    probe = acme[0]
-    assert store.get(GLOBEX, probe.experience.id) is None
+    probe = pool.points[ACME][0].experience
+    assert store.get(GLOBEX, probe.id) is None
     assert store.get_many(GLOBEX, acme_ids) == {}
-    assert store.delete(GLOBEX, probe.experience.id) is False
-    assert store.get(ACME, probe.experience.id) == probe.experience
+    assert store.versions(GLOBEX, acme_ids) == {}
+    assert store.delete(GLOBEX, probe.id, LATER) is False
+    assert store.get(ACME, probe.id) == probe
     assert {e.id for e in store.page(GLOBEX, None, 500)} == globex_ids
     assert {p.experience.id for p in store.scroll(GLOBEX, batch_size=16)} == globex_ids
-    assert {h.experience.id for h in store.search(GLOBEX, probe.vector, 500)} == globex_ids
     assert store.count(GLOBEX) == 40
     for method_result in (
-        store.get(NOBODY, probe.experience.id),
+        store.get(NOBODY, probe.id),
         store.get_many(NOBODY, acme_ids),
+        store.versions(NOBODY, acme_ids),
         store.page(NOBODY, None, 10),
         list(store.scroll(NOBODY)),
-        store.search(NOBODY, probe.vector, 10),
     ):
         assert not method_result
-    assert store.delete(NOBODY, probe.experience.id) is False
+    assert store.delete(NOBODY, probe.id, LATER) is False
 
 
-def test_search_orders_by_cosine(store: ExperienceStore, pool: Pool) -> None:
-    ids, matrix = pool.matrix(ACME)
-    query = matrix[17]
-    cosine = matrix @ query
-    best = np.argsort(-cosine)[:10]
-    hits = store.search(ACME, query, 10)
-    assert [h.experience.id for h in hits] == [ids[i] for i in best]
-    assert [h.score for h in hits] == pytest.approx(cosine[best].tolist(), abs=1e-5)
-    assert hits[0].experience == pool.points[ACME][17].experience
-    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
-    assert store.search(ACME, query, 0) == []
-
-
-def test_search_score_threshold(store: ExperienceStore, pool: Pool) -> None:
-    _, matrix = pool.matrix(ACME)
-    cosine = np.sort(matrix @ matrix[3])[::-1]
-    threshold = float((cosine[5] + cosine[6]) / 2)  # between the 6th and 7th best
-    hits = store.search(ACME, matrix[3], 50, score_threshold=threshold)
-    assert len(hits) == 6
-    assert all(h.score >= threshold for h in hits)
-
-
-def test_negated_vector_finds_the_least_similar(store: ExperienceStore, pool: Pool) -> None:
-    ids, matrix = pool.matrix(ACME)
-    query = matrix[42]
-    cosine = matrix @ query
-    worst = np.argsort(cosine)[:5]
-    hits = store.search(ACME, -query, 5)
-    assert [h.experience.id for h in hits] == [ids[i] for i in worst]
-    assert [h.score for h in hits] == pytest.approx((-cosine[worst]).tolist(), abs=1e-5)
-
-
-def test_scroll_every_tenant_with_vectors(store: ExperienceStore, pool: Pool) -> None:
+def test_scroll_every_tenant_with_vectors_and_markers(store: ExperienceStore, pool: Pool) -> None:
     expected = {**pool.by_id(ACME), **pool.by_id(GLOBEX)}
     points = list(store.scroll(batch_size=33))
     assert sorted(p.experience.id for p in points) == sorted(expected)
     for point in points:
-        assert point.vector.dtype == np.float32 and point.vector.shape == (DIM,)
-        np.testing.assert_allclose(point.vector, expected[point.experience.id].vector, atol=1e-6)
-        assert point.experience == expected[point.experience.id].experience
+        assert_same_point(point, expected[point.experience.id])
     assert {p.experience.id for p in store.scroll(ACME, batch_size=16)} == set(pool.by_id(ACME))
 
 
 def test_rejects_vectors_of_the_wrong_dimension(store: ExperienceStore, pool: Pool) -> None:
     short = pool.points[ACME][0].vector[:-1]
     with pytest.raises(ValueError):
-        store.upsert([StoredPoint(pool.points[ACME][0].experience, short)])
-    with pytest.raises(ValueError):
-        store.search(ACME, short, 3)
+        store.upsert([StoredPoint(replace(pool.points[ACME][0].experience, answer="short"), short)])
+    assert store.get(ACME, pool.points[ACME][0].experience.id) == pool.points[ACME][0].experience
     store.upsert([])
+    assert store.count(ACME) == 120
 
 
 def test_concurrent_writers_and_readers(store: ExperienceStore, pool: Pool) -> None:
     rng = np.random.default_rng(11)
     batches = [make_points(f"writer-{w}", unit_vectors(rng, 30), rng) for w in range(4)]
     errors: list[BaseException] = []
+    acme = pool.points[ACME]
 
     def write(points: list[StoredPoint]) -> None:
         try:
@@ -244,7 +242,8 @@ def test_concurrent_writers_and_readers(store: ExperienceStore, pool: Pool) -> N
     def read() -> None:
         try:
             for i in range(30):
-                assert len(store.search(ACME, pool.points[ACME][i].vector, 5)) == 5
+                wanted = [p.experience for p in acme[i : i + 5]]
+                assert store.get_many(ACME, [e.id for e in wanted]) == {e.id: e for e in wanted}
                 assert store.count(ACME) == 120
         except BaseException as error:
             errors.append(error)
@@ -260,20 +259,146 @@ def test_concurrent_writers_and_readers(store: ExperienceStore, pool: Pool) -> N
     assert [store.count(f"writer-{w}") for w in range(4)] == [30] * 4
 
 
-def test_edge_search_of_a_sole_tenant_stays_isolated_once_another_arrives(tmp_path: Path) -> None:
-    """A shard holding one tenant is searched without the tenant filter; a second tenant's
-    first write must bring the filter back."""
-    rng = np.random.default_rng(7)
-    store = QdrantEdgeStore(tmp_path, DIM, hnsw_threshold=10**9)
+# The single-node store: deletes leave nothing behind, and there is no change feed.
+
+
+def test_edge_keeps_no_tombstones_and_serves_no_changes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    points = make_points(ACME, unit_vectors(rng, 3), rng, [5, 6, 7])
+    store = QdrantEdgeStore(tmp_path, DIM)
     try:
-        alone = make_points("solo", unit_vectors(rng, 30), rng)
-        store.upsert(alone)
-        probe = alone[0].vector
-        assert {h.experience.id for h in store.search("solo", probe, 100)} == {p.experience.id for p in alone}
-        assert store.search("other", probe, 100) == []
-        other = make_points("other", unit_vectors(rng, 30), rng)
-        store.upsert(other)
-        assert {h.experience.id for h in store.search("solo", probe, 100)} == {p.experience.id for p in alone}
-        assert {h.experience.id for h in store.search("other", probe, 100)} == {p.experience.id for p in other}
+        assert store.shared is False
+        store.upsert(points)
+        gone = points[0].experience.id
+        assert store.delete(ACME, gone, LATER) is True
+        assert store.versions(ACME, [p.experience.id for p in points]) == {
+            p.experience.id: Version(p.marker, p.experience) for p in points[1:]
+        }
+        assert store.purge_tombstones(LATER + 1) == 0
+        with pytest.raises(NotImplementedError):
+            store.changes([ACME], 0, 10)
     finally:
         store.close()
+
+
+# The shared store: tombstones and the change feed.
+
+
+@pytest.fixture(params=["qdrant-local", "qdrant-server"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExperienceStore]:
+    opened = open_store(request.param, request, tmp_path)
+    assert opened.shared
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def shared_pool(shared: ExperienceStore) -> Pool:
+    rng = np.random.default_rng(9)
+    points = {
+        ACME: make_points(ACME, unit_vectors(rng, 120), rng, ACME_MARKERS),
+        GLOBEX: make_points(GLOBEX, unit_vectors(rng, 40), rng, GLOBEX_MARKERS),
+    }
+    shared.upsert(points[ACME] + points[GLOBEX])
+    return Pool(points)
+
+
+def assert_same_change(got: Change, expected: StoredPoint) -> None:
+    assert (got.tenant, got.experience_id, got.marker) == (
+        expected.experience.tenant,
+        expected.experience.id,
+        expected.marker,
+    )
+    assert_same_point(got.point, expected)
+
+
+def test_changes_follow_marker_order_across_the_tenants_asked(
+    shared: ExperienceStore, shared_pool: Pool
+) -> None:
+    every = sorted(shared_pool.points[ACME] + shared_pool.points[GLOBEX], key=lambda p: p.marker)
+    changes = shared.changes([ACME, GLOBEX], 0, 500)
+    assert [c.marker for c in changes] == [p.marker for p in every]
+    for change, point in zip(changes, every, strict=True):
+        assert_same_change(change, point)
+    assert [c.experience_id for c in shared.changes([GLOBEX, NOBODY], 0, 500)] == [
+        p.experience.id for p in shared_pool.points[GLOBEX]
+    ]
+    assert shared.changes([NOBODY], 0, 500) == []
+    assert shared.changes([], 0, 500) == []
+
+
+def test_changes_start_at_since_inclusive_and_respect_limit(
+    shared: ExperienceStore, shared_pool: Pool
+) -> None:
+    acme = shared_pool.points[ACME]  # markers 10, 12, 14, ...
+    assert [c.marker for c in shared.changes([ACME], 20, 5)] == [20, 22, 24, 26, 28]
+    assert [c.marker for c in shared.changes([ACME], 21, 3)] == [22, 24, 26]
+    assert [c.marker for c in shared.changes([ACME, GLOBEX], 20, 4)] == [20, 21, 22, 23]
+    assert [c.experience_id for c in shared.changes([ACME], acme[-1].marker, 10)] == [acme[-1].experience.id]
+    assert shared.changes([ACME], acme[-1].marker + 1, 10) == []
+    assert shared.changes([ACME], 0, 0) == []
+
+
+def test_a_delete_leaves_a_tombstone_only_versions_and_changes_see(
+    shared: ExperienceStore, shared_pool: Pool
+) -> None:
+    acme = shared_pool.points[ACME]
+    gone, kept = acme[10].experience, acme[11]
+    assert shared.delete(ACME, gone.id, LATER) is True
+    assert shared.delete(ACME, gone.id, LATER + 1) is False  # a tombstone is not there to delete
+
+    assert shared.get(ACME, gone.id) is None
+    assert shared.get_many(ACME, [gone.id, kept.experience.id]) == {kept.experience.id: kept.experience}
+    assert gone.id not in {e.id for e in shared.page(ACME, None, 500)}
+    assert shared.count(ACME) == 119
+    assert gone.id not in {p.experience.id for p in shared.scroll(ACME)}
+    assert gone.id not in {p.experience.id for p in shared.scroll()}
+
+    assert shared.versions(ACME, [gone.id, kept.experience.id]) == {
+        gone.id: Version(LATER, None),
+        kept.experience.id: Version(kept.marker, kept.experience),
+    }
+    assert shared.versions(GLOBEX, [gone.id]) == {}
+    assert shared.changes([ACME, GLOBEX], LATER, 10) == [Change(ACME, gone.id, LATER, None)]
+    assert shared.changes([GLOBEX], LATER, 10) == []
+    # The tombstone replaced the point: its old marker is no change any more.
+    assert [c.experience_id for c in shared.changes([ACME], 0, 500)].count(gone.id) == 1
+
+
+def test_re_recording_after_a_delete_replaces_the_tombstone(
+    shared: ExperienceStore, shared_pool: Pool
+) -> None:
+    old = shared_pool.points[ACME][10]
+    assert shared.delete(ACME, old.experience.id, LATER)
+    again = StoredPoint(replace(old.experience, answer="again"), old.vector, LATER + 5)
+    shared.upsert([again])
+
+    assert shared.get(ACME, old.experience.id) == again.experience
+    assert shared.count(ACME) == 120
+    assert shared.versions(ACME, [old.experience.id]) == {
+        old.experience.id: Version(LATER + 5, again.experience)
+    }
+    changes = shared.changes([ACME], LATER, 10)
+    assert len(changes) == 1
+    assert_same_change(changes[0], again)
+    assert shared.purge_tombstones(LATER + 10) == 0
+
+
+def test_purge_drops_only_tombstones_older_than_before(shared: ExperienceStore, shared_pool: Pool) -> None:
+    acme = shared_pool.points[ACME]
+    early, late, live = acme[0].experience.id, acme[1].experience.id, acme[2]
+    assert shared.delete(ACME, early, LATER)
+    assert shared.delete(ACME, late, LATER + 100)
+    assert shared.delete(GLOBEX, shared_pool.points[GLOBEX][0].experience.id, LATER + 200)
+
+    assert shared.purge_tombstones(LATER) == 0  # before is exclusive
+    assert shared.purge_tombstones(LATER + 100) == 1
+    assert shared.versions(ACME, [early, late, live.experience.id]) == {
+        late: Version(LATER + 100, None),
+        live.experience.id: Version(live.marker, live.experience),  # live points stay, however old
+    }
+    assert [c.marker for c in shared.changes([ACME, GLOBEX], LATER, 10)] == [LATER + 100, LATER + 200]
+    assert shared.purge_tombstones(LATER + 100) == 0
+    assert shared.purge_tombstones(LATER + 201) == 2
+    assert shared.changes([ACME, GLOBEX], LATER, 10) == []
+    assert (shared.count(ACME), shared.count(GLOBEX)) == (118, 39)
