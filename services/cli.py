@@ -226,6 +226,22 @@ def bench_experience(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench_app.command("cluster")
+def bench_cluster(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    operations: Annotated[int, typer.Option(help="mixed Record, Delete and Orchestrate calls")] = 600,
+    large_size: Annotated[int, typer.Option(help="the tenant whose exact Orchestrates run beside health checks")] = 1_000_000,
+    qdrant_url: Annotated[
+        str | None, typer.Option(help="a real Qdrant (cluster) to share; default an in-process store")
+    ] = None,
+) -> None:
+    """Three experience replicas over one store: staleness, agreement, latency, a free event loop."""
+    from services.experience.offline.bench_cluster import run_benchmark
+
+    result = run_benchmark(operations=operations, large_size=large_size, qdrant_url=qdrant_url, quiet=as_json)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 @bench_app.command("earlyexit")
 def bench_earlyexit(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,

@@ -74,7 +74,7 @@ class ExperienceSettings(ServiceSettings):
         600.0, gt=0, description="how long a shared store keeps deletes as tombstones for replicas catching up"
     )
     mirror_budget_bytes: int = Field(
-        1 << 30, ge=1 << 16, description="resident bytes of all tenants' mirrors; least recently used ones go past it"
+        4 << 30, ge=1 << 16, description="resident bytes of all tenants' mirrors; least recently used ones go past it"
     )
     selection_workers: int = Field(2, ge=1, description="selections run at once, in worker threads")
     selection_queue: int = Field(32, ge=0, description="selections waiting beyond those before RESOURCE_EXHAUSTED")

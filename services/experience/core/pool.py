@@ -108,7 +108,7 @@ class PoolSettings:
     #: reloads its tenants in full.
     tombstone_retention_s: float = 600.0
     #: Resident bytes of all mirrors together; least recently used tenants go past it.
-    mirror_budget_bytes: int = 1 << 30
+    mirror_budget_bytes: int = 4 << 30
     #: Selections running at once (threads), and waiting beyond those before RESOURCE_EXHAUSTED.
     selection_workers: int = 2
     selection_queue: int = 32

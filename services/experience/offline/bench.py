@@ -102,7 +102,10 @@ def _percentiles(latencies_ms: list[float]) -> dict[str, float]:
 async def _measure(
     address: str, queries: list[str], k: int, strategy: int, search_mode: int = pb.SEARCH_MODE_EXACT
 ) -> tuple[dict[str, float], list[list[str]]]:
-    async with ExperienceClient(address, TENANT, timeout_s=60) as client:
+    async with ExperienceClient(address, TENANT, timeout_s=600) as client:
+        # The tenant loads on first use, and a sublinear search runs exact until its partition is built.
+        while (await client.orchestrate(queries[0], k=k, strategy=strategy, search_mode=search_mode)).search_mode != search_mode:
+            await asyncio.sleep(1)
         for question in queries[:10]:  # warm-up
             await client.orchestrate(question, k=k, strategy=strategy, search_mode=search_mode)
         latencies, picks = [], []
