@@ -1,6 +1,7 @@
 """The one place that picks an implementation: Triton on a CUDA device, the fast CPU path
 otherwise. Callers pass host arrays and get host arrays back."""
 
+import numba
 import numpy as np
 import torch
 
@@ -53,6 +54,12 @@ def top_candidates(
 def similarity_of_rows(vectors: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Similarity of ``rows`` of ``vectors`` (the CPU's sublinear walks and probes)."""
     return bucketed_selection.similarity_of_rows(vectors, rows, query)
+
+
+def parallel_calls_safe() -> bool:
+    """Whether numba's threading layer takes parallel kernels from several threads at once (omp
+    and tbb do; workqueue, its fallback, aborts the process). Ask after ``warm_up``."""
+    return numba.threading_layer() != "workqueue"
 
 
 def warm_up() -> None:

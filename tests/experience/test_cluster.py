@@ -4,8 +4,11 @@ its own pool and mirror, over one ``QdrantClient(":memory:")`` store, on the rea
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -23,7 +26,7 @@ from services.experience.core.mirror import tie_key
 from services.experience.offline.cluster import Replica
 from services.experience.server import ExperienceSettings
 from services.offline.datasets import commonsense_qa
-from services.supervisor import RunningService
+from services.supervisor import RunningService, service_process
 
 TENANT = "acme"
 QUESTIONS = [q.prompt() for q in commonsense_qa(160)]
@@ -246,7 +249,7 @@ async def test_a_late_replica_and_a_restarted_one_converge(store: QdrantServerSt
 async def test_tenants_past_the_memory_budget_are_evicted_and_reloaded(
     store: QdrantServerStore, embedder: RemoteEmbedder
 ) -> None:
-    budget = 200_000  # one tenant of 25 experiences (a mirror of 64 rows, about 154 kB) at a time
+    budget = 100_000  # one tenant of 25 experiences (a mirror of about 63 kB) at a time
     (replica,) = await start(store, embedder, 1, mirror_budget_bytes=budget)
     assert replica.pool is not None
     tenants = ["t0", "t1", "t2"]
@@ -279,3 +282,40 @@ async def test_tenants_past_the_memory_budget_are_evicted_and_reloaded(
         for client in clients.values():
             await client.close()
         await replica.stop()
+
+
+def test_replica_processes_on_a_real_server_converge_after_a_kill(embedding_service: RunningService) -> None:
+    """Separate experience processes over a real Qdrant server: one is killed with SIGKILL while
+    another writes, comes back, and answers as the others do."""
+    url = os.environ.get("QDRANT_URL")
+    if not url:
+        pytest.skip("QDRANT_URL is not set: separate replica processes need a real Qdrant server")
+    collection = f"test_cluster_{uuid.uuid4().hex}"
+    flags = ["--embedding-target", embedding_service.address, "--storage", "qdrant", "--qdrant-url", url,
+             "--qdrant-collection", collection, "--qdrant-api-key", os.environ.get("QDRANT_API_KEY", "")]  # fmt: skip
+
+    async def same_picks(addresses: list[str]) -> list[list[str]]:
+        answers = []
+        for address in addresses:
+            async with ExperienceClient(address, TENANT, timeout_s=30) as client:
+                answers.append(await picks(client, QUESTIONS[150], k=5))
+        return answers
+
+    async def write(address: str, questions: list[str], rng: random.Random) -> None:
+        async with ExperienceClient(address, TENANT, timeout_s=30) as client:
+            for question in questions:
+                await client.record(question, paths(rng))
+
+    rng = random.Random(11)
+    with service_process("experience", flags) as a, service_process("experience", flags) as b:
+        asyncio.run(write(a.address, QUESTIONS[:40], rng))
+        with service_process("experience", flags) as c:
+            assert len(set(map(tuple, asyncio.run(same_picks([a.address, b.address, c.address]))))) == 1
+            c.process.send_signal(signal.SIGKILL)
+            c.process.wait()
+            asyncio.run(write(b.address, QUESTIONS[40:60], rng))
+        with service_process("experience", flags) as back:
+            time.sleep(1.5)  # the staleness bound, for A and B
+            answers = asyncio.run(same_picks([a.address, b.address, back.address]))
+        assert len(set(map(tuple, answers))) == 1 and len(answers[0]) == 5
+    QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY")).delete_collection(collection)

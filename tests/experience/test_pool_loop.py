@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rosemesh.experience.v1 import experience_pb2 as pb
 
 from services.experience.backends.qdrant_edge import QdrantEdgeStore
+from services.experience.client import ExperienceClient
 from services.experience.core import pool as pool_module
 from services.experience.core.experience import Experience, experience_id
 from services.experience.core.mirror import TenantMirror
@@ -47,9 +49,9 @@ def vectors() -> np.ndarray:
     return unit_rows(np.random.default_rng(1), SIZE)
 
 
-@pytest.fixture()
-async def replica(tmp_path: Path, vectors: np.ndarray) -> AsyncIterator[Replica]:
-    store = QdrantEdgeStore(tmp_path, DIM)
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, vectors: np.ndarray) -> Iterator[QdrantEdgeStore]:
+    store = QdrantEdgeStore(tmp_path_factory.mktemp("large"), DIM)
     points = [
         StoredPoint(Experience(uncertainty=(i % 4) / 3, complexity=float(i % 9 + 1), reasoning="r", answer="a",
                                path_count=1, majority_count=1, id=experience_id(TENANT, f"q{i}"), tenant=TENANT,
@@ -58,15 +60,28 @@ async def replica(tmp_path: Path, vectors: np.ndarray) -> AsyncIterator[Replica]
     ]
     for start in range(0, SIZE, 4096):
         store.upsert(points[start : start + 4096])
-    query_vectors = unit_rows(np.random.default_rng(2), 1)
-
-    async def embed(texts: list[str]) -> np.ndarray:
-        return np.repeat(query_vectors, len(texts), axis=0)
-
-    running = await Replica(store, embed, ExperienceSettings(poison_screen=False)).start()
-    yield running
-    await running.stop()
+    yield store
     store.close()
+
+
+async def embed(texts: list[str]) -> np.ndarray:
+    """One fixed query vector: these tests time selection, not embedding."""
+    return np.repeat(unit_rows(np.random.default_rng(2), 1), len(texts), axis=0)
+
+
+@asynccontextmanager
+async def replica_over(store: QdrantEdgeStore, **settings: object) -> AsyncIterator[Replica]:
+    running = await Replica(store, embed, ExperienceSettings(poison_screen=False, **settings)).start()  # type: ignore[arg-type]
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture()
+async def replica(store: QdrantEdgeStore) -> AsyncIterator[Replica]:
+    async with replica_over(store) as running:
+        yield running
 
 
 async def health_p99_ms(address: str, busy: asyncio.Task[None], at_least: int) -> float:
@@ -139,3 +154,59 @@ def test_quarantined_rows_cost_no_copy() -> None:
     assert size == 49_500 and len(chosen) == 8 and not {eid for eid, _, _ in chosen} & held
     assert copy_peak > 0.5 * pool_bytes  # the control sees a copy
     assert selection_peak < 0.01 * pool_bytes
+
+
+async def test_past_the_queue_limit_selections_are_refused(store: QdrantEdgeStore) -> None:
+    async with replica_over(store, selection_workers=1, selection_queue=0) as replica:
+        async with ExperienceClient(replica.address, TENANT, timeout_s=60) as client:
+            await client.stats()  # resident
+            outcomes = await asyncio.gather(
+                *(client.orchestrate("q", k=8, search_mode=pb.SEARCH_MODE_EXACT) for _ in range(6)),
+                return_exceptions=True,
+            )
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert refused and len(refused) < len(outcomes)
+    assert all(o.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for o in refused)
+    assert "retry with backoff" in (refused[0].details() or "")
+
+
+async def test_a_tenant_larger_than_the_budget_is_refused_by_name(store: QdrantEdgeStore) -> None:
+    async with replica_over(store, mirror_budget_bytes=1 << 20) as replica:
+        async with ExperienceClient(replica.address, TENANT, timeout_s=60) as client:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await client.orchestrate("q", k=8)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "mirror-budget-bytes" in (error.value.details() or "")
+
+
+async def test_a_partition_retrain_leaves_other_tenants_writes_alone(store: QdrantEdgeStore) -> None:
+    """Another tenant's Record p99 while the large one partitions stays within 50 ms of idle."""
+    async with replica_over(store, sublinear_threshold=SIZE // 2) as replica:
+        assert replica.pool is not None
+        large = ExperienceClient(replica.address, TENANT, timeout_s=120)
+        small = ExperienceClient(replica.address, "small", timeout_s=60)
+        try:
+            await small.stats()  # resident: its Records update its mirror
+
+            async def records(tag: str, count: int = 40) -> list[float]:
+                latencies = []
+                for i in range(count):
+                    began = time.perf_counter()
+                    await small.record(f"{tag} question {i}?", [("step\nstep", "A")])
+                    latencies.append((time.perf_counter() - began) * 1000)
+                return latencies
+
+            await records("warm-up", 5)
+            idle = await records("idle")
+            await large.stats()  # loads the large tenant; its partition starts training
+            training = replica.pool.tenants[TENANT].partitioning
+            assert training is not None and not training.done()
+            during = await records("during")
+            assert not training.done(), "the partition finished before the measurement did"
+            await training
+        finally:
+            await large.close()
+            await small.close()
+    idle_p99, during_p99 = float(np.percentile(idle, 99)), float(np.percentile(during, 99))
+    print(f"small tenant's Record p99: {idle_p99:.1f} ms idle, {during_p99:.1f} ms during the retrain")
+    assert during_p99 <= idle_p99 + 50

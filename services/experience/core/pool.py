@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -127,6 +128,8 @@ VIEW_AGE = Gauge(
     "rosemesh_experience_view_age_seconds", "Time since the replica's view last caught up with the store."
 )
 
+_Selected = tuple[list[tuple[str, float, int | None]], int]  # the picks (id, similarity, bucket), the pool size
+
 #: Pool rows sampled per tenant for the sublinear search; resampled as the pool grows.
 SAMPLE_SIZE = 16_384
 #: Changes read per page while catching up.
@@ -182,6 +185,7 @@ class ExperiencePool:
         self._sync_lock = asyncio.Lock()
         self._last_sync = 0.0  # monotonic start of the last catch-up that succeeded
         self._follower: asyncio.Task[None] | None = None
+        self._one_at_a_time: threading.Lock | None = None  # where the kernels cannot run concurrently
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -189,6 +193,9 @@ class ExperiencePool:
         """Ready the selection kernel and check the store answers; follow other replicas' writes
         when the store is shared. No tenant loads until it is used."""
         await asyncio.to_thread(kernels.warm_up)
+        if not kernels.parallel_calls_safe():
+            log.warning("numba's workqueue threading layer takes one parallel kernel at a time: selections run one by one")
+            self._one_at_a_time = threading.Lock()
         await asyncio.to_thread(self.store.count, "rosemesh-probe")
         self._high = self.clock.now()
         self._last_sync = time.monotonic()
@@ -239,7 +246,7 @@ class ExperiencePool:
     async def _fill(self, state: TenantState) -> None:
         dimension, name = self.store.dimension, state.name
         count = await asyncio.to_thread(self.store.count, name)
-        capacity = max(64, count)
+        capacity = max(8, count)
         needed = TenantMirror.row_bytes(dimension) * capacity
         if needed > self.settings.mirror_budget_bytes:
             raise Overloaded(
@@ -613,10 +620,16 @@ class ExperiencePool:
                     view = mirror.view()
                     work = lambda: _select_exact(view, vector, query)  # noqa: E731
                 loop = asyncio.get_running_loop()
-                chosen, pool_size = await loop.run_in_executor(self._selector, work)
+                chosen, pool_size = await loop.run_in_executor(self._selector, self._guarded, work)
                 return mode, chosen, pool_size
         finally:
             self._selections -= 1
+
+    def _guarded(self, work: Callable[[], _Selected]) -> _Selected:
+        if self._one_at_a_time is None:
+            return work()
+        with self._one_at_a_time:
+            return work()
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -647,7 +660,7 @@ def _or_none(marker: int | None) -> int:
     return -1 if marker is None else marker
 
 
-def _select_exact(view: PoolView, vector: np.ndarray, query: OrchestrateQuery) -> tuple[list[tuple[str, float, int | None]], int]:
+def _select_exact(view: PoolView, vector: np.ndarray, query: OrchestrateQuery) -> _Selected:
     """One exact selection over a caught-up view; runs in a worker thread. Quarantined rows are
     masked inside the kernels' passes."""
     excluded = view.excluded
@@ -687,7 +700,7 @@ def _select_exact(view: PoolView, vector: np.ndarray, query: OrchestrateQuery) -
 
 def _select_sublinear(
     mirror: TenantMirror, vector: np.ndarray, sample: PoolView, query: OrchestrateQuery
-) -> tuple[list[tuple[str, float, int | None]], int]:
+) -> _Selected:
     """The sublinear RoSE over a partitioned mirror; runs in a worker thread."""
     view = mirror.view()
     excluded_rows = np.flatnonzero(view.excluded) if view.excluded is not None else None
