@@ -13,7 +13,7 @@ from typing import Literal
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from rosemesh.experience.v1 import experience_pb2 as pb
 from rosemesh.experience.v1 import experience_pb2_grpc
@@ -58,7 +58,7 @@ class ExperienceSettings(ServiceSettings):
     storage: Literal["edge", "qdrant"] = Field("edge", description="embedded Qdrant engine, or a Qdrant server")
     data_dir: Path = Field(default_factory=default_data_dir, description="where the embedded engine keeps data")
     qdrant_url: str = Field("", description="Qdrant server URL, for --storage qdrant")
-    qdrant_api_key: str = Field("", description="Qdrant API key, for --storage qdrant")
+    qdrant_api_key: SecretStr = Field(SecretStr(""), description="Qdrant API key, for --storage qdrant")
     qdrant_collection: str = Field("rosemesh_experiences", description="collection on the Qdrant server")
     max_k: int = Field(64, ge=1, description="largest k Orchestrate accepts")
     sublinear_threshold: int = Field(
@@ -104,7 +104,10 @@ def build_store(settings: ExperienceSettings, dimension: int) -> ExperienceStore
         from services.experience.backends.qdrant_server import QdrantServerStore
 
         return QdrantServerStore.from_url(
-            settings.qdrant_url, dimension, api_key=settings.qdrant_api_key or None, collection=settings.qdrant_collection
+            settings.qdrant_url,
+            dimension,
+            api_key=settings.qdrant_api_key.get_secret_value() or None,
+            collection=settings.qdrant_collection,
         )
     from services.experience.backends.qdrant_edge import QdrantEdgeStore
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, FilePath, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -104,5 +104,21 @@ def load_settings(cls: type[SettingsT], args: list[str] | None = None, prog: str
         for error in exc.errors():
             name = ".".join(str(p) for p in error["loc"]) or "settings"
             where = f"--{name.replace('_', '-')} / {env_prefix}{name.upper()}" if error["loc"] else name
-            lines.append(f"  {where}: {error['msg']} (got {error.get('input')!r})")
+            lines.append(f"  {where}: {error['msg']}{_shown_input(cls, error)}")
         raise ConfigError("\n".join(lines)) from None
+
+
+_SECRET_WORDS = ("key", "token", "secret", "password", "credential")
+
+
+def _shown_input(cls: type[BaseSettings], error: Any) -> str:
+    """What the message may repeat of the offending input: nothing for a model-level check (its
+    input is every setting, secrets included) or for a secret field, else the value."""
+    loc = error["loc"]
+    if not loc or "input" not in error:
+        return ""
+    field = cls.model_fields.get(str(loc[0]))
+    secret = field is not None and "SecretStr" in str(field.annotation)
+    if secret or any(word in str(loc[0]).lower() for word in _SECRET_WORDS):
+        return " (value not shown: it may be a secret)"
+    return f" (got {error['input']!r})"

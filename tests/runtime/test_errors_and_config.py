@@ -77,3 +77,30 @@ class _FakeCall:
 
     def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
         return self._status.trailing_metadata
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        # a model-level check fails: its input is every setting, the key among them
+        ["--storage", "qdrant", "--qdrant-api-key", "s3cr3t-qdrant-key"],
+        # the secret field itself is malformed
+        ["--storage", "qdrant", "--qdrant-url", "http://q:6333", "--qdrant-api-key", "s3cr3t-qdrant-key", "--max-k", "0"],
+    ],
+)
+def test_a_settings_error_never_prints_a_secret(flags: list[str]) -> None:
+    from services.experience.server import ExperienceSettings
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(ExperienceSettings, flags)
+    message = str(error.value)
+    assert "invalid configuration for ExperienceSettings" in message
+    assert "s3cr3t-qdrant-key" not in message
+
+
+def test_a_settings_error_still_names_a_plain_bad_value() -> None:
+    from services.experience.server import ExperienceSettings
+
+    with pytest.raises(ConfigError, match=r"--max-k.*got '0'|--max-k.*got 0"):
+        load_settings(ExperienceSettings, ["--max-k", "0"])
+
