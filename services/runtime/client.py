@@ -10,6 +10,9 @@ service, the deadline of the call being served caps each outbound call, and the 
 credentials pass through (see services.runtime.security). A circuit breaker per client (one
 backend) turns a dead backend into an immediate UNAVAILABLE (CircuitOpen) until a trial call
 succeeds. TLS and mutual TLS with ``tls=ClientTls(...)``; a tenant token with ``token=``.
+
+Calls are spread round robin over every address the target resolves to: use
+``dns:///service-name:port`` for a headless Kubernetes Service (one address per ready pod).
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ class ServiceClient:
             # Reconnect to a restarted peer within a second, not after gRPC's backoff (up to 120 s).
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 1_000),
+            # Every address the target resolves to gets calls in turn: a headless Service's
+            # pods through "dns:///name:port", or a list as "ipv4:host:port,host:port".
+            ("grpc.lb_policy_name", "round_robin"),
         ]
         if tls is None:
             self.channel = grpc.aio.insecure_channel(target, options=options, interceptors=aio_client_interceptors())

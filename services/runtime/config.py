@@ -37,6 +37,10 @@ class ServiceSettings(BaseSettings):
     )
     keepalive_time_s: float = Field(30.0, gt=0, description="interval of server keepalive pings")
     keepalive_timeout_s: float = Field(10.0, gt=0, description="time to wait for a keepalive ack")
+    max_connection_age_s: float = Field(
+        300.0, gt=0, description="connections close after this (with a grace): clients re-resolve and reach new pods"
+    )
+    max_connection_age_grace_s: float = Field(30.0, ge=0, description="time in-flight calls get to finish then")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     models_dir: Path = Field(default_factory=default_models_dir, description="where model artefacts are cached")
     # Security: everything off by default.

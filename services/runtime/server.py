@@ -156,6 +156,10 @@ def channel_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ("grpc.so_reuseport", 0),
+        # A client keeps one HTTP/2 connection per server it resolved; closing connections after
+        # an age makes it resolve again, so that pods added by a scale-out get their share.
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)),
     ]
 
 

@@ -174,7 +174,7 @@ def test_local_profile_runs_embedded_defaults_on_the_cpu(manifests: dict[str, li
     docs = manifests["values-local.yaml"]
     experience = service_object(docs, "ConfigMap", "experience")["data"]
     assert "ROSEMESH_EXPERIENCE_STORAGE" not in experience  # the embedded Qdrant engine
-    assert experience["ROSEMESH_EXPERIENCE_EMBEDDING_TARGET"] == f"{RELEASE}-rosemesh-embedding:50051"
+    assert experience["ROSEMESH_EXPERIENCE_EMBEDDING_TARGET"] == f"dns:///{RELEASE}-rosemesh-embedding:50051"
     assert "ROSEMESH_EMBEDDING_BACKEND" not in service_object(docs, "ConfigMap", "embedding")["data"]
     assert not objects(docs, "HorizontalPodAutoscaler") and not objects(docs, "NetworkPolicy")
     for deployment in objects(docs, "Deployment").values():
@@ -277,3 +277,14 @@ def test_the_values_schema_rejects_bad_values(chart: Path, setting: str, complai
     done = run([tool("helm"), "lint", "--strict", *helm_args(chart, "values-local.yaml"), "--set", setting])
     assert done.returncode != 0
     assert complaint in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_grpc_services_are_headless_so_clients_spread_over_pods(
+    manifests: dict[str, list[dict[str, Any]]], profile: str
+) -> None:
+    for name in SERVICES:
+        if f"{RELEASE}-rosemesh-{name}" not in objects(manifests[profile], "Service"):
+            continue
+        service = service_object(manifests[profile], "Service", name)
+        assert service["spec"]["clusterIP"] == "None", f"{profile}: {name}"

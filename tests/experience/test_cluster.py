@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 from rosemesh.experience.v1 import experience_pb2 as pb
+from rosemesh.experience.v1 import experience_pb2_grpc as pb_grpc
 
 from kernels.bucketed_selection import reference
 from services.adapters.embedding_service import RemoteEmbedder
@@ -282,6 +283,31 @@ async def test_tenants_past_the_memory_budget_are_evicted_and_reloaded(
         for client in clients.values():
             await client.close()
         await replica.stop()
+
+
+async def test_the_typed_client_spreads_calls_over_every_address(
+    store: QdrantServerStore, embedder: RemoteEmbedder
+) -> None:
+    """One target naming three servers: the typed client's calls reach all of them (round robin),
+    where a plain channel (pick_first) sends every call to one."""
+    replicas = await start(store, embedder, 3)
+    target = "ipv4:" + ",".join(r.address for r in replicas)
+
+    def answered() -> list[bool]:
+        return [TENANT in r.pool.tenants for r in replicas if r.pool is not None]
+
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.ExperienceServiceStub(channel)
+            for _ in range(12):
+                await stub.Stats(pb.StatsRequest(tenant=TENANT), timeout=30)
+        assert sum(answered()) == 1  # the control: one server took every call
+        async with ExperienceClient(target, TENANT, timeout_s=30) as client:
+            for _ in range(12):
+                await client.stats()
+        assert all(answered())
+    finally:
+        await stop(replicas)
 
 
 def test_replica_processes_on_a_real_server_converge_after_a_kill(embedding_service: RunningService) -> None:

@@ -49,7 +49,7 @@ as {SETTING: value}. A service's own `config` overrides them.
 {{- $spec := index $root.Values.services .component -}}
 {{- $wired := dict "host" "0.0.0.0" "port" $spec.port "metrics_port" $spec.metricsPort "models_dir" "/var/cache/rosemesh/models" -}}
 {{- if has .component (list "experience" "multilabel" "critique") -}}
-{{- $_ := set $wired "embedding_target" (printf "%s:%v" (include "rosemesh.componentName" (dict "root" $root "component" "embedding")) $root.Values.services.embedding.port) -}}
+{{- $_ := set $wired "embedding_target" (printf "dns:///%s:%v" (include "rosemesh.componentName" (dict "root" $root "component" "embedding")) $root.Values.services.embedding.port) -}}
 {{- end -}}
 {{- if and $root.Values.triton.enabled (has .component (list "embedding" "earlyexit")) -}}
 {{- $_ := set $wired "backend" "triton" -}}
