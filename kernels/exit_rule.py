@@ -6,7 +6,6 @@ streak, and whether it exits: entropy < ``entropy_threshold`` (when given) or st
 ``patience`` (when given). A row's first layer has previous prediction -1.
 """
 
-from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -14,44 +13,11 @@ import torch
 import triton
 import triton.language as tl
 
+# The numpy paths live with the cascade, which must run where only numpy does (inside Triton).
+from kernels.exit_cascade import ExitDecision, fast_cpu, reference
+from kernels.exit_cascade import decide as _decide
 
-@dataclass(frozen=True)
-class ExitDecision:
-    exits: np.ndarray  # bool [rows]
-    entropy: np.ndarray  # float64 [rows], nats
-    prediction: np.ndarray  # int64 [rows]
-    unchanged: np.ndarray  # int64 [rows], consecutive layers with the same prediction
-
-
-def _decide(entropy, prediction, previous, unchanged, entropy_threshold, patience) -> ExitDecision:
-    streak = np.where(prediction == previous, unchanged + 1, 0).astype(np.int64)
-    exits = np.zeros(len(prediction), dtype=bool)
-    if entropy_threshold is not None:
-        exits |= entropy < entropy_threshold
-    if patience is not None:
-        exits |= streak >= patience
-    return ExitDecision(exits, entropy, prediction.astype(np.int64), streak)
-
-
-def reference(logits, previous, unchanged, entropy_threshold=None, patience=None) -> ExitDecision:
-    """Softmax, then -Σ p log p with p clipped at 1e-12, in the logits' own precision."""
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
-    entropy = -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(axis=-1)
-    return _decide(
-        entropy.astype(np.float64), logits.argmax(axis=-1), previous, unchanged, entropy_threshold, patience
-    )
-
-
-def fast_cpu(logits, previous, unchanged, entropy_threshold=None, patience=None) -> ExitDecision:
-    """Entropy as log Σe^z − Σ z·e^z / Σe^z over z = logits − max: no probabilities, no log per
-    label. Float64 keeps it within 1e-5 of the reference's float32."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    z = z.astype(np.float64)
-    weights = np.exp(z)
-    total = weights.sum(axis=-1)
-    entropy = np.log(total) - np.einsum("ij,ij->i", z, weights) / total
-    return _decide(entropy, logits.argmax(axis=-1), previous, unchanged, entropy_threshold, patience)
+__all__ = ["ExitDecision", "fast_cpu", "reference", "triton_gpu"]
 
 
 def _exit_test_kernel(

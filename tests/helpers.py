@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -13,3 +19,16 @@ def scrape(service: RunningService) -> dict[str, list]:
     url = f"http://{service.settings.host}:{service.settings.metrics_port}/metrics"
     text = requests.get(url, timeout=10).text
     return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def isolated_environment(root: Path, packages: tuple[str, ...] = ("numpy",)) -> Path:
+    """A virtual environment of this Python holding only ``packages`` (linked in from this
+    environment) and nothing of rosemesh: where a stock Triton image's python models run."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    site = Path(sysconfig.get_paths(vars={"base": str(root), "platbase": str(root)})["purelib"])
+    ours = Path(numpy.__file__).resolve().parents[1]
+    for package in packages:
+        for found in ours.glob(f"{package}*"):
+            if found.name in (package, f"{package}.libs") or found.name.startswith(f"{package}-"):
+                (site / found.name).symlink_to(found)
+    return root

@@ -26,12 +26,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+import deploy
 from services.common.net import free_port
 
 Profile = Literal["local", "production"]
 PROFILES: tuple[Profile, ...] = ("local", "production")
-#: Model repository templates in a source checkout, one folder per model (``embedding``, ...).
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "triton"
+#: Model repository templates, one folder per model (``embedding``, ...): ``deploy/triton`` in a
+#: checkout, shipped in the wheel as package data of ``deploy``.
+TEMPLATES_DIR = Path(deploy.__file__).resolve().parent / "triton"
 #: Python-backend model that serves any single ``.onnx`` graph with ONNX Runtime.
 ONNX_WRAPPER = TEMPLATES_DIR / "onnx_model.py"
 
@@ -82,20 +84,23 @@ def find_distribution() -> TritonDistribution:
     return dist
 
 
-def triton_env(dist: TritonDistribution, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def triton_env(
+    dist: TritonDistribution, base: Mapping[str, str] | None = None, python_prefix: Path | None = None
+) -> dict[str, str]:
     """Environment for tritonserver and its python backend stubs.
 
     The copied stub and backend lose their RPATH into the wheel's bundled libraries, and without
     the interpreter's LIBDIR first the stub picks up the system libpython instead of ours.
-    The virtual environment's bin goes first on PATH so that the stub's embedded interpreter
-    resolves this environment's site-packages.
+    A virtual environment's bin goes first on PATH so that the stub's embedded interpreter
+    resolves its site-packages: this one's, or ``python_prefix``'s (a venv of the same Python).
     """
     env = dict(os.environ if base is None else base)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         p for p in (str(dist.libs), libdir, env.get("LD_LIBRARY_PATH", "")) if p
     )
-    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.prefix) / "bin"), env.get("PATH", "")) if p)
+    prefix = python_prefix or Path(sys.prefix)
+    env["PATH"] = os.pathsep.join(p for p in (str(prefix / "bin"), env.get("PATH", "")) if p)
     return env
 
 
@@ -158,6 +163,7 @@ class TritonServer:
         metrics_port: int | None = None,
         startup_timeout_s: float = 120.0,
         extra_args: Sequence[str] = (),
+        python_prefix: Path | None = None,
     ) -> None:
         self.model_repository = model_repository
         self.work_dir = work_dir
@@ -167,6 +173,8 @@ class TritonServer:
         self.metrics_port = metrics_port
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = tuple(extra_args)
+        #: The virtual environment python models run in (default: this process's).
+        self.python_prefix = python_prefix
         self.log_path = work_dir / "tritonserver.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -205,7 +213,8 @@ class TritonServer:
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 self._command(dist.binary, backends),
-                env=triton_env(dist),
+                env=triton_env(dist, python_prefix=self.python_prefix),
+                cwd=self.work_dir,  # not the caller's folder, which python models would see on sys.path
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

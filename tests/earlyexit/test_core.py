@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernels.exit_cascade import ExitRule, WirePolicy
 from services.common.errors import InvalidInput
 from services.earlyexit.core.flops import EncoderShape
 from services.earlyexit.core.policy import (
+    MODE_CODES,
     ExitMode,
     ExitPolicy,
-    ExitRule,
     ModelKind,
     entropy,
-    policy_from_wire,
     policy_to_wire,
     resolve_policy,
     run_cascade,
@@ -85,8 +85,19 @@ def test_out_of_range_policies_name_the_field(
         ExitPolicy(ExitMode.HASHEE),
     ],
 )
-def test_policies_survive_the_wire(policy: ExitPolicy) -> None:
-    assert policy_from_wire(*policy_to_wire(policy)) == policy
+def test_policies_reach_the_cascade_as_four_numbers(policy: ExitPolicy) -> None:
+    wire = WirePolicy(*policy_to_wire(policy))
+    assert wire.mode == MODE_CODES[policy.mode]
+    assert (wire.static_layer, wire.entropy_threshold, wire.patience) == (
+        policy.static_layer or 0,
+        policy.entropy_threshold or 0.0,
+        policy.patience or 0,
+    )
+    if policy.mode is ExitMode.HASHEE:  # one graph, no layers to exit at
+        with pytest.raises(ValueError, match="layer-wise"):
+            wire.check(6)
+    else:
+        wire.check(6)
 
 
 def test_entropy_is_in_nats() -> None:
@@ -95,7 +106,7 @@ def test_entropy_is_in_nats() -> None:
 
 
 def test_patience_counts_unchanged_predictions() -> None:
-    rule = ExitRule(ExitPolicy(ExitMode.PATIENCE, patience=2), DEPTH, rows=2)
+    rule = ExitRule(WirePolicy(*policy_to_wire(ExitPolicy(ExitMode.PATIENCE, patience=2))), DEPTH, rows=2)
     rows = np.array([0, 1])
     a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
     assert not rule.exits(1, rows, np.vstack([a, a])).any()
@@ -105,7 +116,7 @@ def test_patience_counts_unchanged_predictions() -> None:
 
 
 def test_the_last_layer_always_exits() -> None:
-    rule = ExitRule(ExitPolicy(ExitMode.DYNAMIC, entropy_threshold=1e-9), DEPTH, rows=1)
+    rule = ExitRule(WirePolicy(*policy_to_wire(ExitPolicy(ExitMode.DYNAMIC, entropy_threshold=1e-9))), DEPTH, rows=1)
     assert rule.exits(DEPTH, np.array([0]), np.array([[0.0, 0.0]])).tolist() == [True]
 
 

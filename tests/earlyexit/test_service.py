@@ -32,6 +32,7 @@ from services.earlyexit.offline.train import (
 from services.offline.datasets import rotten_tomatoes_splits
 from services.supervisor import RunningService, service_process
 from tests.conftest import EARLYEXIT_MODEL as MODEL
+from tests.helpers import isolated_environment
 
 HASHEE = "rotten_tomatoes-hashee-frequency"
 
@@ -183,7 +184,11 @@ def triton_url(stored: dict[str, StoredModel], tmp_path_factory: pytest.TempPath
         pytest.skip(f"Triton is not usable here: {reason}")
     root = tmp_path_factory.mktemp("triton-earlyexit")
     repository = render_repository(root / "models", list(stored.values()), "local")
-    with TritonServer(repository, root / "server") as server:
+    # The python models run where rosemesh is not installed, as in a stock Triton image (the
+    # local profile's segments run ONNX Runtime in the python backend; production's use
+    # Triton's onnxruntime backend).
+    isolated = isolated_environment(root / "no-rosemesh", ("numpy", "onnxruntime"))
+    with TritonServer(repository, root / "server", python_prefix=isolated) as server:
         yield server.grpc_url
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kernels import exit_cascade
 from services.adapters.tritonserver import TEMPLATES_DIR, Profile, render_model_repository
 from services.adapters.tritonserver_client import TritonModels
 from services.common.errors import NotFound
@@ -20,6 +21,8 @@ from services.earlyexit.core.policy import CascadeResult, ExitPolicy, ModelKind,
 from services.earlyexit.core.ports import EarlyExitBackend
 
 TEMPLATES = TEMPLATES_DIR / "earlyexit"
+#: The cascade's one dependency beyond numpy, copied next to its model.py (one source, no copy by hand).
+CASCADE_MODULE = "exit_cascade.py"
 
 
 def render_repository(repository: Path, models: Sequence[StoredModel], profile: Profile = "local") -> Path:
@@ -47,7 +50,7 @@ def render_repository(repository: Path, models: Sequence[StoredModel], profile: 
                 },
             )  # fmt: skip
         render_model_repository(
-            repository, TEMPLATES / "cascade", manifest.name, {}, profile,
+            repository, TEMPLATES / "cascade", manifest.name, {CASCADE_MODULE: Path(exit_cascade.__file__)}, profile,
             variables={**labels, "depth": str(manifest.num_layers)},
         )  # fmt: skip
     return repository

@@ -1,21 +1,24 @@
-"""Exit policies and the batch-shrinking cascade that applies them, free of gRPC; the per-layer
-exit test itself is a kernel (kernels/exit_rule.py).
+"""Exit policies, and the batch-shrinking cascade that applies them, free of gRPC.
 
-The same cascade runs in process over ONNX Runtime segments and inside Triton's BLS
-orchestrator, so both backends make identical decisions.
+The cascade itself is ``kernels/exit_cascade.py`` (numpy only): it runs in process over ONNX
+Runtime segments with ``kernels.dispatch``'s exit test, and inside Triton's BLS orchestrator,
+where the rendered repository carries a copy of it, so both backends decide identically.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
 
 from kernels import dispatch as kernels
+from kernels import exit_cascade
+from kernels.exit_cascade import CascadeResult, SegmentRunner
 from services.common.errors import Validator
+
+__all__ = ["CascadeResult", "SegmentRunner"]
 
 
 class ExitMode(StrEnum):
@@ -71,10 +74,10 @@ class ExitPolicy:
 
 #: Mode numbers on the wire, as in the rosemesh.earlyexit.v1.ExitMode enum.
 MODE_CODES: dict[ExitMode, int] = {
-    ExitMode.STATIC: 1,
-    ExitMode.DYNAMIC: 2,
-    ExitMode.PATIENCE: 3,
-    ExitMode.HASHEE: 4,
+    ExitMode.STATIC: exit_cascade.MODE_STATIC,
+    ExitMode.DYNAMIC: exit_cascade.MODE_DYNAMIC,
+    ExitMode.PATIENCE: exit_cascade.MODE_PATIENCE,
+    ExitMode.HASHEE: exit_cascade.MODE_HASHEE,
 }
 
 
@@ -85,19 +88,6 @@ def policy_to_wire(policy: ExitPolicy) -> tuple[int, int, float, int]:
         policy.static_layer or 0,
         policy.entropy_threshold or 0.0,
         policy.patience or 0,
-    )
-
-
-def policy_from_wire(mode: int, static_layer: int, entropy_threshold: float, patience: int) -> ExitPolicy:
-    by_code = {code: m for m, code in MODE_CODES.items()}
-    if mode not in by_code:
-        raise ValueError(f"unknown exit mode {mode}")
-    exit_mode = by_code[mode]
-    return ExitPolicy(
-        exit_mode,
-        static_layer=static_layer if exit_mode is ExitMode.STATIC else None,
-        entropy_threshold=entropy_threshold if exit_mode is ExitMode.DYNAMIC else None,
-        patience=patience if exit_mode is ExitMode.PATIENCE else None,
     )
 
 
@@ -159,46 +149,6 @@ def entropy(probabilities: np.ndarray) -> np.ndarray:
     return -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(axis=-1)
 
 
-class ExitRule:
-    """Decides, layer by layer, which of a batch's still-running rows exit."""
-
-    def __init__(self, policy: ExitPolicy, depth: int, rows: int) -> None:
-        self.policy = policy
-        self.depth = depth
-        self._last_prediction = np.full(rows, -1, dtype=np.int64)
-        self._unchanged = np.zeros(rows, dtype=np.int64)
-
-    def exits(self, layer: int, rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        """Boolean mask over ``rows`` (the original row indices still running) at 1-based ``layer``."""
-        if layer >= self.depth:
-            return np.ones(len(rows), dtype=bool)
-        match self.policy.mode:
-            case ExitMode.STATIC:
-                return np.full(len(rows), layer >= self.policy.static_layer, dtype=bool)
-            case ExitMode.DYNAMIC:
-                return kernels.decide_exits(
-                    logits, self._last_prediction[rows], self._unchanged[rows], entropy_threshold=self.policy.entropy_threshold
-                ).exits
-            case ExitMode.PATIENCE:
-                decision = kernels.decide_exits(
-                    logits, self._last_prediction[rows], self._unchanged[rows], patience=self.policy.patience
-                )
-                self._unchanged[rows] = decision.unchanged
-                self._last_prediction[rows] = decision.prediction
-                return decision.exits
-        raise ValueError(f"{self.policy.mode} is not a layer-wise exit mode")
-
-
-#: Runs segment ``index`` (0-based) on (token ids or hidden states, attention mask) → (hidden, logits).
-SegmentRunner = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class CascadeResult:
-    logits: np.ndarray  # (rows, labels) at each row's exit
-    exit_layers: np.ndarray  # (rows,) 1-based
-
-
 def run_cascade(
     run_segment: SegmentRunner,
     input_ids: np.ndarray,
@@ -206,26 +156,6 @@ def run_cascade(
     policy: ExitPolicy,
     depth: int,
 ) -> CascadeResult:
-    """Run segment after segment; rows leave as soon as their exit fires, and the batch (and
-    its padded width) shrinks with them, so later layers only pay for the rows still running."""
-    rows = input_ids.shape[0]
-    rule = ExitRule(policy, depth, rows)
-    running = np.arange(rows)
-    inputs, mask = input_ids, attention_mask
-    final_logits: np.ndarray | None = None
-    exit_layers = np.zeros(rows, dtype=np.int64)
-    for layer in range(1, depth + 1):
-        hidden, logits = run_segment(layer - 1, inputs, mask)
-        if final_logits is None:
-            final_logits = np.zeros((rows, logits.shape[1]), dtype=logits.dtype)
-        leaving = rule.exits(layer, running, logits)
-        final_logits[running[leaving]] = logits[leaving]
-        exit_layers[running[leaving]] = layer
-        staying = ~leaving
-        if not staying.any():
-            break
-        running, hidden, mask = running[staying], hidden[staying], mask[staying]
-        width = int(mask.sum(axis=1).max())
-        inputs, mask = np.ascontiguousarray(hidden[:, :width]), np.ascontiguousarray(mask[:, :width])
-    assert final_logits is not None
-    return CascadeResult(final_logits, exit_layers)
+    """The cascade under ``policy``, with the exit test on the fastest path here (kernels.dispatch)."""
+    wire = exit_cascade.WirePolicy(*policy_to_wire(policy))
+    return exit_cascade.run_cascade(run_segment, input_ids, attention_mask, wire, depth, kernels.decide_exits)

@@ -2,8 +2,10 @@
 
 Segments are the models ``<this model>_segment_<n>``. Each step sends only the rows still
 running, trimmed to their longest sequence, and a row leaves as soon as its exit rule fires.
-The rule and the loop are rosemesh's own ``run_cascade``, the same code the in-process
-backend runs, so both backends decide identically.
+The rule and the loop are ``exit_cascade.py`` beside this file: rendering the repository copies
+it from ``kernels/exit_cascade.py``, the code the in-process backend runs, so both backends
+decide identically. Nothing here imports rosemesh, so a stock Triton image (numpy and the
+python backend) serves it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-from services.earlyexit.core.policy import ExitPolicy, policy_from_wire, run_cascade
+from exit_cascade import WirePolicy, run_cascade
 
 
 class SegmentFailed(RuntimeError):
@@ -52,7 +53,7 @@ class TritonPythonModel:
         try:
             input_ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy()
             attention_mask = pb_utils.get_input_tensor_by_name(request, "attention_mask").as_numpy()
-            policy: ExitPolicy = policy_from_wire(
+            policy = WirePolicy(
                 int(scalar("exit_mode")),
                 int(scalar("static_layer")),
                 float(scalar("entropy_threshold")),
