@@ -53,6 +53,15 @@ def service_object(docs: list[dict[str, Any]], kind: str, service: str) -> dict[
     return objects(docs, kind)[f"{RELEASE}-rosemesh-{service}"]
 
 
+def workloads(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Deployments and StatefulSets (the embedded experience pool runs as one)."""
+    return objects(docs, "Deployment") | objects(docs, "StatefulSet")
+
+
+def workload(docs: list[dict[str, Any]], service: str) -> dict[str, Any]:
+    return workloads(docs)[f"{RELEASE}-rosemesh-{service}"]
+
+
 def env_of(deployment: dict[str, Any]) -> dict[str, str]:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value", "") for e in container.get("env", [])}
@@ -95,7 +104,7 @@ def test_rendered_manifests_pass_kubernetes_validate_strict(chart: Path, profile
 def test_every_deployment_has_health_probes_resources_and_a_locked_down_security_context(
     manifests: dict[str, list[dict[str, Any]]], profile: str
 ) -> None:
-    deployments = objects(manifests[profile], "Deployment")
+    deployments = workloads(manifests[profile])
     values = profile_values(profile)
     expected = {f"{RELEASE}-rosemesh-{name}" for name, spec in values["services"].items() if spec["enabled"]}
     if values["triton"]["enabled"]:
@@ -127,7 +136,7 @@ def test_each_service_has_its_service_account_ports_disruption_budget_and_autosc
 ) -> None:
     docs = manifests[profile]
     for name, spec in profile_values(profile)["services"].items():
-        deployment = service_object(docs, "Deployment", name)
+        deployment = workload(docs, name)
         pod = deployment["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == service_object(docs, "ServiceAccount", name)["metadata"]["name"]
         assert pod["containers"][0]["args"] == ["serve", name]
@@ -166,7 +175,7 @@ def test_configuration_reaches_real_settings_of_each_service(
         assert config[prefix + "METRICS_PORT"] == str(spec["metricsPort"])
         for key, value in spec["config"].items():
             assert yaml.safe_load(config[prefix + key.upper()]) == value
-        sources = service_object(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+        sources = workload(docs, name)["spec"]["template"]["spec"]["containers"][0]["envFrom"]
         assert {"configMapRef": {"name": f"{RELEASE}-rosemesh-{name}"}} in sources
 
 
@@ -228,14 +237,18 @@ def test_production_profile_wires_triton_on_gpus_qdrant_otlp_and_the_service_mon
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
 
-def test_network_policy_admits_only_the_mesh_ingress_and_monitoring(
+def test_network_policy_admits_the_mesh_ingress_monitoring_and_limits_egress(
     manifests: dict[str, list[dict[str, Any]]],
 ) -> None:
     docs = manifests["values-production.yaml"]
     values = profile_values("values-production.yaml")
     (policy,) = objects(docs, "NetworkPolicy").values()
     spec = policy["spec"]
-    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    mesh_out, dns, *listed = spec["egress"]
+    assert mesh_out == {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE}}}]}
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert listed == values["networkPolicy"]["egressTo"] and listed
     assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/instance": RELEASE}
     mesh, ingress, monitoring = spec["ingress"]
     assert mesh == {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE}}}]}
@@ -288,3 +301,86 @@ def test_grpc_services_are_headless_so_clients_spread_over_pods(
             continue
         service = service_object(manifests[profile], "Service", name)
         assert service["spec"]["clusterIP"] == "None", f"{profile}: {name}"
+
+
+def mounts_and_volumes(deployment: dict[str, Any]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    pod = deployment["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    return mounts, {v["name"]: v for v in pod["volumes"]}
+
+
+def test_production_turns_auth_and_tls_on_and_mounts_them_where_the_settings_point(
+    manifests: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = manifests["values-production.yaml"]
+    security = profile_values("values-production.yaml")["security"]
+    assert security["auth"]["enabled"] and security["tls"]["enabled"]
+    for name in profile_values("values-production.yaml")["services"]:
+        prefix = f"ROSEMESH_{name.upper()}_"
+        config = service_object(docs, "ConfigMap", name)["data"]
+        mounts, volumes = mounts_and_volumes(workload(docs, name))
+        tokens = volumes["tenant-tokens"]["secret"]
+        assert tokens["secretName"] == security["auth"]["existingSecret"]
+        (item,) = tokens["items"]
+        assert config[prefix + "AUTH_TOKENS_FILE"] == f"{mounts['tenant-tokens']}/{item['path']}"
+        assert volumes["tls"]["secret"]["secretName"] == security["tls"]["existingSecret"]
+        for setting, key in (("TLS_CERT_FILE", "tls.crt"), ("TLS_KEY_FILE", "tls.key"), ("TLS_CA_FILE", "ca.crt")):
+            assert config[prefix + setting] == f"{mounts['tls']}/{key}", (name, setting)
+        env = workload(docs, name)["spec"]["template"]["spec"]["containers"][0]["env"]
+        outbound = next(e for e in env if e["name"] == prefix + "OUTBOUND_TOKEN")
+        assert outbound["valueFrom"]["secretKeyRef"]["name"] == security["auth"]["existingSecret"]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_without_security_nothing_is_mounted_or_wired(manifests: dict[str, list[dict[str, Any]]], profile: str) -> None:
+    if profile_values(profile)["security"]["auth"]["enabled"]:
+        pytest.skip("this profile turns security on")
+    for name in profile_values(profile)["services"]:
+        config = service_object(manifests[profile], "ConfigMap", name)["data"]
+        assert not {k for k in config if k.endswith(("_AUTH_TOKENS_FILE", "_TLS_CERT_FILE"))}
+        mounts, _ = mounts_and_volumes(workload(manifests[profile], name))
+        assert "tenant-tokens" not in mounts and "tls" not in mounts
+
+
+def test_production_qdrant_key_comes_from_a_secret_and_the_judge_over_https(
+    manifests: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = manifests["values-production.yaml"]
+    env = workload(docs, "experience")["spec"]["template"]["spec"]["containers"][0]["env"]
+    key = next(e for e in env if e["name"] == "ROSEMESH_EXPERIENCE_QDRANT_API_KEY")
+    assert key["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-qdrant-apikey", "key": "api-key"}
+    assert "ROSEMESH_EXPERIENCE_QDRANT_API_KEY" not in (service_object(docs, "Secret", "experience").get("data") or {})
+    critique = service_object(docs, "ConfigMap", "critique")["data"]
+    assert critique["ROSEMESH_CRITIQUE_JUDGE_ENDPOINT"].startswith("https://")
+    assert not [key for key, value in critique.items() if value.startswith("http://")]
+
+
+def test_the_embedded_pool_runs_as_a_stateful_set_with_a_volume_claim(
+    manifests: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = manifests["values-local.yaml"]
+    pool = service_object(docs, "StatefulSet", "experience")
+    (claim,) = pool["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "pool" and claim["spec"]["resources"]["requests"]["storage"]
+    mounts, volumes = mounts_and_volumes(pool)
+    assert mounts["pool"] == "/var/lib/rosemesh/experience" and "pool" not in volumes
+    assert pool["spec"]["serviceName"] == service_object(docs, "Service", "experience")["metadata"]["name"]
+    assert f"{RELEASE}-rosemesh-experience" not in objects(docs, "Deployment")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_training_job_fills_the_model_cache_where_services_do_not_train(
+    manifests: dict[str, list[dict[str, Any]]], profile: str
+) -> None:
+    jobs = objects(manifests[profile], "Job")
+    for name in ("earlyexit", "multilabel"):
+        trains_itself = profile_values(profile)["services"][name]["config"].get("train_default", True)
+        job = jobs.get(f"{RELEASE}-rosemesh-{name}-train")
+        assert (job is None) == trains_itself, (profile, name)
+        if job is not None:
+            container = job["spec"]["template"]["spec"]["containers"][0]
+            assert container["args"][:2] == ["train", name]
+            assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/var/cache/rosemesh", "/tmp"}
+            volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+            cache = {k: v for k, v in profile_values(profile)["modelCache"].items() if v is not None}
+            assert volumes["model-cache"] == {"name": "model-cache", **cache}  # what the services mount

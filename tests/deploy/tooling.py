@@ -64,10 +64,16 @@ def renderable_chart(destination: Path) -> Path:
 
 def offline_overrides(profile: str) -> list[str]:
     """--set flags that turn the Qdrant dependency's condition off for rendering here; the
-    experience service then points at the URL the in-release Qdrant cluster would have."""
-    if not profile_values(profile)["qdrant"]["enabled"]:
+    experience service then points at the URL, and the API key Secret, that the in-release Qdrant
+    cluster would have."""
+    qdrant = profile_values(profile)["qdrant"]
+    if not qdrant["enabled"]:
         return []
-    return ["--set", "qdrant.enabled=false", "--set", f"externalQdrant.url=http://{RELEASE}-qdrant:6333"]
+    flags = ["--set", "qdrant.enabled=false", "--set", f"externalQdrant.url=http://{RELEASE}-qdrant:6333"]
+    if qdrant.get("apiKey"):  # the key the official chart generates, in the Secret it names so
+        flags += ["--set", f"externalQdrant.apiKeySecret.name={RELEASE}-qdrant-apikey"]
+        flags += ["--set", "externalQdrant.apiKeySecret.key=api-key"]
+    return flags
 
 
 def helm_args(chart: Path, profile: str) -> list[str]:

@@ -55,6 +55,19 @@ as {SETTING: value}. A service's own `config` overrides them.
 {{- $_ := set $wired "backend" "triton" -}}
 {{- $_ := set $wired "triton_url" (printf "%s:8001" (include "rosemesh.componentName" (dict "root" $root "component" "triton"))) -}}
 {{- end -}}
+{{- with $root.Values.security.auth -}}
+{{- if .enabled -}}
+{{- $_ := set $wired "auth_tokens_file" "/etc/rosemesh/auth/tokens" -}}
+{{- end -}}
+{{- end -}}
+{{- with $root.Values.security.tls -}}
+{{- if .enabled -}}
+{{- $_ := set $wired "tls_cert_file" "/etc/rosemesh/tls/tls.crt" -}}
+{{- $_ := set $wired "tls_key_file" "/etc/rosemesh/tls/tls.key" -}}
+{{- $_ := set $wired "tls_ca_file" "/etc/rosemesh/tls/ca.crt" -}}
+{{- $_ := set $wired "tls_require_client_cert" .requireClientCert -}}
+{{- end -}}
+{{- end -}}
 {{- if eq .component "experience" -}}
 {{- $url := include "rosemesh.qdrantUrl" $root -}}
 {{- if $url -}}
@@ -66,6 +79,17 @@ as {SETTING: value}. A service's own `config` overrides them.
 {{- end -}}
 {{- end -}}
 {{- toYaml (merge (deepCopy $spec.config) $wired) -}}
+{{- end -}}
+
+{{/* The Secret holding the experience service's Qdrant API key, as {name, key}; {} for none. */}}
+{{- define "rosemesh.qdrantApiKeySecret" -}}
+{{- if and .Values.qdrant.enabled .Values.qdrant.apiKey -}}
+{{- toYaml (dict "name" (printf "%s-qdrant-apikey" .Release.Name) "key" "api-key") -}}
+{{- else if .Values.externalQdrant.apiKeySecret -}}
+{{- toYaml .Values.externalQdrant.apiKeySecret -}}
+{{- else -}}
+{{- toYaml dict -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Secret settings, as {SETTING: value}: the service's secretConfig, plus the Qdrant API key. */}}
