@@ -24,6 +24,8 @@ train_app = typer.Typer(help="Train models into the models directory.", no_args_
 app.add_typer(train_app, name="train")
 token_app = typer.Typer(help="API tokens for --auth-tokens-file.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+triton_app = typer.Typer(help="Triton Inference Server's model repository.", no_args_is_help=True)
+app.add_typer(triton_app, name="triton")
 
 LLM_ENDPOINT = typer.Option(envvar="ROSEMESH_LLM_ENDPOINT", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1")
 LLM_MODEL = typer.Option(envvar="ROSEMESH_LLM_MODEL", help="model name the endpoint serves")
@@ -174,6 +176,29 @@ def train_earlyexit(
             raise typer.BadParameter(str(exc)) from None
         for model in stored:
             typer.echo(str(model.directory))
+
+
+@triton_app.command("render")
+def triton_render(
+    out: Annotated[Path, typer.Option(help="the model repository to write")],
+    profile: Annotated[str, typer.Option(help="local (python backend on CPU) or production (GPU)")] = "production",
+    models_dir: Annotated[Path | None, typer.Option(help="model cache (default: the services' setting)")] = None,
+    wait_s: Annotated[float, typer.Option(help="wait this long for the models to be made")] = 0.0,
+) -> None:
+    """Render the Triton model repository (embedding and early exit) from the model cache."""
+    from services.earlyexit.server import EarlyExitSettings
+    from services.offline.triton_repository import wait_and_render
+    from services.runtime.config import load_settings
+
+    if profile not in ("local", "production"):
+        raise typer.BadParameter(f"unknown profile {profile!r}; expected local or production")
+    directory = models_dir or load_settings(EarlyExitSettings).models_dir
+    try:
+        names = wait_and_render(directory, out, profile, wait_s, lambda m: typer.echo(m, err=True))  # type: ignore[arg-type]
+    except (TimeoutError, FileNotFoundError) as exc:
+        typer.echo(f"cannot render the Triton repository: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("\n".join(names))
 
 
 @export_app.command("embedding")

@@ -384,3 +384,21 @@ def test_a_training_job_fills_the_model_cache_where_services_do_not_train(
             volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
             cache = {k: v for k, v in profile_values(profile)["modelCache"].items() if v is not None}
             assert volumes["model-cache"] == {"name": "model-cache", **cache}  # what the services mount
+
+
+def test_production_triton_renders_its_repository_from_the_model_cache(
+    manifests: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = manifests["values-production.yaml"]
+    pod = objects(docs, "Deployment")[f"{RELEASE}-rosemesh-triton"]["spec"]["template"]["spec"]
+    (render,) = pod["initContainers"]
+    assert render["args"][:2] == ["triton", "render"] and "--wait-s" in render["args"]
+    rosemesh_image = workload(docs, "embedding")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert render["image"] == rosemesh_image  # the services' image renders, Triton's image serves
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["models"] == {"name": "models", "emptyDir": {}}
+    cache = {k: v for k, v in profile_values("values-production.yaml")["modelCache"].items() if v is not None}
+    assert volumes["model-cache"] == {"name": "model-cache", **cache}  # the cache the training Jobs fill
+    out = render["args"][render["args"].index("--out") + 1]
+    assert {m["name"]: m["mountPath"] for m in render["volumeMounts"]}["models"] == out
+    assert {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}["models"] == "/models"

@@ -4,6 +4,7 @@ config parses with Triton's own model-config protobuf, and the templates ship in
 from __future__ import annotations
 
 import ast
+import shutil
 import string
 import subprocess
 import sys
@@ -96,3 +97,40 @@ def test_the_templates_ship_inside_the_wheel(tmp_path: Path) -> None:
     expected = {f"deploy/triton/{p.relative_to(TEMPLATES_DIR)}" for p in TEMPLATES_DIR.rglob("*") if p.is_file() and p.suffix in (".py", ".pbtxt")}
     assert expected and expected <= names, sorted(expected - names)
     assert "kernels/exit_cascade.py" in names
+
+
+def test_rosemesh_triton_render_writes_the_mesh_repository(
+    earlyexit_models_dir: Path, embedding_model: object, tmp_path: Path
+) -> None:
+    """The command the chart's init container runs: embedding and every early-exit model from one
+    model cache, each config a valid Triton model config, the cascade beside its module."""
+    from services.embedding.bundle import exported_model
+
+    cache = tmp_path / "cache"
+    shutil.copytree(earlyexit_models_dir, cache)
+    exported = exported_model(cache)
+    exported.fp32_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(embedding_model.fp32_path, exported.fp32_path)  # type: ignore[attr-defined]
+    out = tmp_path / "repository"
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "triton", "render", "--out", str(out), "--models-dir", str(cache)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = done.stdout.split()
+    assert "embedding_minilm" in names and "rotten_tomatoes" in names
+    assert "rotten_tomatoes_segment_6" in names and "rotten_tomatoes-hashee-frequency" in names
+    for name in names:
+        config = text_format.Parse((out / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        assert config.name == name
+    assert (out / "rotten_tomatoes" / "1" / "exit_cascade.py").read_text() == Path(exit_cascade.__file__).read_text()
+
+
+def test_rosemesh_triton_render_says_what_is_missing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "triton", "render", "--out", str(tmp_path / "r"),
+         "--models-dir", str(tmp_path / "empty")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "cannot render the Triton repository" in done.stderr and "no early-exit model in" in done.stderr
