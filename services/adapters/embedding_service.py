@@ -1,4 +1,10 @@
-"""The embedding service as the backend of another service's core: texts in, unit vectors out."""
+"""The embedding service as the backend of another service's core: texts in, unit vectors out.
+
+The one gateway experience, critique and multi-label reach it through: built with the calling
+service's client security settings, and mapping the embedding service's answers to the domain
+errors once, so that every caller reports them alike (a text it refuses is the caller's
+INVALID_ARGUMENT, not an outage).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,14 @@ import grpc
 import numpy as np
 from rosemesh.embedding.v1 import embedding_pb2
 
-from services.common.errors import BackendUnavailable
+from services.common.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidInput,
+    Overloaded,
+    PermissionDenied,
+    ServiceError,
+)
 from services.embedding.client import EmbeddingClient
 
 #: Between attempts to reach an embedding service that is not up yet.
@@ -40,7 +53,19 @@ class RemoteEmbedder:
         try:
             return (await self.client.embed(texts)).vectors
         except grpc.aio.AioRpcError as exc:
-            raise BackendUnavailable(f"embedding service at {self.target} is unavailable: {exc.details()}") from exc
+            raise self._domain_error(exc) from exc
+
+    def _domain_error(self, exc: grpc.aio.AioRpcError) -> ServiceError:
+        code, details = exc.code(), exc.details() or ""
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return InvalidInput.single("text", f"the embedding service refused it: {details}")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return Overloaded(f"the embedding service at {self.target} is overloaded: {details}")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DeadlineExceeded(f"the embedding service at {self.target} did not answer in time")
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return PermissionDenied(f"the embedding service at {self.target} refused the credentials: {details}")
+        return BackendUnavailable(f"embedding service at {self.target} is unavailable: {details}")
 
     async def close(self) -> None:
         await self.client.close()

@@ -104,3 +104,27 @@ def test_a_settings_error_still_names_a_plain_bad_value() -> None:
     with pytest.raises(ConfigError, match=r"--max-k.*got '0'|--max-k.*got 0"):
         load_settings(ExperienceSettings, ["--max-k", "0"])
 
+
+
+async def test_the_embedding_gateway_maps_the_embedding_services_answers(embedding_service: object) -> None:
+    """A text the embedding service refuses is the caller's INVALID_ARGUMENT, not an outage; an
+    unreachable one is UNAVAILABLE."""
+    from services.adapters.embedding_service import RemoteEmbedder
+    from services.common.net import free_port
+    from tests.conftest import TEST_MAX_TEXTS
+
+    gateway = RemoteEmbedder(embedding_service.address, 30.0)  # type: ignore[attr-defined]
+    try:
+        assert (await gateway.embed(["fine"])).shape == (1, 384)
+        with pytest.raises(InvalidInput) as refused:
+            await gateway.embed(["x"] * (TEST_MAX_TEXTS + 1))
+        assert refused.value.violations[0].field == "text" and "exceed the limit" in refused.value.message
+        assert to_status(refused.value).code == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await gateway.close()
+    nowhere = RemoteEmbedder(f"127.0.0.1:{free_port()}", 2.0)
+    try:
+        with pytest.raises(BackendUnavailable):
+            await nowhere.embed(["fine"])
+    finally:
+        await nowhere.close()
