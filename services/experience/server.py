@@ -8,6 +8,7 @@ import math
 import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Literal
 
@@ -62,24 +63,24 @@ class ExperienceSettings(ServiceSettings):
     qdrant_collection: str = Field("rosemesh_experiences", description="collection on the Qdrant server")
     max_k: int = Field(64, ge=1, description="largest k Orchestrate accepts")
     sublinear_threshold: int = Field(
-        500_000, ge=1, description="pool size from which RoSE runs sublinear unless a request says otherwise"
+        PoolSettings.sublinear_threshold, ge=1, description="pool size from which RoSE runs sublinear unless a request says otherwise"
     )
     staleness_s: float = Field(
-        1.0, gt=0, description="longest a replica's view may lag other replicas' writes to a shared store"
+        PoolSettings.staleness_s, gt=0, description="longest a replica's view may lag other replicas' writes to a shared store"
     )
     catch_up_window_s: float = Field(
-        5.0, gt=0, description="how far behind its last change marker a catch-up re-reads (twice the clock skew, and more)"
+        PoolSettings.catch_up_window_s, gt=0, description="how far behind its last change marker a catch-up re-reads (twice the clock skew, and more)"
     )
     tombstone_retention_s: float = Field(
-        600.0, gt=0, description="how long a shared store keeps deletes as tombstones for replicas catching up"
+        PoolSettings.tombstone_retention_s, gt=0, description="how long a shared store keeps deletes as tombstones for replicas catching up"
     )
     mirror_budget_bytes: int = Field(
-        4 << 30, ge=1 << 16, description="resident bytes of all tenants' mirrors; least recently used ones go past it"
+        PoolSettings.mirror_budget_bytes, ge=1 << 16, description="resident bytes of all tenants' mirrors; least recently used ones go past it"
     )
-    selection_workers: int = Field(2, ge=1, description="selections run at once, in worker threads")
-    selection_queue: int = Field(32, ge=0, description="selections waiting beyond those before RESOURCE_EXHAUSTED")
+    selection_workers: int = Field(PoolSettings.selection_workers, ge=1, description="selections run at once, in worker threads")
+    selection_queue: int = Field(PoolSettings.selection_queue, ge=0, description="selections waiting beyond those before RESOURCE_EXHAUSTED")
     load_wait_s: float = Field(
-        30.0, gt=0, description="longest an Orchestrate without a deadline waits for its tenant's pool to load"
+        PoolSettings.load_wait_s, gt=0, description="longest an Orchestrate without a deadline waits for its tenant's pool to load"
     )
     max_paths: int = Field(100, ge=1, description="most reasoning paths per Record")
     max_question_bytes: int = Field(8 * 1024, ge=1)
@@ -115,16 +116,8 @@ def build_store(settings: ExperienceSettings, dimension: int) -> ExperienceStore
 
 
 def pool_settings(settings: ExperienceSettings) -> PoolSettings:
-    return PoolSettings(
-        sublinear_threshold=settings.sublinear_threshold,
-        staleness_s=settings.staleness_s,
-        catch_up_window_s=settings.catch_up_window_s,
-        tombstone_retention_s=settings.tombstone_retention_s,
-        mirror_budget_bytes=settings.mirror_budget_bytes,
-        selection_workers=settings.selection_workers,
-        selection_queue=settings.selection_queue,
-        load_wait_s=settings.load_wait_s,
-    )
+    """The pool's settings: the service settings of the same names."""
+    return PoolSettings(**{f.name: getattr(settings, f.name) for f in fields(PoolSettings)})
 
 
 _STRATEGIES = {

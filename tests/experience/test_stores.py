@@ -95,9 +95,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Experience
     opened.close()
 
 
-@pytest.fixture
-def pool(store: ExperienceStore) -> Pool:
-    rng = np.random.default_rng(7)
+def filled(store: ExperienceStore, seed: int) -> Pool:
+    """120 of ACME's experiences and 40 of GLOBEX's, stored in two writes."""
+    rng = np.random.default_rng(seed)
     points = {
         ACME: make_points(ACME, unit_vectors(rng, 120), rng, ACME_MARKERS),
         GLOBEX: make_points(GLOBEX, unit_vectors(rng, 40), rng, GLOBEX_MARKERS),
@@ -105,6 +105,11 @@ def pool(store: ExperienceStore) -> Pool:
     store.upsert(points[ACME][:60])
     store.upsert(points[ACME][60:] + points[GLOBEX])
     return Pool(points)
+
+
+@pytest.fixture
+def pool(store: ExperienceStore) -> Pool:
+    return filled(store, 7)
 
 
 def test_get_returns_every_field(store: ExperienceStore, pool: Pool) -> None:
@@ -294,13 +299,7 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Experienc
 
 @pytest.fixture
 def shared_pool(shared: ExperienceStore) -> Pool:
-    rng = np.random.default_rng(9)
-    points = {
-        ACME: make_points(ACME, unit_vectors(rng, 120), rng, ACME_MARKERS),
-        GLOBEX: make_points(GLOBEX, unit_vectors(rng, 40), rng, GLOBEX_MARKERS),
-    }
-    shared.upsert(points[ACME] + points[GLOBEX])
-    return Pool(points)
+    return filled(shared, 9)
 
 
 def assert_same_change(got: Change, expected: StoredPoint) -> None:

@@ -275,10 +275,6 @@ class TenantMirror:
                 partition.place(stale, self.vectors[stale])
         self._stale.clear()
 
-    @property
-    def caught_up(self) -> bool:
-        return not self._stale
-
     def partition_due(self) -> bool:
         """Whether the pool needs a (new) partition: none yet, or grown fourfold since."""
         return self.size > 0 and (self.partition is None or self.partition.needs_retraining(self.size))

@@ -261,11 +261,8 @@ class ExperiencePool:
 
         def scan() -> None:
             for point in self.store.scroll(name):
-                e = point.experience
-                mirror.upsert(e.id, point.vector, e.uncertainty, e.complexity, point.marker)
-                state.last_write = max(state.last_write or 0.0, e.update_time)
-                if self.screen is not None:
-                    self.screen.add(name, e.id, e.question, e.reasoning)
+                self._apply(state, mirror, [Change(name, point.experience.id, point.marker, point)])
+                state.last_write = max(state.last_write or 0.0, point.experience.update_time)
             mirror.catch_up()
 
         await asyncio.to_thread(scan)
@@ -284,7 +281,7 @@ class ExperiencePool:
         resident = sorted(
             (s for s in self.tenants.values() if s.mirror is not None and s.name != keep), key=lambda s: s.last_used
         )
-        total = sum(s.mirror.nbytes for s in self.tenants.values() if s.mirror is not None)
+        total = self.resident_bytes()
         for state in resident:
             if total + needed <= self.settings.mirror_budget_bytes:
                 return
@@ -471,7 +468,6 @@ class ExperiencePool:
         now = round(time.time(), 3)  # millisecond times survive the payload round trip exactly
         summaries = [summarise(i.paths) for i in inputs]
         ids = [experience_id(i.tenant, i.question) for i in inputs]
-        results: list[tuple[Experience, bool]] = []
         tokens: list[Token] = []
         by_tenant: dict[str, list[int]] = {}
         for index, record in enumerate(inputs):
@@ -502,8 +498,7 @@ class ExperiencePool:
                 state.last_write = now
                 await self._write(state, [Change(tenant, eid, p.marker, p) for eid, p in points.items()])
             tokens.append(Token.of(tenant, [p.marker for p in points.values()], list(points)))
-        results = [outcome[i] for i in range(len(inputs))]
-        return results, tokens
+        return [outcome[i] for i in range(len(inputs))], tokens
 
     async def delete(self, tenant: str, eid: str) -> tuple[bool, Token]:
         state = self._state(tenant)
