@@ -25,6 +25,10 @@ app.add_typer(train_app, name="train")
 token_app = typer.Typer(help="API tokens for --auth-tokens-file.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 triton_app = typer.Typer(help="Triton Inference Server's model repository.", no_args_is_help=True)
+models_app = typer.Typer(help="Published model versions and the CURRENT pointers.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+#: Families of versioned models, by the service that serves them.
+MODEL_FAMILIES = ("earlyexit", "multilabel")
 app.add_typer(triton_app, name="triton")
 
 LLM_ENDPOINT = typer.Option(envvar="ROSEMESH_LLM_ENDPOINT", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1")
@@ -228,6 +232,45 @@ def triton_render(
         typer.echo(f"cannot render the Triton repository: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo("\n".join(names))
+
+
+def _model_versions(family: str, models_dir: Path | None):  # noqa: ANN202 - typed where imported
+    from services.common.model_versions import ModelVersions
+    from services.runtime.config import default_models_dir
+
+    if family not in MODEL_FAMILIES:
+        raise typer.BadParameter(f"unknown family {family!r}; expected one of {', '.join(MODEL_FAMILIES)}")
+    return ModelVersions((models_dir or default_models_dir()) / family)
+
+
+@models_app.command("list")
+def models_list(
+    models_dir: Annotated[Path | None, typer.Option(help="model store (default: the services' setting)")] = None,
+) -> None:
+    """Every published version; the current one of each model is starred."""
+    for family in MODEL_FAMILIES:
+        versions = _model_versions(family, models_dir)
+        for name in versions.names():
+            current = versions.current(name)
+            for version in versions.versions(name):
+                marker = "*" if version == current else ""
+                typer.echo("\t".join([family, name, version, marker]).rstrip())
+
+
+@models_app.command("point")
+def models_point(
+    family: Annotated[str, typer.Argument(help="earlyexit or multilabel")],
+    name: Annotated[str, typer.Argument(help="model name, e.g. toxicity")],
+    version: Annotated[str, typer.Argument(help="a published version (an older one rolls back)")],
+    models_dir: Annotated[Path | None, typer.Option(help="model store (default: the services' setting)")] = None,
+) -> None:
+    """Make a published version current; services that follow the pointer serve it on reload (SIGHUP)."""
+    try:
+        _model_versions(family, models_dir).point(name, version)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{family}/{name} → {version}")
 
 
 @export_app.command("embedding")

@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+from services.common.model_versions import ModelVersions
 
 #: Set by whoever starts a maker: the file its progress bars are mirrored to.
 PROGRESS_FILE_ENV = "ROSEMESH_PROGRESS_FILE"
@@ -78,3 +81,18 @@ async def wait_for_bundle(bundle: Bundle, report: Callable[[str], None], poll_s:
         where = bundle.directory.parent
         report(f"waiting for {bundle.what}: {made}" if made else f"waiting for {bundle.what} in {where}; {bundle.hint}")
         await asyncio.sleep(poll_s)
+
+
+class PinsVersions(Protocol):
+    default_model: str
+    model_versions: dict[str, str]
+
+
+def model_bundle(family: str, label: str, versions: ModelVersions, name: str, settings: PinsVersions) -> Bundle:
+    """A versioned model a service waits for: the version its settings pin, or what ``CURRENT`` names."""
+    pinned, is_default = settings.model_versions.get(name), name == settings.default_model
+    what = f"the {'default ' if is_default else ''}{label} model {name!r}"
+    if pinned:
+        what = f"version {pinned!r} of {what}"
+    hint = f"run `rosemesh train {family} {name}`" + (" or start with --train-default" if is_default else "")
+    return Bundle(what, versions.root / name, lambda: versions.resolve(name, pinned) is not None, hint)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import grpc
@@ -12,13 +14,15 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from rosemesh.earlyexit.v1 import earlyexit_pb2, earlyexit_pb2_grpc
 
-from services.common.bundles import Bundle, BundleRequest, wait_for_bundle
+from services.common.bundles import Bundle, BundleRequest, model_bundle, wait_for_bundle
+from services.common.model_versions import Generation, ModelVersions
 from services.earlyexit.convert import policy_from_proto, policy_to_proto
 from services.earlyexit.core.bundle import StoredModel, list_models, models_root
 from services.earlyexit.core.classifier import ClassifyLimits, EarlyExitClassifier, LoadedModel
 from services.earlyexit.core.policy import MODE_CODES, ModelKind
 from services.earlyexit.core.ports import EarlyExitBackend
 from services.runtime.config import ServiceSettings
+from services.runtime.metrics import report_served_versions
 from services.runtime.server import Service, StartProgress
 
 SERVICE_NAME = earlyexit_pb2.DESCRIPTOR.services_by_name["EarlyExitService"].full_name
@@ -54,6 +58,9 @@ class EarlyExitSettings(ServiceSettings):
     max_text_chars: int = Field(20_000, ge=1, description="characters per text at most")
     batch_size: int = Field(32, ge=1, le=256, description="texts per inference batch")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads (0: one per core)")
+    model_versions: dict[str, str] = Field(
+        default_factory=dict, description="model → version to serve; unpinned models follow their CURRENT pointer"
+    )
 
 
 def model_info(model: LoadedModel, is_default: bool) -> earlyexit_pb2.ModelInfo:
@@ -91,20 +98,16 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
         self.service = service
 
     @property
-    def classifier(self) -> EarlyExitClassifier:
-        assert self.service.classifier is not None
-        return self.service.classifier
-
-    @property
-    def runtime(self) -> str:
-        assert self.service.backend is not None
-        return self.service.backend.runtime
+    def served(self) -> Generation[Served]:
+        assert self.service.served is not None
+        return self.service.served
 
     async def Classify(
         self, request: earlyexit_pb2.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> earlyexit_pb2.ClassifyResponse:
         requested = policy_from_proto(request.policy) if request.HasField("policy") else None
-        model, policy, results = await self.classifier.classify(list(request.texts), request.model, requested)
+        async with self.served.use() as served:
+            model, policy, results = await served.classifier.classify(list(request.texts), request.model, requested)
         manifest = model.manifest
         for result in results:
             EXIT_LAYERS.labels(manifest.name, policy.mode.value).observe(result.exit_layer)
@@ -112,7 +115,7 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
         return earlyexit_pb2.ClassifyResponse(
             model=manifest.name,
             model_version=manifest.version,
-            backend=self.runtime,
+            backend=served.backend.runtime,
             policy=policy_to_proto(policy),
             labels=manifest.labels,
             results=[
@@ -137,11 +140,10 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
     async def ListModels(
         self, request: earlyexit_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> earlyexit_pb2.ListModelsResponse:
-        default = self.classifier.default_model
+        classifier = self.served.value.classifier
+        default = classifier.default_model
         return earlyexit_pb2.ListModelsResponse(
-            models=[
-                model_info(model, name == default) for name, model in sorted(self.classifier.models.items())
-            ]
+            models=[model_info(model, name == default) for name, model in sorted(classifier.models.items())]
         )
 
 
@@ -155,6 +157,22 @@ def build_backend(settings: EarlyExitSettings, models: list[StoredModel]) -> Ear
     return OnnxRuntimeBackend(models, threads=settings.intra_op_threads)
 
 
+@dataclass(frozen=True)
+class Served:
+    """One generation of served models: a reload builds the next one whole."""
+
+    backend: EarlyExitBackend
+    classifier: EarlyExitClassifier
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {name: model.manifest.version for name, model in self.classifier.models.items()}
+
+    @staticmethod
+    async def close(served: Served) -> None:
+        await served.backend.close()
+
+
 class EarlyExitService(Service):
     name = "earlyexit"
     settings_class = EarlyExitSettings
@@ -162,20 +180,14 @@ class EarlyExitService(Service):
 
     def __init__(self, settings: EarlyExitSettings) -> None:
         super().__init__(settings)
-        self.backend: EarlyExitBackend | None = None
-        self.classifier: EarlyExitClassifier | None = None
+        self.served: Generation[Served] | None = None
 
-    def _default_model(self) -> Bundle:
-        settings = self.settings
-        return Bundle(
-            f"the default early-exit model {settings.default_model!r}",
-            models_root(settings.models_dir) / settings.default_model,
-            lambda: any(m.name == settings.default_model for m in list_models(settings.models_dir)),
-            hint=f"run `rosemesh train earlyexit {settings.default_model}` or start with --train-default",
-        )
+    def _model_bundle(self, name: str) -> Bundle:
+        return model_bundle("earlyexit", "early-exit", ModelVersions(models_root(self.settings.models_dir)), name, self.settings)
 
     def bundles(self) -> Sequence[BundleRequest]:
-        settings, default = self.settings, self._default_model()
+        settings = self.settings
+        default = self._model_bundle(settings.default_model)
         if not settings.train_default or default.present():
             return ()
         command = ["train", "earlyexit", settings.default_model, "--variant", "multiexit"]
@@ -190,18 +202,41 @@ class EarlyExitService(Service):
     def register(self, server: grpc.aio.Server) -> None:
         earlyexit_pb2_grpc.add_EarlyExitServiceServicer_to_server(EarlyExitServicer(self), server)
 
-    async def load(self, progress: StartProgress) -> None:
+    async def _build(self, models: list[StoredModel]) -> Served:
         settings = self.settings
-        await wait_for_bundle(self._default_model(), progress.report)
-        models = list_models(settings.models_dir)
-        progress.report(f"loading {len(models)} early-exit models on {settings.backend}")
-        backend = build_backend(settings, models)
+        # Opening sessions takes seconds of CPU: off the loop, which keeps serving meanwhile.
+        backend = await asyncio.to_thread(build_backend, settings, models)
         limits = ClassifyLimits(settings.max_texts, settings.max_text_chars, settings.batch_size)
         runner = functools.partial(functools.partial, backend.classify)  # model name → BatchRunner
-        self.classifier = EarlyExitClassifier(models, runner, settings.default_model, limits)
-        self.backend = backend
+        classifier = EarlyExitClassifier(models, runner, settings.default_model, limits)
         await backend.start()
+        return Served(backend, classifier)
+
+    async def load(self, progress: StartProgress) -> None:
+        settings = self.settings
+        for name in dict.fromkeys([settings.default_model, *settings.model_versions]):
+            await wait_for_bundle(self._model_bundle(name), progress.report)
+        models = list_models(settings.models_dir, settings.model_versions)
+        progress.report(f"loading {len(models)} early-exit models on {settings.backend}")
+        self.served = Generation(await self._build(models), Served.close)
+        report_served_versions(self.name, self.served.value.versions)
+
+    async def reload(self) -> str:
+        assert self.served is not None
+        models = list_models(self.settings.models_dir, self.settings.model_versions)
+        before = self.served.value.versions
+        wanted = {model.name: model.manifest.version for model in models}
+        if wanted == before:
+            return "no model changed version"
+        if self.settings.backend == "triton":
+            # Triton serves the graphs its repository was rendered with.
+            raise RuntimeError(
+                f"Triton serves {before}; to serve {wanted}, render the repository again and restart"
+            )
+        await self.served.swap(await self._build(models))
+        report_served_versions(self.name, wanted)
+        return f"now serving {wanted}"
 
     async def stop(self) -> None:
-        if self.backend is not None:
-            await self.backend.close()
+        if self.served is not None:
+            await self.served.close()

@@ -11,14 +11,15 @@ from pydantic_settings import SettingsConfigDict
 from rosemesh.multilabel.v1 import multilabel_pb2, multilabel_pb2_grpc
 
 from services.adapters.embedding_service import RemoteEmbedder
-from services.common.bundles import Bundle, BundleRequest, wait_for_bundle
+from services.common.bundles import Bundle, BundleRequest, model_bundle, wait_for_bundle
 from services.common.errors import Validator
 from services.multilabel.backends.model_store import DirectoryModelStore
 from services.multilabel.convert import POLICIES_BY_CODE, POLICY_CODES
-from services.multilabel.core.bundle import Policy, StoredMultiLabelModel, models_root
+from services.multilabel.core.bundle import Policy, ServedModel, StoredMultiLabelModel
 from services.multilabel.core.ports import ModelStore, TextEmbedder
 from services.multilabel.core.scoring import apply_thresholds
 from services.runtime.config import ServiceSettings
+from services.runtime.metrics import report_served_versions
 from services.runtime.server import Service, StartProgress
 
 SERVICE_NAME = multilabel_pb2.DESCRIPTOR.services_by_name["MultiLabelService"].full_name
@@ -33,6 +34,9 @@ class MultiLabelSettings(ServiceSettings):
     embedding_timeout_s: float = Field(10.0, gt=0, description="deadline of each embedding call")
     default_model: str = Field("toxicity", description="model used when a request names none")
     train_default: bool = Field(True, description="train the default model at start when it is missing")
+    model_versions: dict[str, str] = Field(
+        default_factory=dict, description="model → version to serve; unpinned models follow their CURRENT pointer"
+    )
     max_texts: int = Field(256, ge=1, description="texts per request at most")
     max_text_bytes: int = Field(32 * 1024, ge=1, description="UTF-8 bytes per text at most")
 
@@ -45,7 +49,7 @@ class MultiLabelServicer(multilabel_pb2_grpc.MultiLabelServiceServicer):
         self.service = service
 
     @property
-    def models(self) -> dict[str, dict[str, StoredMultiLabelModel]]:
+    def models(self) -> dict[str, ServedModel]:
         return self.service.models
 
     @property
@@ -71,20 +75,21 @@ class MultiLabelServicer(multilabel_pb2_grpc.MultiLabelServiceServicer):
                     f"{size} bytes exceed the limit of {self.settings.max_text_bytes} bytes per text",
                 )
         name = request.model or self.settings.default_model
-        versions = self.models.get(name)
+        models = self.models  # one generation for the whole call, whatever a reload does meanwhile
+        served = models.get(name)
         model = None
         if check.check(
-            versions is not None,
+            served is not None,
             "model",
-            f"unknown model {name!r}; available: {', '.join(sorted(self.models))}",
+            f"unknown model {name!r}; available: {', '.join(sorted(models))}",
         ):
-            assert versions is not None
-            version = request.version or max(versions)
-            model = versions.get(version)
+            assert served is not None
+            version = request.version or served.default_version
+            model = served.versions.get(version)
             check.check(
                 model is not None,
                 "version",
-                f"model {name!r} has no version {version!r}; it has {', '.join(sorted(versions))}",
+                f"model {name!r} has no version {version!r}; it has {', '.join(sorted(served.versions))}",
             )
         check.check(
             request.policy in POLICIES_BY_CODE or request.policy == 0, "policy", f"unknown policy {request.policy}"
@@ -130,8 +135,8 @@ class MultiLabelServicer(multilabel_pb2_grpc.MultiLabelServiceServicer):
         self, request: multilabel_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> multilabel_pb2.ListModelsResponse:
         infos = []
-        for name, versions in sorted(self.models.items()):
-            for version, model in sorted(versions.items()):
+        for name, served in sorted(self.models.items()):
+            for version, model in sorted(served.versions.items()):
                 manifest = model.manifest
                 infos.append(
                     multilabel_pb2.ModelInfo(
@@ -150,7 +155,7 @@ class MultiLabelServicer(multilabel_pb2_grpc.MultiLabelServiceServicer):
                             )
                             for policy, record in manifest.policies.items()
                         ],
-                        is_default=name == self.settings.default_model and version == max(versions),
+                        is_default=name == self.settings.default_model and version == served.default_version,
                     )
                 )
         return multilabel_pb2.ListModelsResponse(models=infos)
@@ -164,20 +169,15 @@ class MultiLabelService(Service):
     def __init__(self, settings: MultiLabelSettings) -> None:
         super().__init__(settings)
         self.store: ModelStore = DirectoryModelStore(settings.models_dir)
-        self.models: dict[str, dict[str, StoredMultiLabelModel]] = {}
+        self.models: dict[str, ServedModel] = {}
         self.embedder: RemoteEmbedder | None = None
 
-    def _default_model(self) -> Bundle:
-        settings = self.settings
-        return Bundle(
-            f"the default multi-label model {settings.default_model!r}",
-            models_root(settings.models_dir) / settings.default_model,
-            lambda: self.store.has(settings.default_model),
-            hint=f"run `rosemesh train multilabel {settings.default_model}` or start with --train-default",
-        )
+    def _model_bundle(self, name: str) -> Bundle:
+        return model_bundle("multilabel", "multi-label", self.store.versions, name, self.settings)
 
     def bundles(self) -> Sequence[BundleRequest]:
-        settings, default = self.settings, self._default_model()
+        settings = self.settings
+        default = self._model_bundle(settings.default_model)
         if not settings.train_default or default.present():
             return ()
         command = ["train", "multilabel", settings.default_model, "--embedding-target", settings.embedding_target]
@@ -193,13 +193,24 @@ class MultiLabelService(Service):
 
     async def load(self, progress: StartProgress) -> None:
         settings = self.settings
-        await wait_for_bundle(self._default_model(), progress.report)
+        for name in dict.fromkeys([settings.default_model, *settings.model_versions]):
+            await wait_for_bundle(self._model_bundle(name), progress.report)
         progress.report("loading the multi-label models")
-        self.models = self.store.load_all()
+        self._serve(self.store.load(settings.model_versions))
         # The aio channel binds to the running loop, so it is created here.
         self.embedder = RemoteEmbedder(
             settings.embedding_target, settings.embedding_timeout_s, **settings.client_security()
         )
+
+    def _serve(self, models: dict[str, ServedModel]) -> None:
+        self.models = models
+        report_served_versions(self.name, {name: m.default_version for name, m in models.items()})
+
+    async def reload(self) -> str:
+        before = {name: m.default_version for name, m in self.models.items()}
+        self._serve(self.store.load(self.settings.model_versions))
+        changed = {n: m.default_version for n, m in self.models.items() if before.get(n) != m.default_version}
+        return f"now serving {changed}" if changed else "no model changed version"
 
     async def stop(self) -> None:
         if self.embedder is not None:

@@ -294,7 +294,7 @@ class TritonUnderEarlyExit:
             models = list_models(work / "trained")
         # Only this model: Triton loads every model in the repository before it is ready.
         models_root(work / "models").mkdir(parents=True)
-        (models_root(work / "models") / EARLYEXIT_MODEL).symlink_to(models[0].directory)
+        (models_root(work / "models") / EARLYEXIT_MODEL).symlink_to(models[0].directory.parent)
         self.work = work
         self.repository = render_repository(work / "repository", models, "local")
         self.port = free_port()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 from services.runtime.interceptors import StreamWrapper, UnaryWrapper, WrappingInterceptor
 
@@ -42,6 +42,23 @@ class GrpcServerMetrics:
 
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _MetricsInterceptor(self)
+
+
+SERVED_MODEL = Info(
+    "rosemesh_served_model", "The version of each model a service answers with.", ["service", "model"]
+)
+
+
+_reported_models: dict[str, set[str]] = {}
+
+
+def report_served_versions(service: str, versions: dict[str, str]) -> None:
+    """Label each served model with its version; models no longer served are dropped."""
+    for model in _reported_models.get(service, set()) - versions.keys():
+        SERVED_MODEL.remove(service, model)
+    for model, version in versions.items():
+        SERVED_MODEL.labels(service, model).info({"version": version})
+    _reported_models[service] = set(versions)
 
 
 def start_metrics_server(host: str, port: int, registry: CollectorRegistry = REGISTRY) -> int:

@@ -53,8 +53,10 @@ class Service(ABC):
     3. ``load`` runs in the background: it waits for the bundles it serves (``bundles`` says which
        are missing and how the CLI or supervisor makes them), opens backends and loads models,
        reporting progress that health checks and early calls see;
-    4. health turns ``SERVING``; on SIGTERM it turns ``NOT_SERVING``, in-flight calls drain,
-       ``stop`` releases the backends and the process exits.
+    4. health turns ``SERVING``; on SIGHUP ``reload`` resolves the model pointers again and swaps
+       in what changed, in-flight calls finishing on the old models;
+    5. on SIGTERM health turns ``NOT_SERVING``, in-flight calls drain, ``stop`` releases the
+       backends and the process exits.
     """
 
     #: Short name, e.g. "embedding"; used in logs, metrics and the trace resource.
@@ -81,6 +83,10 @@ class Service(ABC):
 
     async def load(self, progress: StartProgress) -> None:
         """Wait for bundles, open backends and load models, in the background."""
+
+    async def reload(self) -> str:
+        """Resolve the model versions again and serve what changed; returns what it did."""
+        return "nothing to reload"
 
     async def stop(self) -> None:
         """Release backends; runs after in-flight RPCs have drained."""
@@ -176,6 +182,7 @@ class ServiceRunner:
         self.metrics_port: int | None = None
         self.failed = False
         self._stopping = asyncio.Event()
+        self._reloading: asyncio.Task[None] | None = None
 
     async def _load(self) -> None:
         try:
@@ -192,6 +199,22 @@ class ServiceRunner:
         for name in ("", *self.service.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"address": f"{self.settings.host}:{self.port}"})
+
+    def _request_reload(self) -> None:
+        if not self.progress.ready:
+            log.warning("reload ignored: the service has not loaded yet")
+        elif self._reloading is not None and not self._reloading.done():
+            log.warning("reload ignored: a reload is already running")
+        else:
+            self._reloading = asyncio.create_task(self._reload())
+
+    async def _reload(self) -> None:
+        try:
+            outcome = await self.service.reload()
+        except Exception:  # noqa: BLE001 - a failed reload keeps serving what it served
+            log.exception("reload failed; still serving the models loaded before")
+        else:
+            log.info("reloaded", extra={"outcome": outcome})
 
     async def run(self) -> None:
         settings, service = self.settings, self.service
@@ -239,6 +262,7 @@ class ServiceRunner:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         loading = asyncio.create_task(self._load())
         await self._stopping.wait()
         # Committed to a clean exit: a repeated signal (a supervisor and a process group both
@@ -247,7 +271,10 @@ class ServiceRunner:
             loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
 
+        loop.remove_signal_handler(signal.SIGHUP)
         loading.cancel()
+        if self._reloading is not None:
+            await asyncio.gather(self._reloading, return_exceptions=True)
         log.info("draining", extra={"grace_period_s": settings.grace_period_s})
         await self.health.enter_graceful_shutdown()
         await server.stop(settings.grace_period_s)

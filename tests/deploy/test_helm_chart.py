@@ -402,3 +402,13 @@ def test_production_triton_renders_its_repository_from_the_model_cache(
     out = render["args"][render["args"].index("--out") + 1]
     assert {m["name"]: m["mountPath"] for m in render["volumeMounts"]}["models"] == out
     assert {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}["models"] == "/models"
+
+
+def test_pinned_model_versions_reach_the_settings_as_a_mapping(chart: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    profile = "values-production.yaml"
+    pins = {"toxicity": "20261201T120000-abc123"}
+    done = render(chart, profile, "--set-json", f"services.multilabel.config.model_versions={json.dumps(pins)}")
+    config = service_object(documents(done.stdout), "ConfigMap", "multilabel")["data"]
+    settings_class = service_class("multilabel").settings_class
+    monkeypatch.setenv("ROSEMESH_MULTILABEL_MODEL_VERSIONS", config["ROSEMESH_MULTILABEL_MODEL_VERSIONS"])
+    assert settings_class().model_versions == pins

@@ -1,7 +1,6 @@
-"""Trained early-exit models on disk: one folder per model, described by ``manifest.json``.
-
-Artefacts live under ``<models_dir>/earlyexit`` (the shared models directory of the service
-settings) and are never committed.
+"""Trained early-exit models on disk: ``<models_dir>/earlyexit/<name>/<version>/``, each version
+described by ``manifest.json``, published and pointed at as ``services.common.model_versions``
+lays out. Artefacts are never committed.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
+from services.common.model_versions import ModelVersions
 from services.earlyexit.core.flops import EncoderShape
 from services.earlyexit.core.policy import ExitMode, ExitPolicy, ModelKind
 
@@ -108,10 +108,14 @@ def write_manifest(directory: Path, manifest: ModelManifest) -> None:
     temporary.replace(directory / MANIFEST)
 
 
-def list_models(models_dir: Path) -> list[StoredModel]:
-    """The servable models (baseline records left out)."""
-    root = models_root(models_dir)
-    if not root.is_dir():
-        return []
-    stored = [StoredModel(path) for path in sorted(root.iterdir()) if (path / MANIFEST).is_file()]
+def list_models(models_dir: Path, pins: dict[str, str] | None = None) -> list[StoredModel]:
+    """The servable models (baseline records left out), each at its pinned version or else its
+    current one; a pinned version not yet published is left out."""
+    versions = ModelVersions(models_root(models_dir))
+    pins = pins or {}
+    stored = []
+    for name in sorted(set(versions.names()) | pins.keys()):
+        version = versions.resolve(name, pins.get(name))
+        if version is not None:
+            stored.append(StoredModel(versions.path(name, version)))
     return [model for model in stored if not model.manifest.baseline_only]

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from rich.progress import (
 )
 
 from services.common.base_model import BASE_MODEL_NAME, source_model_dir
+from services.common.model_versions import ModelVersions
 from services.common.progress import MirroredProgress, counting_columns
 from services.common.tokens import EncodedText, TextEncoder, pad_batch
 from services.earlyexit.core.bundle import (
@@ -372,7 +374,8 @@ def train_dataset(
     special = [encoder_tok.tokenizer.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")]
     torch.set_num_threads(os.cpu_count() or 1)
 
-    stored_models: dict[str, StoredModel] = {}
+    versions = ModelVersions(models_root(models_dir))
+    published: dict[str, str] = {}  # variant → the version it serves
     plain_accuracy: float | None = None
     # The plain baseline first: the multi-exit manifest records its accuracy.
     ordered = sorted(variants, key=lambda v: v != "plain")
@@ -383,16 +386,17 @@ def train_dataset(
     ) as progress:
         for variant in ordered:
             name = served_name(dataset, variant)
-            directory = models_root(models_dir) / name
             version = _version(config, dataset, variant)
-            if not force and (directory / "manifest.json").is_file():
-                existing = StoredModel(directory)
-                if existing.manifest.version == version:
+            if versions.is_published(name, version):
+                if not force:
                     console.log(f"{name}: reusing version {version}")
-                    stored_models[variant] = existing
+                    versions.point(name, version)
+                    published[variant] = version
                     if variant == "plain":
+                        existing = StoredModel(versions.path(name, version))
                         plain_accuracy = existing.manifest.operating_points[0].accuracy
                     continue
+                version = f"{version}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
             encoder = Encoder(bert_config)
             encoder.load_bert(source)
             exit_table = None
@@ -411,75 +415,74 @@ def train_dataset(
             else:
                 model = MultiExitClassifier(encoder, len(splits.labels), every_layer=variant == "multiexit")
             loss = fine_tune(model, train_encoded, train_labels, config, progress, f"{name}")
-            directory.mkdir(parents=True, exist_ok=True)
-            kind = ModelKind.HASHEE if exit_table is not None else ModelKind.MULTI_EXIT
-            if exit_table is not None:
-                np.save(directory / EXIT_TABLE, exit_table)
-                parity = export_hashee(model, directory, sample)
-            elif variant == "plain":
-                parity = 0.0
-            else:
-                parity = export_multi_exit(model, directory, sample)
-            if parity > PARITY_TOLERANCE:
-                raise RuntimeError(
-                    f"{name}: ONNX differs from PyTorch by {parity:.2e} (> {PARITY_TOLERANCE})"
-                )
-            (directory / "tokenizer.json").write_bytes((source / "tokenizer.json").read_bytes())
-            manifest = ModelManifest(
-                name=name,
-                version=version,
-                kind=kind,
-                base_model=BASE_MODEL_NAME,
-                dataset=dataset,
-                labels=list(splits.labels),
-                num_layers=depth,
-                hidden=bert_config["hidden_size"],
-                ffn=bert_config["intermediate_size"],
-                max_tokens=MAX_TOKENS,
-                default_policy=(
-                    ExitPolicy(ExitMode.HASHEE)
-                    if exit_table is not None
-                    else ExitPolicy(ExitMode.STATIC, static_layer=depth)
-                ).as_dict(),
-                token_hash=hashing.kind if hashing is not None else None,
-                training={
-                    **vars(config),
-                    "final_loss": round(loss, 4),
-                    "onnx_max_abs_diff": parity,
-                    "train_examples": len(train_rows),
-                    "hash_first_layer": hashing.first_layer if hashing is not None else None,
-                },
-            )
-            if variant == "plain":
-                manifest.baseline_only = True
-                plain_accuracy = _torch_accuracy(model, encoder_tok, test_texts, test_gold)
-                manifest.operating_points = [
-                    OperatingPoint(
-                        policy=manifest.default_policy,
-                        accuracy=plain_accuracy,
-                        mean_layers=depth,
-                        mean_flops=0.0,
+            published[variant] = version
+            with versions.publish(name, version) as directory:
+                kind = ModelKind.HASHEE if exit_table is not None else ModelKind.MULTI_EXIT
+                if exit_table is not None:
+                    np.save(directory / EXIT_TABLE, exit_table)
+                    parity = export_hashee(model, directory, sample)
+                elif variant == "plain":
+                    parity = 0.0
+                else:
+                    parity = export_multi_exit(model, directory, sample)
+                if parity > PARITY_TOLERANCE:
+                    raise RuntimeError(
+                        f"{name}: ONNX differs from PyTorch by {parity:.2e} (> {PARITY_TOLERANCE})"
                     )
-                ]
+                (directory / "tokenizer.json").write_bytes((source / "tokenizer.json").read_bytes())
+                manifest = ModelManifest(
+                    name=name,
+                    version=version,
+                    kind=kind,
+                    base_model=BASE_MODEL_NAME,
+                    dataset=dataset,
+                    labels=list(splits.labels),
+                    num_layers=depth,
+                    hidden=bert_config["hidden_size"],
+                    ffn=bert_config["intermediate_size"],
+                    max_tokens=MAX_TOKENS,
+                    default_policy=(
+                        ExitPolicy(ExitMode.HASHEE)
+                        if exit_table is not None
+                        else ExitPolicy(ExitMode.STATIC, static_layer=depth)
+                    ).as_dict(),
+                    token_hash=hashing.kind if hashing is not None else None,
+                    training={
+                        **vars(config),
+                        "final_loss": round(loss, 4),
+                        "onnx_max_abs_diff": parity,
+                        "train_examples": len(train_rows),
+                        "hash_first_layer": hashing.first_layer if hashing is not None else None,
+                    },
+                )
+                if variant == "plain":
+                    manifest.baseline_only = True
+                    plain_accuracy = _torch_accuracy(model, encoder_tok, test_texts, test_gold)
+                    manifest.operating_points = [
+                        OperatingPoint(
+                            policy=manifest.default_policy,
+                            accuracy=plain_accuracy,
+                            mean_layers=depth,
+                            mean_flops=0.0,
+                        )
+                    ]
+                    write_manifest(directory, manifest)
+                    console.log(f"{name}: test accuracy {plain_accuracy:.4f}")
+                    continue
                 write_manifest(directory, manifest)
-                stored_models[variant] = StoredModel(directory)
-                console.log(f"{name}: test accuracy {plain_accuracy:.4f}")
-                continue
-            write_manifest(directory, manifest)
-            stored = StoredModel(directory)
-            with progress.console.status(f"{name}: measuring the operating points"):
-                points = measure_points(stored, test_texts, test_gold)
-                if kind is ModelKind.MULTI_EXIT:
-                    dev_points = measure_points(stored, dev_texts, dev_gold)
-                    manifest.default_policy = pick_default_policy(kind, dev_points, depth).as_dict()
-            manifest.operating_points = points
-            manifest.baseline_accuracy = plain_accuracy if variant == "multiexit" else None
-            write_manifest(directory, manifest)
-            stored_models[variant] = StoredModel(directory)
-            console.log(
-                f"{name}: " + ", ".join(f"{p.exit_policy.label} {p.accuracy:.3f}" for p in points[:8])
-            )
-    return [stored_models[v] for v in variants]
+                stored = StoredModel(directory)
+                with progress.console.status(f"{name}: measuring the operating points"):
+                    points = measure_points(stored, test_texts, test_gold)
+                    if kind is ModelKind.MULTI_EXIT:
+                        dev_points = measure_points(stored, dev_texts, dev_gold)
+                        manifest.default_policy = pick_default_policy(kind, dev_points, depth).as_dict()
+                manifest.operating_points = points
+                manifest.baseline_accuracy = plain_accuracy if variant == "multiexit" else None
+                write_manifest(directory, manifest)
+                console.log(
+                    f"{name}: " + ", ".join(f"{p.exit_policy.label} {p.accuracy:.3f}" for p in points[:8])
+                )
+    return [StoredModel(versions.path(served_name(dataset, v), published[v])) for v in variants]
 
 
 def _torch_accuracy(model, encoder: TextEncoder, texts: Sequence[str], gold: Sequence[int]) -> float:

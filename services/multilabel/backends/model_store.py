@@ -4,27 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.multilabel.core.bundle import MANIFEST, StoredMultiLabelModel, models_root
+from services.common.model_versions import ModelVersions
+from services.multilabel.core.bundle import ServedModel, StoredMultiLabelModel, models_root
 
 
 class DirectoryModelStore:
     def __init__(self, models_dir: Path) -> None:
-        self.root = models_root(models_dir)
+        self.versions = ModelVersions(models_root(models_dir))
+        # Published versions never change, so each is read once.
+        self._loaded: dict[tuple[str, str], StoredMultiLabelModel] = {}
 
-    def has(self, name: str) -> bool:
-        """Whether a complete version of ``name`` is published (its manifest is written last)."""
-        folder = self.root / name
-        return folder.is_dir() and any((version / MANIFEST).is_file() for version in folder.iterdir())
+    def resolve(self, name: str, pinned: str | None = None) -> str | None:
+        return self.versions.resolve(name, pinned)
 
-    def load_all(self) -> dict[str, dict[str, StoredMultiLabelModel]]:
-        """name → version → model, for every complete version."""
-        found: dict[str, dict[str, StoredMultiLabelModel]] = {}
-        if not self.root.is_dir():
-            return found
-        for name_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            versions = {
-                v.name: StoredMultiLabelModel(v) for v in sorted(name_dir.iterdir()) if (v / MANIFEST).is_file()
-            }
-            if versions:
-                found[name_dir.name] = versions
-        return found
+    def load(self, pins: dict[str, str]) -> dict[str, ServedModel]:
+        served: dict[str, ServedModel] = {}
+        for name in sorted(set(self.versions.names()) | pins.keys()):
+            default = self.resolve(name, pins.get(name))
+            if default is None:
+                continue
+            served[name] = ServedModel(name, default, {v: self._model(name, v) for v in self.versions.versions(name)})
+        return served
+
+    def _model(self, name: str, version: str) -> StoredMultiLabelModel:
+        key = (name, version)
+        if key not in self._loaded:
+            self._loaded[key] = StoredMultiLabelModel(self.versions.path(name, version))
+        return self._loaded[key]

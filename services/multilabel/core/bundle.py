@@ -1,19 +1,22 @@
-"""Trained multi-label models on disk: ``<models_dir>/multilabel/<name>/<version>/``.
+"""Trained multi-label models on disk: ``<models_dir>/multilabel/<name>/<version>/``, published
+and pointed at as ``services.common.model_versions`` lays out.
 
 Each version holds ``manifest.json`` (labels, the three policies with their thresholds, loss
 weights and test metrics) and ``classifiers.npz`` (the unweighted and the meta-weighted
-classifier). Versions sort by name, so the latest is the greatest.
+classifier).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
 
+from services.common.model_versions import ModelVersions
 from services.multilabel.core.scoring import MlpClassifier
 
 MANIFEST = "manifest.json"
@@ -74,6 +77,14 @@ class StoredMultiLabelModel:
         return np.asarray(self.manifest.policies[policy].thresholds)
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    #: What a request naming no version gets: the pinned version, else the current one.
+    default_version: str
+    versions: dict[str, StoredMultiLabelModel]
+
+
 def models_root(models_dir: Path) -> Path:
     return models_dir / "multilabel"
 
@@ -81,14 +92,12 @@ def models_root(models_dir: Path) -> Path:
 def save_model(
     models_dir: Path, manifest: MultiLabelManifest, classifiers: dict[str, MlpClassifier]
 ) -> StoredMultiLabelModel:
-    directory = models_root(models_dir) / manifest.name / manifest.version
-    directory.mkdir(parents=True, exist_ok=True)
+    """Publish a new version and make it current."""
+    versions = ModelVersions(models_root(models_dir))
     arrays = {
         f"{kind}.{name}": array for kind, c in classifiers.items() for name, array in c.arrays().items()
     }
-    np.savez(directory / ARRAYS, **arrays)
-    # The manifest last, and atomically: a version without one is not listed.
-    temporary = directory / f".{MANIFEST}.tmp"
-    temporary.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
-    temporary.replace(directory / MANIFEST)
-    return StoredMultiLabelModel(directory)
+    with versions.publish(manifest.name, manifest.version) as staging:
+        np.savez(staging / ARRAYS, **arrays)
+        (staging / MANIFEST).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
+    return StoredMultiLabelModel(versions.path(manifest.name, manifest.version))

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from services.multilabel.core.bundle import StoredMultiLabelModel
+from services.multilabel.core.bundle import ServedModel
 
 
 class TextEmbedder(Protocol):
@@ -16,10 +16,10 @@ class TextEmbedder(Protocol):
 
 
 class ModelStore(Protocol):
-    def has(self, name: str) -> bool:
-        """Whether a complete version of model ``name`` is there to load."""
+    def resolve(self, name: str, pinned: str | None = None) -> str | None:
+        """The version of ``name`` to serve (``pinned``, else the current one); None until published."""
         ...
 
-    def load_all(self) -> dict[str, dict[str, StoredMultiLabelModel]]:
-        """name → version → model."""
+    def load(self, pins: dict[str, str]) -> dict[str, ServedModel]:
+        """Every published model, each with every version and the one it serves by default."""
         ...
