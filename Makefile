@@ -85,7 +85,7 @@ clean:
 	rm -rf $(VENV) node_modules build *.egg-info
 
 # One image per service, each installing only its extra (SERVICE:EXTRA); needs a Docker engine.
-IMAGES := embedding:embedding experience:all earlyexit:all multilabel:all critique:all
+IMAGES := embedding:embedding experience:all earlyexit:all multilabel:multilabel critique:critique
 images:
 	for image in $(IMAGES); do \
 	  docker build --build-arg SERVICE=$${image%%:*} --build-arg EXTRA=$${image##*:} \

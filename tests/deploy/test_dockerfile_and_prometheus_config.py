@@ -67,6 +67,9 @@ def test_one_image_per_service_each_installing_only_its_extra() -> None:
     images = dict(pair.split(":") for pair in re.search(r"^IMAGES := (.+)$", makefile, re.M).group(1).split())  # type: ignore[union-attr]
     assert set(images) == set(SERVICES)
     assert images["embedding"] == "embedding" and extras["embedding"] == []  # ONNX Runtime alone
+    # A service with a serving extra of its own gets it; the others need the training stack.
+    assert all(images[name] == (name if name in extras else "all") for name in SERVICES)
+    assert not any("torch" in dependency for name in SERVICES if name in extras for dependency in extras[name])
     assert all(extra in extras for extra in images.values())
     assert any(arg.startswith("EXTRA=") for arg in instructions("ARG"))
     assert any('install ".[${EXTRA}]"' in run_ for run_ in instructions("RUN"))
