@@ -386,7 +386,7 @@ def train_multilabel_command(
         str | None, typer.Option(help="embedding service address (default: start one for the run)")
     ] = None,
 ) -> None:
-    """Train the fixed, tuned and meta-learned policies on DATASET and save a new model version."""
+    """Train the fixed, tuned and meta-learned policies on DATASET and publish a new model version."""
     from contextlib import nullcontext
 
     from services.multilabel.offline.train import MULTILABEL_DATASETS, train_multilabel
@@ -399,7 +399,9 @@ def train_multilabel_command(
     settings = load_settings(MultiLabelSettings)
     with service_process("embedding", ["--no-int8"]) if embedding_target is None else nullcontext() as embedding:
         target = embedding.address if embedding is not None else embedding_target
-        stored = train_multilabel(dataset, settings.models_dir, target)
+        # A service of its own for the run is plain; the mesh's is called as the service would.
+        security = settings.client_security() if embedding is None else None
+        stored = train_multilabel(dataset, settings.models_dir, target, embedding_security=security)
     typer.echo(stored.manifest.model_dump_json(indent=2, include={"name", "version", "labels", "policies"}))
 
 

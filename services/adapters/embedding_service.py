@@ -27,6 +27,7 @@ from services.embedding.client import EmbeddingClient
 
 #: Between attempts to reach an embedding service that is not up yet.
 _RETRY_S = 1.0
+_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 class RemoteEmbedder:
@@ -38,13 +39,19 @@ class RemoteEmbedder:
         self.client = EmbeddingClient(target, timeout_s=timeout_s, **security)
 
     async def wait_ready(self, report: Callable[[str], None]) -> embedding_pb2.ModelInfo:
-        """The service's default model, once it answers (pods start in any order)."""
+        """The service's default model, once it answers (pods start in any order). Refused
+        credentials are not waited out: nothing this process holds will change them."""
         while True:
             try:
                 models = await self.client.list_models(max_attempts=1)
-            except (grpc.aio.AioRpcError, BackendUnavailable) as exc:
-                reason = f"{exc.code().name} {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-                report(f"waiting for the embedding service at {self.target}: {reason}")
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _REFUSED:
+                    raise self._domain_error(exc) from exc
+                report(f"waiting for the embedding service at {self.target}: {exc.code().name} {exc.details()}")
+                await asyncio.sleep(_RETRY_S)
+                continue
+            except BackendUnavailable as exc:
+                report(f"waiting for the embedding service at {self.target}: {exc}")
                 await asyncio.sleep(_RETRY_S)
                 continue
             return next((m for m in models if m.is_default), models[0])
@@ -63,7 +70,7 @@ class RemoteEmbedder:
             return Overloaded(f"the embedding service at {self.target} is overloaded: {details}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return DeadlineExceeded(f"the embedding service at {self.target} did not answer in time")
-        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        if code in _REFUSED:
             return PermissionDenied(f"the embedding service at {self.target} refused the credentials: {details}")
         return BackendUnavailable(f"embedding service at {self.target} is unavailable: {details}")
 

@@ -384,6 +384,15 @@ def test_a_training_job_fills_the_model_cache_where_services_do_not_train(
             volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
             cache = {k: v for k, v in profile_values(profile)["modelCache"].items() if v is not None}
             assert volumes["model-cache"] == {"name": "model-cache", **cache}  # what the services mount
+            # The Job calls the mesh as the service would: the same token, certificates and files.
+            service_pod = workload(manifests[profile], name)["spec"]["template"]["spec"]
+            served = service_pod["containers"][0]
+            assert [e for e in served["env"] if "OUTBOUND_TOKEN" in e["name"]] == container.get("env", [])
+            security_mounts = [m for m in served["volumeMounts"] if m["mountPath"].startswith("/etc/rosemesh/")]
+            assert security_mounts == [m for m in container["volumeMounts"] if m["mountPath"].startswith("/etc/rosemesh/")]
+            assert all(volumes[m["name"]] in service_pod["volumes"] for m in security_mounts)
+            if profile_values(profile)["security"]["auth"]["enabled"]:
+                assert container["env"] and security_mounts
 
 
 def test_production_triton_renders_its_repository_from_the_model_cache(

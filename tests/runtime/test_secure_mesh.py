@@ -13,15 +13,20 @@ import grpc
 import pytest
 from rosemesh.critique.v1 import critique_pb2
 
+from services.common.errors import PermissionDenied
+from services.common.model_versions import ModelVersions
 from services.critique.client import CritiqueClient
 from services.earlyexit.client import EarlyExitClient
 from services.embedding.client import EmbeddingClient
 from services.experience.client import ExperienceClient
 from services.multilabel.client import MultiLabelClient
 from services.multilabel.core.bundle import StoredMultiLabelModel
+from services.multilabel.core.bundle import models_root as multilabel_root
+from services.multilabel.offline.train import ClassifierConfig, MetaConfig, train_multilabel
+from services.multilabel.server import MultiLabelSettings
 from services.runtime.security import ClientTls, hash_token, new_token
 from services.supervisor import RunningService, service_process
-from tests.conftest import TEST_FLAGS
+from tests.conftest import MULTILABEL_MODEL, TEST_FLAGS
 from tests.critique.test_service import FakeJudge
 from tests.runtime.pki import CertificateAuthority
 
@@ -31,6 +36,8 @@ class Mesh:
     services: dict[str, RunningService]
     tls: ClientTls
     token: str  # tenant acme's
+    ca: CertificateAuthority
+    outbound_token: str  # the services' own
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +81,8 @@ def mesh(
             ):
                 running |= {"experience": experience, "critique": critique, "multilabel": multilabel, "earlyexit": earlyexit}
                 client = ca.issue("client", "product-backend")
-                yield Mesh(running, ClientTls(ca.path, client.cert, client.key), tokens["acme"])
+                tls = ClientTls(ca.path, client.cert, client.key)
+                yield Mesh(running, tls, tokens["acme"], ca, tokens["mesh"])
     finally:
         judge.shutdown()
         judge.server_close()
@@ -126,3 +134,25 @@ async def test_no_service_serves_a_call_without_a_token(mesh: Mesh, name: str) -
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await call(client)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_training_reaches_the_secure_embedding_service_with_the_services_settings(
+    mesh: Mesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the chart's training Job does: its settings (TLS files, outbound token) from the
+    environment, the embedding calls made with them, a version published."""
+    issued = mesh.ca.issue("train", "train")
+    environment = {
+        "MODELS_DIR": str(tmp_path), "TLS_CERT_FILE": str(issued.cert), "TLS_KEY_FILE": str(issued.key),
+        "TLS_CA_FILE": str(mesh.ca.path), "OUTBOUND_TOKEN": mesh.outbound_token,
+    }  # fmt: skip
+    for key, value in environment.items():
+        monkeypatch.setenv(f"ROSEMESH_MULTILABEL_{key}", value)
+    settings = MultiLabelSettings()
+    target = mesh.services["embedding"].address
+    quick = {"classifier_config": ClassifierConfig(epochs=5), "meta_config": MetaConfig(updates=1, episodes_per_update=1)}
+    without_token = {"tls": settings.client_tls(), "token": None}
+    with pytest.raises(PermissionDenied, match="refused the credentials"):  # at once, not waited out
+        train_multilabel(MULTILABEL_MODEL, tmp_path, target, embedding_security=without_token, **quick)
+    stored = train_multilabel(MULTILABEL_MODEL, tmp_path, target, embedding_security=settings.client_security(), **quick)
+    assert ModelVersions(multilabel_root(tmp_path)).current(MULTILABEL_MODEL) == stored.manifest.version

@@ -237,9 +237,12 @@ def label_matrix(rows: Sequence, labels: Sequence[str]) -> np.ndarray:
     return np.array([[label in row.labels for label in labels] for row in rows], dtype=np.float64)
 
 
-async def embed_texts(target: str, texts: Sequence[str], batch: int = 64) -> np.ndarray:
-    """Through the embedding service at ``target``, waiting for it while it loads."""
-    embedder = RemoteEmbedder(target, timeout_s=120)
+async def embed_texts(
+    target: str, texts: Sequence[str], batch: int = 64, security: dict[str, object] | None = None
+) -> np.ndarray:
+    """Through the embedding service at ``target`` (``security``: its client TLS and token), waiting
+    for it while it loads."""
+    embedder = RemoteEmbedder(target, timeout_s=120, **(security or {}))
     said: set[str] = set()
 
     def report(message: str) -> None:
@@ -276,8 +279,9 @@ def train_multilabel(
     meta_config: MetaConfig = MetaConfig(),
     splits: MultiLabelSplits | None = None,
     console: Console | None = None,
+    embedding_security: dict[str, object] | None = None,
 ) -> StoredMultiLabelModel:
-    """Train all three policies on ``dataset`` and save them as a new version of ``name``."""
+    """Train all three policies on ``dataset`` and publish them as a new version of ``name``."""
     console = console or Console(stderr=True)
     if splits is None:
         if dataset not in MULTILABEL_DATASETS:
@@ -289,7 +293,7 @@ def train_multilabel(
         f"embedding {len(splits.train) + len(splits.dev) + len(splits.test)} texts through {embedding_target}"
     ):
         features = [
-            asyncio.run(embed_texts(embedding_target, [row.text for row in part]))
+            asyncio.run(embed_texts(embedding_target, [row.text for row in part], security=embedding_security))
             for part in (splits.train, splits.dev, splits.test)
         ]
     train, dev, test = (

@@ -102,3 +102,44 @@ as {SETTING: value}. A service's own `config` overrides them.
 {{- end -}}
 {{- toYaml $secret -}}
 {{- end -}}
+
+{{- /* The security a service's pod and its training Job share: the outbound token, the tokens
+file and the TLS certificates, where the wired settings point. */ -}}
+{{- define "rosemesh.securityEnv" -}}
+{{- if .root.Values.security.auth.enabled }}
+- name: {{ printf "ROSEMESH_%s_OUTBOUND_TOKEN" (upper .component) }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .root.Values.security.auth.existingSecret }}
+      key: outbound-token
+      optional: true
+{{- end }}
+{{- end -}}
+
+{{- define "rosemesh.securityMounts" -}}
+{{- if .Values.security.auth.enabled }}
+- name: tenant-tokens
+  mountPath: /etc/rosemesh/auth
+  readOnly: true
+{{- end }}
+{{- if .Values.security.tls.enabled }}
+- name: tls
+  mountPath: /etc/rosemesh/tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "rosemesh.securityVolumes" -}}
+{{- if .Values.security.auth.enabled }}
+- name: tenant-tokens
+  secret:
+    secretName: {{ .Values.security.auth.existingSecret }}
+    items:
+      - {key: tokens, path: tokens}
+{{- end }}
+{{- if .Values.security.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ .Values.security.tls.existingSecret }}
+{{- end }}
+{{- end -}}
