@@ -346,11 +346,11 @@ def bench_earlyexit(
         list[str] | None, typer.Option("--dataset", help="rotten_tomatoes, banking77, clinc150 (default: all)")
     ] = None,
     texts: Annotated[int, typer.Option(help="test texts per data set")] = 1000,
-    rounds: Annotated[int, typer.Option(help="rounds over every operating point")] = 2,
+    rounds: Annotated[int, typer.Option(help="interleaved timing rounds of the chosen points and the plain model (at least 3)")] = 5,
     batch_size: Annotated[int, typer.Option(help="texts per request")] = 32,
     plot: Annotated[Path, typer.Option(help="PNG of the frontiers")] = Path("earlyexit-frontier.png"),
 ) -> None:
-    """ELUE-style accuracy/FLOPs/throughput frontiers through the gRPC service, full model as baseline."""
+    """ELUE-style frontiers through the gRPC service: points chosen on dev, measured on test, against the plain model."""
     from services.earlyexit.offline.bench import run_benchmark
     from services.offline.datasets import CLASSIFICATION_DATASETS
 

@@ -20,7 +20,13 @@ from rich.console import Console
 from rich.table import Table
 
 from services.catalog import SERVICES, service_class
-from services.common.bundles import PROGRESS_FILE_ENV, BundleRequest, clear_progress, progress_file
+from services.common.bundles import (
+    PROGRESS_FILE_ENV,
+    BundleRequest,
+    clear_progress,
+    progress_file,
+    read_progress,
+)
 from services.common.net import free_port
 from services.runtime.config import ServiceSettings, load_settings
 from services.runtime.security import ClientTls, channel_credentials
@@ -91,6 +97,16 @@ class BundleMakers(threading.Thread):
     def busy(self) -> bool:
         return self.is_alive()
 
+    def progress(self) -> list[str]:
+        """What each unfinished maker reports: "<bundle>: <progress>", or that it is queued."""
+        lines = []
+        for request in self.requests:
+            if request.bundle.present():
+                continue
+            said = read_progress(progress_file(request.bundle.directory))
+            lines.append(f"{request.bundle.what}: {said or 'queued'}")
+        return lines
+
 
 def spawn_service(name: str, flags: Sequence[str] = (), startup_timeout_s: float = 120.0) -> RunningService:
     """Make what ``rosemesh serve NAME FLAGS`` needs, start it as a child process (it inherits this
@@ -132,13 +148,17 @@ def health_channel(address: str, tls: ClientTls | None = None) -> grpc.Channel:
     return grpc.secure_channel(address, channel_credentials(tls)) if tls else grpc.insecure_channel(address)
 
 
-def answers_serving(stub: health_pb2_grpc.HealthStub) -> bool:
-    """One grpc.health.v1 check: True when the server says SERVING, False otherwise or unreachable."""
+def health_status(stub: health_pb2_grpc.HealthStub) -> int | None:
+    """One grpc.health.v1 check: the status the server gives, or None when it does not answer."""
     try:
-        response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        return stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
     except grpc.RpcError:
-        return False
-    return response.status == health_pb2.HealthCheckResponse.SERVING
+        return None
+
+
+def answers_serving(stub: health_pb2_grpc.HealthStub) -> bool:
+    """True when the server says SERVING, False otherwise or unreachable."""
+    return health_status(stub) == health_pb2.HealthCheckResponse.SERVING
 
 
 def wait_until_serving(
@@ -169,6 +189,10 @@ def stop_all(running: list[RunningService], console: Console | None = None) -> N
             code = service.process.wait()
         if console is not None:
             console.print(f"stopped {service.name} (exit {code})")
+
+
+#: How often `rosemesh up` prints the makers' progress while services wait for their models.
+PROGRESS_EVERY_S = 30.0
 
 
 def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
@@ -205,7 +229,7 @@ def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
     channels = {s.name: health_channel(s.address, s.settings.client_tls()) for s in running}
     stubs = {name: health_pb2_grpc.HealthStub(channel) for name, channel in channels.items()}
     deadline = time.monotonic() + startup_timeout_s
-    code = 0
+    code, announced, all_serving, progress_said = 0, False, False, 0.0
     while not stopping:
         for s in running:
             if s.process.poll() is not None:
@@ -214,12 +238,25 @@ def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
         if makers.error:
             console.print(f"[red]{makers.error}; stopping the mesh")
             stopping, code = True, 1
-        for s in running:
-            if s.name in waiting and answers_serving(stubs[s.name]):
-                waiting.discard(s.name)
-                console.print(f"[green]{s.name} is serving on {s.address}")
-                if not waiting:
-                    console.print("[green]rosemesh is up")
+        statuses = {s.name: health_status(stubs[s.name]) for s in running if s.name in waiting}
+        for name, status in statuses.items():
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                waiting.discard(name)
+                console.print(f"[green]{name} is serving on {next(s.address for s in running if s.name == name)}")
+        # Up: every service serves, or answers while the model it waits for is being made.
+        answering = all(status is not None for status in statuses.values())
+        if not waiting and not all_serving:
+            all_serving = True
+            console.print("[green]every service is serving" if announced else "[green]rosemesh is up")
+            announced = True
+        elif waiting and not announced and answering and makers.busy:
+            announced = True
+            names_waiting = ", ".join(sorted(waiting))
+            console.print(f"[green]rosemesh is up[/]; {names_waiting} answer UNAVAILABLE until their models are made")
+        if announced and waiting and time.monotonic() - progress_said >= PROGRESS_EVERY_S:
+            progress_said = time.monotonic()
+            for line in makers.progress():
+                console.print(f"[cyan]making {line}")
         if makers.busy:
             deadline = time.monotonic() + startup_timeout_s
         elif waiting and time.monotonic() > deadline:

@@ -81,10 +81,10 @@ async def embedding_client(embedding_service: RunningService) -> AsyncIterator[E
 
 @pytest.fixture(scope="session")
 def earlyexit_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A multi-exit and a HashEE model, briefly fine-tuned on real data, exported and measured."""
+    """A multi-exit, a plain and a HashEE model, briefly fine-tuned on real data, exported and measured."""
     directory = tmp_path_factory.mktemp("earlyexit-models")
     tiny = TrainConfig(epochs=1, train_limit=192, eval_limit=64)
-    train_dataset(EARLYEXIT_MODEL, directory, ["multiexit", "hashee-frequency"], tiny)
+    train_dataset(EARLYEXIT_MODEL, directory, ["multiexit", "plain", "hashee-frequency"], tiny)
     return directory
 
 

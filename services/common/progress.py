@@ -34,6 +34,10 @@ def counting_columns() -> tuple[ProgressColumn, ...]:
     return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
 class MirroredProgress(Progress):
     def __init__(self, *columns: Any, **options: Any) -> None:
         super().__init__(*columns, **options)
@@ -52,6 +56,9 @@ class MirroredProgress(Progress):
             return
         self._mirrored = (kind, now)
         done = f" {task.completed:.0f}/{task.total:.0f} ({task.percentage:.0f}%)" if task.total else ""
+        left = task.time_remaining
+        if left is not None and task.total and not task.finished:
+            done += f", about {_duration(left)} left"
         write_progress(self._mirror, f"{task.description}{done}")
 
     def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:

@@ -29,6 +29,7 @@ SERVICE_NAME = earlyexit_pb2.DESCRIPTOR.services_by_name["EarlyExitService"].ful
 _KINDS = {
     ModelKind.MULTI_EXIT: earlyexit_pb2.MODEL_KIND_MULTI_EXIT,
     ModelKind.HASHEE: earlyexit_pb2.MODEL_KIND_HASHEE,
+    ModelKind.PLAIN: earlyexit_pb2.MODEL_KIND_PLAIN,
 }
 _HASHES = {"frequency": earlyexit_pb2.TOKEN_HASH_FREQUENCY, "random": earlyexit_pb2.TOKEN_HASH_RANDOM}
 

@@ -230,3 +230,47 @@ def test_a_later_first_layer_keeps_every_token_longer() -> None:
     assert set(table[1000:1600].tolist()) == {3, 4, 5, 6}
     with pytest.raises(ValueError, match="first_layer"):
         build_exit_table(corpus, 2000, 6, [0], "frequency", first_layer=7)
+
+
+def test_the_bench_chooses_operating_points_on_dev_and_only_measures_them_on_test() -> None:
+    """Dev and test order the points differently: the choice follows dev, and the headline is the
+    dev-chosen point's test figures, even where another point looks better on test."""
+    from services.earlyexit.offline.bench import Measured, Point, choose_operating_points, summarise
+
+    static = [ExitPolicy(ExitMode.STATIC, static_layer=layer) for layer in (2, 4, 6)]
+    points = [
+        Point("m-plain", static[2], ModelKind.PLAIN),
+        *(Point("m", policy, ModelKind.MULTI_EXIT) for policy in static),
+        Point("m-hashee-a", ExitPolicy(ExitMode.HASHEE), ModelKind.HASHEE),
+        Point("m-hashee-b", ExitPolicy(ExitMode.HASHEE), ModelKind.HASHEE),
+    ]
+
+    def measured(accuracy: float, flops: float, rate: float) -> Measured:
+        return Measured(accuracy, 0.0, flops, [rate, rate * 1.1, rate * 0.9])
+
+    #                     plain             static-2          static-4          static-6          hashee-a          hashee-b
+    dev = [measured(0.90, 60, 1), measured(0.85, 20, 1), measured(0.895, 40, 1), measured(0.90, 61, 1), measured(0.80, 30, 1), measured(0.893, 45, 1)]
+    test = [measured(0.90, 60, 100), measured(0.90, 20, 300), measured(0.87, 40, 150), measured(0.90, 61, 95), measured(0.90, 30, 120), measured(0.88, 45, 110)]  # fmt: skip
+    chosen = choose_operating_points(points, dev)
+    # On test, static-2 and hashee-a would win; on dev they are more than a point below plain.
+    assert (chosen.plain, chosen.full, chosen.layer_wise, chosen.hashee) == (0, 3, 2, 5)
+    report = summarise("m", points, dev, test, chosen)
+    assert report["chosen_on"] == "dev" and report["speedup_at_1pt_policy"] == "static-4"
+    assert report["speedup_at_1pt"] == 1.5 and report["speedup_at_1pt_accuracy"] == 0.87  # as measured on test
+    assert report["speedup_at_1pt_spread"] == [1.5, 1.5]
+    assert report["hashee_at_1pt_model"] == "m-hashee-b" and report["hashee_flops_ratio_at_1pt"] == round(60 / 45, 3)
+    assert [row["chosen"] for row in report["points"]] == [False, False, True, False, False, True]
+
+
+def test_no_point_within_a_point_of_plain_on_dev_reports_none() -> None:
+    from services.earlyexit.offline.bench import Measured, Point, choose_operating_points, summarise
+
+    points = [
+        Point("m-plain", ExitPolicy(ExitMode.STATIC, static_layer=6), ModelKind.PLAIN),
+        Point("m", ExitPolicy(ExitMode.STATIC, static_layer=6), ModelKind.MULTI_EXIT),
+    ]
+    dev = [Measured(0.9, 0, 60, [1.0] * 3), Measured(0.8, 0, 61, [1.0] * 3)]
+    chosen = choose_operating_points(points, dev)
+    assert chosen.layer_wise is None and chosen.hashee is None
+    report = summarise("m", points, dev, dev, chosen)
+    assert report["speedup_at_1pt"] is None and report["hashee_speedup_at_1pt"] is None

@@ -20,14 +20,15 @@ from services.earlyexit.backends.onnx import OnnxRuntimeBackend
 from services.earlyexit.backends.triton import TritonBackend, render_repository
 from services.earlyexit.client import EarlyExitClient
 from services.earlyexit.core.bundle import StoredModel
-from services.earlyexit.core.policy import ExitMode, ExitPolicy
-from services.earlyexit.offline.modeling import Encoder, HashEEClassifier, MultiExitClassifier
+from services.earlyexit.core.policy import ExitMode, ExitPolicy, ModelKind
+from services.earlyexit.offline.modeling import Encoder, HashEEClassifier, LastExit, MultiExitClassifier
 from services.earlyexit.offline.train import (
     MAX_TOKENS,
     PARITY_TOLERANCE,
     _tensors,
-    export_hashee,
+    distillation_loss,
     export_multi_exit,
+    export_single_graph,
 )
 from services.offline.datasets import rotten_tomatoes_splits
 from services.supervisor import RunningService, service_process
@@ -35,6 +36,7 @@ from tests.conftest import EARLYEXIT_MODEL as MODEL
 from tests.helpers import isolated_environment
 
 HASHEE = "rotten_tomatoes-hashee-frequency"
+PLAIN = "rotten_tomatoes-plain"
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +77,23 @@ def test_the_hashee_graph_matches_pytorch(tmp_path: Path, sentences: list[str]) 
     encoder = fresh_encoder()
     table = torch.from_numpy(np.random.default_rng(0).integers(1, 7, encoder.embeddings.word.num_embeddings))
     model = HashEEClassifier(encoder, num_labels=3, exit_table=table).eval()
-    assert export_hashee(model, tmp_path, real_batch(sentences[:64])) < PARITY_TOLERANCE
+    assert export_single_graph(model, tmp_path / "hashee.onnx", real_batch(sentences[:64])) < PARITY_TOLERANCE
+
+
+def test_the_plain_graph_matches_pytorch(tmp_path: Path, sentences: list[str]) -> None:
+    torch.manual_seed(3)
+    model = MultiExitClassifier(fresh_encoder(), num_labels=4, every_layer=False).eval()
+    graph = tmp_path / "plain.onnx"
+    assert export_single_graph(LastExit(model), graph, real_batch(sentences[:64])) < PARITY_TOLERANCE
+
+
+def test_distillation_pulls_early_exits_towards_the_last_one() -> None:
+    teacher = torch.tensor([[4.0, 0.0]])
+    assert distillation_loss([teacher.clone(), teacher], 2.0).item() < 1e-6
+    assert distillation_loss([torch.tensor([[0.0, 4.0]]), teacher], 2.0).item() > 1.0
+    student = torch.zeros(1, 2, requires_grad=True)
+    distillation_loss([student, teacher.requires_grad_()], 2.0).backward()
+    assert student.grad is not None and student.grad[0, 0] < 0 and teacher.grad is None  # the teacher is fixed
 
 
 def test_training_registers_measured_models(stored: dict[str, StoredModel]) -> None:
@@ -88,6 +106,11 @@ def test_training_registers_measured_models(stored: dict[str, StoredModel]) -> N
     hashee = stored[HASHEE].manifest
     (point,) = hashee.operating_points
     assert 1 < point.mean_layers < 6 and point.mean_flops < static[-1].mean_flops
+    plain = stored[PLAIN].manifest
+    (baseline,) = plain.operating_points
+    assert plain.kind is ModelKind.PLAIN and baseline.exit_policy == ExitPolicy(ExitMode.STATIC, static_layer=6)
+    assert multi.baseline_accuracy == baseline.accuracy
+    assert baseline.mean_flops < static[-1].mean_flops  # one head, not six
 
 
 # --- the gRPC service ----------------------------------------------------------------------
@@ -128,6 +151,12 @@ async def test_static_policy_exits_at_the_layer_asked(client: EarlyExitClient, s
     assert all(a.flops * 6 == b.flops for a, b in zip(shallow.results, deep.results, strict=True))
 
 
+async def test_the_plain_model_is_served_as_one_graph(client: EarlyExitClient, sentences: list[str]) -> None:
+    response = await client.classify(sentences[:8], model=PLAIN)
+    assert response.model == PLAIN and {r.exit_layer for r in response.results} == {6}
+    assert all(r.token_exits == [] for r in response.results)
+
+
 async def test_hashee_reports_every_token_exit(client: EarlyExitClient) -> None:
     response = await client.classify(["the film is a delight"], model=HASHEE)
     (result,) = response.results
@@ -140,7 +169,8 @@ async def test_hashee_reports_every_token_exit(client: EarlyExitClient) -> None:
 
 async def test_list_models_describes_labels_exits_and_the_table(client: EarlyExitClient) -> None:
     models = {m.name: m for m in await client.list_models()}
-    assert set(models) == {MODEL, HASHEE}
+    assert set(models) == {MODEL, HASHEE, PLAIN}
+    assert models[PLAIN].kind == 3 and list(models[PLAIN].supported_modes) == [1]
     assert models[MODEL].is_default and models[MODEL].num_layers == 6
     assert list(models[MODEL].supported_modes) == [1, 2, 3]
     assert len(models[MODEL].operating_points) >= 6
@@ -163,6 +193,7 @@ async def test_list_models_describes_labels_exits_and_the_table(client: EarlyExi
         ([], "", None, "texts", "at least one"),
         (["fine"] * 41, "", None, "texts", "at most 40"),
         (["fine"], HASHEE, ExitPolicy(ExitMode.PATIENCE, patience=2), "policy.mode", "support hashee"),
+        (["fine"], PLAIN, ExitPolicy(ExitMode.STATIC, static_layer=3), "policy.static_layer", "only after its last"),
     ],
 )
 async def test_bad_requests_get_invalid_argument_naming_the_field(

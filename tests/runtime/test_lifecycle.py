@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from rosemesh.earlyexit.v1 import earlyexit_pb2, earlyexit_pb2_grpc
 
 from services.catalog import SERVICES, service_class
 from services.common.net import free_port
@@ -119,8 +120,9 @@ def test_up_starts_the_whole_mesh_prints_addresses_and_stops_cleanly(
         assert f"stopped {name} (exit 0)" in stderr
 
 
-def test_sigterm_while_the_mesh_starts_stops_it_promptly(tmp_path: Path) -> None:
-    """A stop asked for during a long start (here: training a missing default model) is obeyed."""
+def test_up_while_a_model_trains_then_sigterm_stops_it_promptly(tmp_path: Path) -> None:
+    """The mesh is up while a default model trains (its service answers UNAVAILABLE, saying why),
+    and a stop asked for meanwhile is obeyed."""
     env = {
         **os.environ,
         "ROSEMESH_EARLYEXIT_MODELS_DIR": str(tmp_path),
@@ -128,8 +130,26 @@ def test_sigterm_while_the_mesh_starts_stops_it_promptly(tmp_path: Path) -> None
         "ROSEMESH_EARLYEXIT_METRICS_PORT": str(free_port()),
     }
     mesh = start_mesh(["up", "earlyexit"], env)
-    time.sleep(8)  # importing torch and starting to train
-    assert mesh.poll() is None
-    _, stderr = stop_mesh(mesh, timeout_s=30)
+    address = f"127.0.0.1:{env['ROSEMESH_EARLYEXIT_PORT']}"
+    try:
+        # Up at once: the service answers while its model trains, saying so.
+        deadline = time.monotonic() + 60
+        while True:
+            assert mesh.poll() is None and time.monotonic() < deadline, "the service never answered"
+            try:
+                with grpc.insecure_channel(address) as channel:
+                    earlyexit_pb2_grpc.EarlyExitServiceStub(channel).ListModels(
+                        earlyexit_pb2.ListModelsRequest(), timeout=5
+                    )
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and "waiting for the default early-exit model" in (
+                    exc.details() or ""
+                ):
+                    break
+            time.sleep(0.5)
+        time.sleep(3)  # the supervisor's next look at the mesh
+    finally:
+        _, stderr = stop_mesh(mesh, timeout_s=30)
     assert mesh.returncode == 1, stderr
+    assert "rosemesh is up" in stderr and "earlyexit answer UNAVAILABLE until their models are made" in stderr
     assert "stop requested while starting" in stderr

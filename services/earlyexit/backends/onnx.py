@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from services.common.errors import NotFound
 from services.earlyexit.core.bundle import StoredModel
-from services.earlyexit.core.policy import CascadeResult, ExitPolicy, ModelKind, run_cascade
+from services.earlyexit.core.policy import CascadeResult, ExitPolicy, run_cascade
 from services.earlyexit.core.ports import EarlyExitBackend
 
 
@@ -25,7 +25,7 @@ def _session(path: os.PathLike[str], threads: int) -> ort.InferenceSession:
 
 
 class OnnxModel:
-    """One model's graphs: a segment per layer (multi-exit), or one HashEE graph."""
+    """One model's graphs: a segment per layer (multi-exit), or one graph (HashEE, plain)."""
 
     def __init__(self, stored: StoredModel, threads: int = 0) -> None:
         self.manifest = stored.manifest
@@ -42,7 +42,7 @@ class OnnxModel:
     def classify(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, policy: ExitPolicy
     ) -> CascadeResult:
-        if self.manifest.kind is ModelKind.HASHEE:
+        if self.manifest.kind.single_graph:
             (logits,) = self.sessions[0].run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
             return CascadeResult(logits, np.full(len(logits), self.manifest.num_layers, dtype=np.int64))
         return run_cascade(self.run_segment, input_ids, attention_mask, policy, self.manifest.num_layers)

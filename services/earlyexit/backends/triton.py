@@ -16,8 +16,8 @@ from kernels import exit_cascade
 from services.adapters.tritonserver import TEMPLATES_DIR, Profile, render_model_repository
 from services.adapters.tritonserver_client import TritonModels
 from services.common.errors import NotFound
-from services.earlyexit.core.bundle import HASHEE_GRAPH, StoredModel, segment_file
-from services.earlyexit.core.policy import CascadeResult, ExitPolicy, ModelKind, policy_to_wire
+from services.earlyexit.core.bundle import SINGLE_GRAPHS, StoredModel, segment_file
+from services.earlyexit.core.policy import CascadeResult, ExitPolicy, policy_to_wire
 from services.earlyexit.core.ports import EarlyExitBackend
 
 TEMPLATES = TEMPLATES_DIR / "earlyexit"
@@ -30,10 +30,11 @@ def render_repository(repository: Path, models: Sequence[StoredModel], profile: 
     for stored in models:
         manifest = stored.manifest
         labels = {"num_labels": str(len(manifest.labels)), "hidden": str(manifest.hidden)}
-        if manifest.kind is ModelKind.HASHEE:
+        if manifest.kind.single_graph:
+            graph = SINGLE_GRAPHS[manifest.kind]
             render_model_repository(
-                repository, TEMPLATES / "hashee", manifest.name, {HASHEE_GRAPH: stored.directory / HASHEE_GRAPH},
-                profile, variables={**labels, "onnx_file": HASHEE_GRAPH},
+                repository, TEMPLATES / "single_graph", manifest.name, {graph: stored.directory / graph},
+                profile, variables={**labels, "onnx_file": graph},
             )  # fmt: skip
             continue
         for index, graph in enumerate(stored.graphs):
@@ -73,7 +74,7 @@ class TritonBackend(EarlyExitBackend):
         if model not in self.kinds:
             raise NotFound(f"model {model!r} is not loaded")
         feed = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
-        if self.kinds[model] is ModelKind.HASHEE:
+        if self.kinds[model].single_graph:
             logits = (await self.triton.infer(model, feed, ["logits"]))["logits"]
             return CascadeResult(logits, np.full(len(logits), self.depths[model], dtype=np.int64))
         mode, static_layer, threshold, patience = policy_to_wire(policy)

@@ -18,6 +18,9 @@ from services.earlyexit.core.policy import ExitMode, ExitPolicy, ModelKind
 MANIFEST = "manifest.json"
 EXIT_TABLE = "exit_table.npy"
 HASHEE_GRAPH = "hashee.onnx"
+PLAIN_GRAPH = "plain.onnx"
+#: The one graph of each single-graph kind.
+SINGLE_GRAPHS = {ModelKind.HASHEE: HASHEE_GRAPH, ModelKind.PLAIN: PLAIN_GRAPH}
 
 
 def models_root(models_dir: Path) -> Path:
@@ -54,10 +57,8 @@ class ModelManifest(BaseModel):
     max_tokens: int
     default_policy: dict[str, object]
     token_hash: str | None = None  # "frequency" or "random", HashEE only
-    #: Test accuracy of a plain fine-tuned classifier trained the same way (multi-exit only).
+    #: Test accuracy of the plain fine-tuned classifier trained the same way (multi-exit only).
     baseline_accuracy: float | None = None
-    #: The plain classifier itself: a measured record with no graphs, never served.
-    baseline_only: bool = False
     operating_points: list[OperatingPoint] = Field(default_factory=list)
     training: dict[str, object] = Field(default_factory=dict)
 
@@ -89,8 +90,8 @@ class StoredModel:
 
     @property
     def graphs(self) -> list[Path]:
-        if self.manifest.kind is ModelKind.HASHEE:
-            return [self.directory / HASHEE_GRAPH]
+        if self.manifest.kind.single_graph:
+            return [self.directory / SINGLE_GRAPHS[self.manifest.kind]]
         return [self.directory / segment_file(i) for i in range(self.manifest.num_layers)]
 
     @property
@@ -109,8 +110,8 @@ def write_manifest(directory: Path, manifest: ModelManifest) -> None:
 
 
 def list_models(models_dir: Path, pins: dict[str, str] | None = None) -> list[StoredModel]:
-    """The servable models (baseline records left out), each at its pinned version or else its
-    current one; a pinned version not yet published is left out."""
+    """The servable models, each at its pinned version or else its current one; a pinned version
+    not yet published is left out."""
     versions = ModelVersions(models_root(models_dir))
     pins = pins or {}
     stored = []
@@ -118,4 +119,4 @@ def list_models(models_dir: Path, pins: dict[str, str] | None = None) -> list[St
         version = versions.resolve(name, pins.get(name))
         if version is not None:
             stored.append(StoredModel(versions.path(name, version)))
-    return [model for model in stored if not model.manifest.baseline_only]
+    return stored

@@ -58,6 +58,8 @@ class LoadedModel:
             layers = self.exit_table[encoded.ids]
             flops = manifest.shape.hashee(layers, manifest.num_layers)
             token_exits = list(zip(self.encoder.tokens(encoded.ids), (int(x) for x in layers), strict=True))
+        elif manifest.kind is ModelKind.PLAIN:
+            flops = manifest.shape.plain(len(encoded.ids), manifest.num_layers)
         else:
             flops = manifest.shape.multi_exit(len(encoded.ids), exit_layer)
         return TextResult(

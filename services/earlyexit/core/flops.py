@@ -36,6 +36,10 @@ class EncoderShape:
         """A text that ran ``exit_layer`` layers and their heads."""
         return exit_layer * (self.layer(tokens) + self.head)
 
+    def plain(self, tokens: int, depth: int) -> int:
+        """Every layer and one head at the top."""
+        return depth * self.layer(tokens) + self.head
+
     def hashee(self, token_exit_layers: np.ndarray, depth: int) -> int:
         """A text whose tokens stop after their 1-based exit layers; one head at the top."""
         tokens = len(token_exit_layers)

@@ -31,11 +31,18 @@ class ExitMode(StrEnum):
 class ModelKind(StrEnum):
     MULTI_EXIT = "multi_exit"
     HASHEE = "hashee"
+    PLAIN = "plain"  # the fine-tuned classifier with no early exits: the baseline users would run
+
+    @property
+    def single_graph(self) -> bool:
+        """Served as one graph from token ids to logits, rather than a cascade of segments."""
+        return self is not ModelKind.MULTI_EXIT
 
 
 MODES_BY_KIND: dict[ModelKind, tuple[ExitMode, ...]] = {
     ModelKind.MULTI_EXIT: (ExitMode.STATIC, ExitMode.DYNAMIC, ExitMode.PATIENCE),
     ModelKind.HASHEE: (ExitMode.HASHEE,),
+    ModelKind.PLAIN: (ExitMode.STATIC,),
 }
 
 
@@ -105,7 +112,13 @@ def resolve_policy(
     )
     check.raise_if_any()
     policy = requested
-    if policy.mode is ExitMode.STATIC:
+    if policy.mode is ExitMode.STATIC and kind is ModelKind.PLAIN:
+        check.check(
+            policy.static_layer == depth,
+            "policy.static_layer",
+            f"a plain model exits only after its last layer, {depth}; got {policy.static_layer}",
+        )
+    elif policy.mode is ExitMode.STATIC:
         check.check(
             policy.static_layer is not None and 1 <= policy.static_layer <= depth,
             "policy.static_layer",

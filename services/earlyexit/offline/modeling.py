@@ -201,6 +201,17 @@ class MultiExitClassifier(nn.Module):
         return logits
 
 
+class LastExit(nn.Module):
+    """A multi-exit classifier's last exit alone: the plain classifier's exported graph."""
+
+    def __init__(self, model: MultiExitClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, attention_mask)[-1]
+
+
 class HashEEClassifier(nn.Module):
     """HashEE: each token stops after the layer that ``exit_table[token_id]`` names (1-based);
     its hidden state is then copied upward unchanged. One classifier reads [CLS] at the top."""

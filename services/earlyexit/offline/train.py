@@ -33,6 +33,7 @@ from services.common.tokens import EncodedText, TextEncoder, pad_batch
 from services.earlyexit.core.bundle import (
     EXIT_TABLE,
     HASHEE_GRAPH,
+    PLAIN_GRAPH,
     ModelManifest,
     OperatingPoint,
     StoredModel,
@@ -45,8 +46,11 @@ from services.earlyexit.core.policy import CascadeResult, ExitMode, ExitPolicy, 
 from services.offline.datasets import CLASSIFICATION_DATASETS, ClassificationSplits
 
 MAX_TOKENS = 64
-#: Bumped whenever the architecture changes, so that older trained models are not reused.
+#: Bumped whenever what a variant trains or exports changes, so that older models are not reused.
 MODEL_REVISION = 2
+VARIANT_REVISIONS = {"plain": 3}  # 3: the plain classifier is exported and served
+#: Accuracy a chosen operating point may lose against the plain model.
+ONE_POINT = 0.01
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 #: The paper's frequency hash exits tokens from layer 1; "-fromN" variants start at layer N,
@@ -72,6 +76,9 @@ class TrainConfig:
     head_lr: float = 1e-3
     warmup: float = 0.06
     train_limit: int | None = 4000
+    #: Self-distillation: each early exit also learns the last exit's softened answer.
+    distill_weight: float = 1.0
+    distill_temperature: float = 2.0
     #: Test examples the operating points are measured on (None: the whole test split).
     eval_limit: int | None = None
     seed: int = 0
@@ -180,6 +187,8 @@ def fine_tune(
         outputs = model(ids, mask)
         exits = outputs if isinstance(outputs, list) else [outputs]
         loss = sum(F.cross_entropy(logits, target[rows]) for logits in exits)
+        if len(exits) > 1 and config.distill_weight > 0:
+            loss = loss + config.distill_weight * distillation_loss(exits, config.distill_temperature)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -189,6 +198,18 @@ def fine_tune(
         progress.update(task, advance=1, description=f"{title} loss {np.mean(losses[-50:]):.3f}")
     model.eval()
     return float(np.mean(losses[-len(schedule) // epochs :]))
+
+
+def distillation_loss(exits: list, temperature: float):  # list[Tensor] -> Tensor
+    """KL from the last exit's softened distribution (a fixed teacher) to each earlier exit's,
+    scaled by T² so that its gradients match the cross-entropy's in size."""
+    import torch.nn.functional as F
+
+    teacher = F.softmax(exits[-1].detach() / temperature, dim=-1)
+    return sum(
+        F.kl_div(F.log_softmax(logits / temperature, dim=-1), teacher, reduction="batchmean") * temperature**2
+        for logits in exits[:-1]
+    )
 
 
 def _export(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
@@ -257,17 +278,18 @@ def _multi_exit_parity(model, directory: Path, ids, mask) -> float:
     return worst
 
 
-def export_hashee(model, directory: Path, sample: tuple) -> float:
+def export_single_graph(model, path: Path, sample: tuple) -> float:
+    """One graph from token ids to logits (HashEE, the plain classifier); returns |ONNX - PyTorch|."""
     import onnxruntime as ort
     import torch
 
     ids, mask = sample
+    model.eval()  # a fresh wrapper starts in training mode, dropout on
     dynamic = {
         "input_ids": {0: "batch", 1: "tokens"},
         "attention_mask": {0: "batch", 1: "tokens"},
         "logits": {0: "batch"},
     }
-    path = directory / HASHEE_GRAPH
     with torch.no_grad():
         _export(model, (ids, mask), path, ["input_ids", "attention_mask"], ["logits"], dynamic)
         reference = model(ids, mask).numpy()
@@ -280,6 +302,8 @@ def sweep_policies(kind: ModelKind, depth: int, num_labels: int) -> list[ExitPol
     """The operating points measured at export: every static exit, an entropy sweep, patience."""
     if kind is ModelKind.HASHEE:
         return [ExitPolicy(ExitMode.HASHEE)]
+    if kind is ModelKind.PLAIN:
+        return [ExitPolicy(ExitMode.STATIC, static_layer=depth)]
     policies = [ExitPolicy(ExitMode.STATIC, static_layer=layer) for layer in range(1, depth + 1)]
     policies += [
         ExitPolicy(ExitMode.DYNAMIC, entropy_threshold=round(fraction * float(np.log(num_labels)), 4))
@@ -311,24 +335,26 @@ def measure_points(
     return asyncio.run(sweep())
 
 
-def pick_default_policy(kind: ModelKind, dev_points: list[OperatingPoint], depth: int) -> ExitPolicy:
-    """The cheapest entropy threshold within one accuracy point of the full model on the dev
-    split (so the test split stays unseen), or the full model when none is."""
-    if kind is ModelKind.HASHEE:
-        return ExitPolicy(ExitMode.HASHEE)
+def pick_default_policy(
+    dev_points: list[OperatingPoint], depth: int, reference_accuracy: float | None = None
+) -> ExitPolicy:
+    """The cheapest operating point (fewest mean FLOPs) within one accuracy point of the plain
+    model (``reference_accuracy``; the multi-exit model's own last layer without one), all on
+    the dev split so that the test split stays unseen; the full depth when none is."""
     full = ExitPolicy(ExitMode.STATIC, static_layer=depth)
-    full_accuracy = next(p.accuracy for p in dev_points if p.exit_policy == full)
-    candidates = [
-        p for p in dev_points if p.exit_policy.mode is ExitMode.DYNAMIC and p.accuracy >= full_accuracy - 0.01
-    ]
+    if reference_accuracy is None:
+        reference_accuracy = next(p.accuracy for p in dev_points if p.exit_policy == full)
+    candidates = [p for p in dev_points if p.accuracy >= reference_accuracy - ONE_POINT - 1e-9]
     return min(candidates, key=lambda p: p.mean_flops).exit_policy if candidates else full
 
 
 def _version(config: TrainConfig, dataset: str, variant: str) -> str:
-    # What shapes the weights; how many test examples were measured does not.
-    trained = {key: value for key, value in vars(config).items() if key != "eval_limit"}
+    # What shapes the weights; how many test examples were measured does not, nor does
+    # distillation where there is only one exit.
+    ignored = {"eval_limit"} | ({"distill_weight", "distill_temperature"} if variant != "multiexit" else set())
+    trained = {key: value for key, value in vars(config).items() if key not in ignored}
     digest = hashlib.sha256(
-        json.dumps([MODEL_REVISION, dataset, variant, trained], sort_keys=True).encode()
+        json.dumps([VARIANT_REVISIONS.get(variant, MODEL_REVISION), dataset, variant, trained], sort_keys=True).encode()
     ).hexdigest()
     return digest[:12]
 
@@ -346,7 +372,7 @@ def train_dataset(
     with the same configuration unless ``force``."""
     import torch
 
-    from services.earlyexit.offline.modeling import Encoder, HashEEClassifier, MultiExitClassifier
+    from services.earlyexit.offline.modeling import Encoder, HashEEClassifier, LastExit, MultiExitClassifier
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = console or Console(stderr=True)
@@ -376,8 +402,9 @@ def train_dataset(
 
     versions = ModelVersions(models_root(models_dir))
     published: dict[str, str] = {}  # variant → the version it serves
-    plain_accuracy: float | None = None
-    # The plain baseline first: the multi-exit manifest records its accuracy.
+    plain_accuracy: float | None = None  # on test, recorded in the multi-exit manifest
+    plain_dev_accuracy: float | None = None  # the 1-point budget of the served default policy
+    # The plain baseline first: the multi-exit model is measured against it.
     ordered = sorted(variants, key=lambda v: v != "plain")
     with MirroredProgress(
         *counting_columns(),
@@ -395,6 +422,7 @@ def train_dataset(
                     if variant == "plain":
                         existing = StoredModel(versions.path(name, version))
                         plain_accuracy = existing.manifest.operating_points[0].accuracy
+                        plain_dev_accuracy = measure_points(existing, dev_texts, dev_gold)[0].accuracy
                     continue
                 version = f"{version}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
             encoder = Encoder(bert_config)
@@ -417,13 +445,15 @@ def train_dataset(
             loss = fine_tune(model, train_encoded, train_labels, config, progress, f"{name}")
             published[variant] = version
             with versions.publish(name, version) as directory:
-                kind = ModelKind.HASHEE if exit_table is not None else ModelKind.MULTI_EXIT
                 if exit_table is not None:
+                    kind = ModelKind.HASHEE
                     np.save(directory / EXIT_TABLE, exit_table)
-                    parity = export_hashee(model, directory, sample)
+                    parity = export_single_graph(model, directory / HASHEE_GRAPH, sample)
                 elif variant == "plain":
-                    parity = 0.0
+                    kind = ModelKind.PLAIN
+                    parity = export_single_graph(LastExit(model), directory / PLAIN_GRAPH, sample)
                 else:
+                    kind = ModelKind.MULTI_EXIT
                     parity = export_multi_exit(model, directory, sample)
                 if parity > PARITY_TOLERANCE:
                     raise RuntimeError(
@@ -455,29 +485,18 @@ def train_dataset(
                         "hash_first_layer": hashing.first_layer if hashing is not None else None,
                     },
                 )
-                if variant == "plain":
-                    manifest.baseline_only = True
-                    plain_accuracy = _torch_accuracy(model, encoder_tok, test_texts, test_gold)
-                    manifest.operating_points = [
-                        OperatingPoint(
-                            policy=manifest.default_policy,
-                            accuracy=plain_accuracy,
-                            mean_layers=depth,
-                            mean_flops=0.0,
-                        )
-                    ]
-                    write_manifest(directory, manifest)
-                    console.log(f"{name}: test accuracy {plain_accuracy:.4f}")
-                    continue
                 write_manifest(directory, manifest)
                 stored = StoredModel(directory)
                 with progress.console.status(f"{name}: measuring the operating points"):
                     points = measure_points(stored, test_texts, test_gold)
-                    if kind is ModelKind.MULTI_EXIT:
+                    if kind is ModelKind.PLAIN:
+                        plain_accuracy = points[0].accuracy
+                        plain_dev_accuracy = measure_points(stored, dev_texts, dev_gold)[0].accuracy
+                    elif kind is ModelKind.MULTI_EXIT:
                         dev_points = measure_points(stored, dev_texts, dev_gold)
-                        manifest.default_policy = pick_default_policy(kind, dev_points, depth).as_dict()
+                        manifest.default_policy = pick_default_policy(dev_points, depth, plain_dev_accuracy).as_dict()
                 manifest.operating_points = points
-                manifest.baseline_accuracy = plain_accuracy if variant == "multiexit" else None
+                manifest.baseline_accuracy = plain_accuracy if kind is ModelKind.MULTI_EXIT else None
                 write_manifest(directory, manifest)
                 console.log(
                     f"{name}: " + ", ".join(f"{p.exit_policy.label} {p.accuracy:.3f}" for p in points[:8])
@@ -485,15 +504,3 @@ def train_dataset(
     return [StoredModel(versions.path(served_name(dataset, v), published[v])) for v in variants]
 
 
-def _torch_accuracy(model, encoder: TextEncoder, texts: Sequence[str], gold: Sequence[int]) -> float:
-    import torch
-
-    encoded = encoder.encode(list(texts))
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(encoded), 64):
-            rows = list(range(start, min(start + 64, len(encoded))))
-            ids, mask = _tensors(encoded, rows)
-            logits = model(ids, mask)[-1]
-            correct += int((logits.argmax(-1).numpy() == np.asarray(gold[start : start + len(rows)])).sum())
-    return correct / len(encoded)

@@ -20,6 +20,7 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
     MODEL_KIND_MULTI_EXIT: _ClassVar[ModelKind]
     MODEL_KIND_HASHEE: _ClassVar[ModelKind]
+    MODEL_KIND_PLAIN: _ClassVar[ModelKind]
 
 class TokenHash(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -34,6 +35,7 @@ EXIT_MODE_HASHEE: ExitMode
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_MULTI_EXIT: ModelKind
 MODEL_KIND_HASHEE: ModelKind
+MODEL_KIND_PLAIN: ModelKind
 TOKEN_HASH_UNSPECIFIED: TokenHash
 TOKEN_HASH_FREQUENCY: TokenHash
 TOKEN_HASH_RANDOM: TokenHash
