@@ -343,7 +343,7 @@ def bench_cluster(
 def bench_earlyexit(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
     datasets: Annotated[
-        list[str] | None, typer.Option("--dataset", help="rotten_tomatoes, banking77, clinc150 (default: all)")
+        list[str] | None, typer.Option("--dataset", help="rotten_tomatoes, banking77, clinc150, hwu64, stackoverflow (default: rotten_tomatoes)")
     ] = None,
     texts: Annotated[int, typer.Option(help="test texts per data set")] = 1000,
     rounds: Annotated[int, typer.Option(help="interleaved timing rounds of the chosen points and the plain model (at least 3)")] = 5,
@@ -354,7 +354,7 @@ def bench_earlyexit(
     from services.earlyexit.offline.bench import run_benchmark
     from services.offline.datasets import CLASSIFICATION_DATASETS
 
-    chosen = datasets or list(CLASSIFICATION_DATASETS)
+    chosen = datasets or ["rotten_tomatoes"]
     unknown = sorted(set(chosen) - set(CLASSIFICATION_DATASETS))
     if unknown:
         raise typer.BadParameter(f"unknown data sets {unknown}; known: {sorted(CLASSIFICATION_DATASETS)}")

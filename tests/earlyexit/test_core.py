@@ -274,3 +274,14 @@ def test_no_point_within_a_point_of_plain_on_dev_reports_none() -> None:
     assert chosen.layer_wise is None and chosen.hashee is None
     report = summarise("m", points, dev, dev, chosen)
     assert report["speedup_at_1pt"] is None and report["hashee_speedup_at_1pt"] is None
+
+
+@pytest.mark.parametrize("name", ["rotten_tomatoes", "banking77", "clinc150", "hwu64", "stackoverflow"])
+def test_every_classification_data_set_loads_three_labelled_splits(name: str) -> None:
+    from services.offline.datasets import CLASSIFICATION_DATASETS
+
+    splits = CLASSIFICATION_DATASETS[name]()
+    assert min(len(splits.train), len(splits.dev), len(splits.test)) >= 500
+    for split in (splits.train, splits.dev, splits.test):
+        assert {row.label for row in split} <= set(splits.labels) and all(row.text for row in split)
+    assert len({row.label for row in splits.test}) == len(splits.labels)

@@ -275,7 +275,9 @@ def run_benchmark(
         splits = CLASSIFICATION_DATASETS[dataset]()
         stored = train_dataset(dataset, models_dir, MODEL_VARIANTS, config, console=console)
         index = {label: i for i, label in enumerate(splits.labels)}
-        dev, test = ([(r.text, index[r.label]) for r in rows[:texts]] for rows in (splits.dev, splits.test))
+        # The whole dev split chooses; ``texts`` of the test split measure.
+        dev = [(r.text, index[r.label]) for r in splits.dev]
+        test = [(r.text, index[r.label]) for r in splits.test[:texts]]
         points = _points(dataset, stored[0].manifest.num_layers, len(splits.labels))
         work.append(_Work(dataset, points, _columns(dev), _columns(test)))
 
@@ -321,7 +323,7 @@ def run_benchmark(
         "backend": "onnxruntime",
         "base_model": "all-MiniLM-L6-v2",
         "batch_size": batch_size,
-        "texts_per_split": texts,
+        "test_texts": texts,
         "timing_rounds": rounds,
         "one_point": ONE_POINT,
         "training": {
