@@ -191,7 +191,8 @@ class EarlyExitService(Service):
         default = self._model_bundle(settings.default_model)
         if not settings.train_default or default.present():
             return ()
-        command = ["train", "earlyexit", settings.default_model, "--variant", "multiexit"]
+        # The plain classifier first: the baseline, and the multi-exit model's teacher.
+        command = ["train", "earlyexit", settings.default_model, "--variant", "plain", "--variant", "multiexit"]
         command += ["--examples", str(settings.train_examples), "--epochs", str(settings.train_epochs)]
         env = {"ROSEMESH_EARLYEXIT_MODELS_DIR": str(settings.models_dir)}
         return [BundleRequest(default, command, minutes=15, env=env)]

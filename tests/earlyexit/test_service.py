@@ -94,6 +94,10 @@ def test_distillation_pulls_early_exits_towards_the_last_one() -> None:
     student = torch.zeros(1, 2, requires_grad=True)
     distillation_loss([student, teacher.requires_grad_()], 2.0).backward()
     assert student.grad is not None and student.grad[0, 0] < 0 and teacher.grad is None  # the teacher is fixed
+    # A given teacher (the plain classifier's logits) is taught to every exit, the last one too.
+    last = torch.tensor([[0.0, 4.0]], requires_grad=True)
+    distillation_loss([torch.zeros(1, 2), last], 2.0, teacher_logits=torch.tensor([[4.0, 0.0]])).backward()
+    assert last.grad is not None and last.grad[0, 0] < 0
 
 
 def test_training_registers_measured_models(stored: dict[str, StoredModel]) -> None:

@@ -329,6 +329,7 @@ def run_benchmark(
         "training": {
             "epochs": config.epochs, "train_examples": config.train_limit,
             "distill_weight": config.distill_weight, "distill_temperature": config.distill_temperature,
+            "distill_from": config.distill_from,
         },  # fmt: skip
         "dataset": headline["dataset"],
         **{key: headline[key] for key in HEADLINE},

@@ -78,6 +78,9 @@ class TrainConfig:
     #: Self-distillation: each early exit also learns the last exit's softened answer.
     distill_weight: float = 1.0
     distill_temperature: float = 2.0
+    #: The teacher: "plain" (the plain classifier, trained first, taught to every exit) or "last"
+    #: (the model's own last exit, taught to the earlier ones).
+    distill_from: str = "plain"
     #: Test examples the operating points are measured on (None: the whole test split).
     eval_limit: int | None = None
     seed: int = 0
@@ -155,9 +158,16 @@ def _tensors(encoded: list[EncodedText], rows: list[int]):  # -> tuple[torch.Ten
 
 
 def fine_tune(
-    model, encoded: list[EncodedText], labels: list[int], config: TrainConfig, progress: Progress, title: str
+    model,
+    encoded: list[EncodedText],
+    labels: list[int],
+    config: TrainConfig,
+    progress: Progress,
+    title: str,
+    teacher_logits: np.ndarray | None = None,
 ) -> float:
-    """Train ``model`` in place; returns the last epoch's mean loss."""
+    """Train ``model`` in place; returns the last epoch's mean loss. ``teacher_logits`` (one row
+    per example) are distilled into every exit of a multi-exit model."""
     import torch
     import torch.nn.functional as F
 
@@ -187,7 +197,8 @@ def fine_tune(
         exits = outputs if isinstance(outputs, list) else [outputs]
         loss = sum(F.cross_entropy(logits, target[rows]) for logits in exits)
         if len(exits) > 1 and config.distill_weight > 0:
-            loss = loss + config.distill_weight * distillation_loss(exits, config.distill_temperature)
+            teacher = torch.from_numpy(teacher_logits[rows]) if teacher_logits is not None else None
+            loss = loss + config.distill_weight * distillation_loss(exits, config.distill_temperature, teacher)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -199,16 +210,34 @@ def fine_tune(
     return float(np.mean(losses[-len(schedule) // epochs :]))
 
 
-def distillation_loss(exits: list, temperature: float):  # list[Tensor] -> Tensor
-    """KL from the last exit's softened distribution (a fixed teacher) to each earlier exit's,
-    scaled by T² so that its gradients match the cross-entropy's in size."""
+def distillation_loss(exits: list, temperature: float, teacher_logits=None):  # list[Tensor] -> Tensor
+    """KL from a fixed teacher's softened distribution to each student exit's, scaled by T² so
+    that its gradients match the cross-entropy's in size. The teacher is ``teacher_logits`` (the
+    plain classifier's), taught to every exit, or else the last exit, taught to the others."""
     import torch.nn.functional as F
 
-    teacher = F.softmax(exits[-1].detach() / temperature, dim=-1)
+    if teacher_logits is None:
+        teacher_logits, students = exits[-1].detach(), exits[:-1]
+    else:
+        students = exits
+    teacher = F.softmax(teacher_logits / temperature, dim=-1)
     return sum(
         F.kl_div(F.log_softmax(logits / temperature, dim=-1), teacher, reduction="batchmean") * temperature**2
-        for logits in exits[:-1]
+        for logits in students
     )
+
+
+def _logits(stored: StoredModel, encoded: list[EncodedText], batch: int = 64) -> np.ndarray:
+    """A single-graph model's logits for every example, through ONNX Runtime."""
+    from services.earlyexit.backends.onnx import OnnxModel
+
+    model = OnnxModel(stored)
+    depth = stored.manifest.num_layers
+    rows = []
+    for start in range(0, len(encoded), batch):
+        ids, mask = pad_batch(encoded[start : start + batch])
+        rows.append(model.classify(ids, mask, ExitPolicy(ExitMode.STATIC, static_layer=depth)).logits)
+    return np.concatenate(rows).astype(np.float32)
 
 
 def _export(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
@@ -350,7 +379,8 @@ def pick_default_policy(
 def _version(config: TrainConfig, dataset: str, variant: str) -> str:
     # What shapes the weights; how many test examples were measured does not, nor does
     # distillation where there is only one exit.
-    ignored = {"eval_limit"} | ({"distill_weight", "distill_temperature"} if variant != "multiexit" else set())
+    distilling = {"distill_weight", "distill_temperature", "distill_from"}
+    ignored = {"eval_limit"} | (distilling if variant != "multiexit" else set())
     trained = {key: value for key, value in vars(config).items() if key not in ignored}
     digest = hashlib.sha256(
         json.dumps([MODEL_REVISION, dataset, variant, trained], sort_keys=True).encode()
@@ -441,7 +471,14 @@ def train_dataset(
                 model = HashEEClassifier(encoder, len(splits.labels), torch.from_numpy(exit_table))
             else:
                 model = MultiExitClassifier(encoder, len(splits.labels), every_layer=variant == "multiexit")
-            loss = fine_tune(model, train_encoded, train_labels, config, progress, f"{name}")
+            teacher = None
+            if variant == "multiexit" and config.distill_from == "plain" and config.distill_weight > 0:
+                plain_version = published.get("plain") or versions.current(served_name(dataset, "plain"))
+                if plain_version is None:
+                    raise ValueError(f"distilling from the plain classifier: train {served_name(dataset, 'plain')} first")
+                plain = StoredModel(versions.path(served_name(dataset, "plain"), plain_version))
+                teacher = _logits(plain, train_encoded)
+            loss = fine_tune(model, train_encoded, train_labels, config, progress, f"{name}", teacher)
             published[variant] = version
             with versions.publish(name, version) as directory:
                 if exit_table is not None:
