@@ -26,6 +26,7 @@ from services.common.bundles import (
     clear_progress,
     progress_file,
     read_progress,
+    write_progress,
 )
 from services.common.net import free_port
 from services.runtime.config import ServiceSettings, load_settings
@@ -76,6 +77,11 @@ class BundleMakers(threading.Thread):
         self._current = maker
 
     def run(self) -> None:
+        # A waiting service shows the queue until its own maker starts and reports.
+        for place, request in enumerate(self.requests):
+            if place:
+                ahead = ", ".join(r.bundle.what for r in self.requests[:place])
+                write_progress(progress_file(request.bundle.directory), f"queued behind {ahead}")
         for request in self.requests:
             if self._stopped:
                 return
@@ -92,6 +98,8 @@ class BundleMakers(threading.Thread):
         if self._current is not None and self._current.poll() is None:
             self._current.terminate()
         self.join(timeout=30)
+        for request in self.requests:
+            clear_progress(progress_file(request.bundle.directory))
 
     @property
     def busy(self) -> bool:
