@@ -247,10 +247,10 @@ def up(names: list[str] | None = None, startup_timeout_s: float = 120.0) -> int:
             console.print(f"[red]{makers.error}; stopping the mesh")
             stopping, code = True, 1
         statuses = {s.name: health_status(stubs[s.name]) for s in running if s.name in waiting}
-        for name, status in statuses.items():
-            if status == health_pb2.HealthCheckResponse.SERVING:
-                waiting.discard(name)
-                console.print(f"[green]{name} is serving on {next(s.address for s in running if s.name == name)}")
+        for s in running:
+            if statuses.get(s.name) == health_pb2.HealthCheckResponse.SERVING:
+                waiting.discard(s.name)
+                console.print(f"[green]{s.name} is serving on {s.address}")
         # Up: every service serves, or answers while the model it waits for is being made.
         answering = all(status is not None for status in statuses.values())
         if not waiting and not all_serving:

@@ -44,14 +44,14 @@ class RemoteEmbedder:
         while True:
             try:
                 models = await self.client.list_models(max_attempts=1)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() in _REFUSED:
-                    raise self._domain_error(exc) from exc
-                report(f"waiting for the embedding service at {self.target}: {exc.code().name} {exc.details()}")
-                await asyncio.sleep(_RETRY_S)
-                continue
-            except BackendUnavailable as exc:
-                report(f"waiting for the embedding service at {self.target}: {exc}")
+            except (grpc.aio.AioRpcError, BackendUnavailable) as exc:
+                if isinstance(exc, grpc.aio.AioRpcError):
+                    if exc.code() in _REFUSED:
+                        raise self._domain_error(exc) from exc
+                    reason = f"{exc.code().name} {exc.details()}"
+                else:
+                    reason = str(exc)
+                report(f"waiting for the embedding service at {self.target}: {reason}")
                 await asyncio.sleep(_RETRY_S)
                 continue
             return next((m for m in models if m.is_default), models[0])
