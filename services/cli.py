@@ -192,7 +192,7 @@ def train_earlyexit(
         list[str] | None, typer.Option("--variant", help="multiexit, plain, hashee-frequency, hashee-random")
     ] = None,
     epochs: Annotated[float, typer.Option(help="passes over the training examples")] = 2.0,
-    examples: Annotated[int, typer.Option(help="training examples per data set (0: all)")] = 4000,
+    examples: Annotated[int, typer.Option(help="training examples per data set (0: all)")] = 0,
     force: Annotated[bool, typer.Option(help="train again even if the same model exists")] = False,
 ) -> None:
     """Fine-tune multi-exit and HashEE models, export them to ONNX and register them."""
@@ -348,17 +348,30 @@ def bench_earlyexit(
     texts: Annotated[int, typer.Option(help="test texts per data set")] = 1000,
     rounds: Annotated[int, typer.Option(help="interleaved timing rounds of the chosen points and the plain model (at least 3)")] = 5,
     batch_size: Annotated[int, typer.Option(help="texts per request")] = 32,
+    examples: Annotated[int, typer.Option(help="training examples per data set for models it trains (0: all)")] = 0,
+    epochs: Annotated[float, typer.Option(help="epochs for models it trains")] = 2.0,
+    max_train_minutes: Annotated[
+        float, typer.Option(help="refuse to start when training the missing models would take longer")
+    ] = 120.0,
     plot: Annotated[Path, typer.Option(help="PNG of the frontiers")] = Path("earlyexit-frontier.png"),
 ) -> None:
     """ELUE-style frontiers through the gRPC service: points chosen on dev, measured on test, against the plain model."""
-    from services.earlyexit.offline.bench import run_benchmark
+    from services.earlyexit.offline.bench import TrainingTooLong, run_benchmark
+    from services.earlyexit.offline.train import TrainConfig
     from services.offline.datasets import CLASSIFICATION_DATASETS
 
     chosen = datasets or ["rotten_tomatoes"]
     unknown = sorted(set(chosen) - set(CLASSIFICATION_DATASETS))
     if unknown:
         raise typer.BadParameter(f"unknown data sets {unknown}; known: {sorted(CLASSIFICATION_DATASETS)}")
-    result = run_benchmark(chosen, texts=texts, rounds=rounds, batch_size=batch_size, plot_path=plot, quiet=as_json)
+    config = TrainConfig(epochs=epochs, train_limit=examples or None)
+    try:
+        result = run_benchmark(
+            chosen, texts=texts, rounds=rounds, batch_size=batch_size, config=config,
+            max_train_minutes=max_train_minutes, plot_path=plot, quiet=as_json,
+        )  # fmt: skip
+    except TrainingTooLong as exc:
+        raise typer.BadParameter(str(exc)) from None
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

@@ -52,7 +52,7 @@ class EarlyExitSettings(ServiceSettings):
     default_model: str = Field("rotten_tomatoes", description="model used when a request names none")
     train_default: bool = Field(True, description="train the default model at start when it is missing")
     train_examples: int = Field(
-        4000, ge=32, description="training examples when the default model is trained"
+        0, ge=0, description="training examples when the default model is trained (0: all)"
     )
     train_epochs: float = Field(2.0, gt=0, le=20, description="epochs when the default model is trained")
     max_texts: int = Field(256, ge=1, description="texts per request at most")

@@ -285,3 +285,36 @@ def test_every_classification_data_set_loads_three_labelled_splits(name: str) ->
     for split in (splits.train, splits.dev, splits.test):
         assert {row.label for row in split} <= set(splits.labels) and all(row.text for row in split)
     assert len({row.label for row in splits.test}) == len(splits.labels)
+
+
+def test_the_training_plan_skips_published_models_and_counts_their_steps(tmp_path) -> None:
+    from services.common.model_versions import ModelVersions
+    from services.earlyexit.core.bundle import models_root
+    from services.earlyexit.offline.train import TrainConfig, training_plan
+
+    config = TrainConfig(epochs=1.5, train_limit=640)
+    planned = training_plan("rotten_tomatoes", tmp_path, ("plain", "multiexit"), config)
+    assert [p.name for p in planned] == ["rotten_tomatoes-plain", "rotten_tomatoes"]
+    assert {p.steps for p in planned} == {30}  # 640 examples / 32 a batch × 1.5 epochs
+    with ModelVersions(models_root(tmp_path)).publish("rotten_tomatoes-plain", planned[0].version) as directory:
+        (directory / "manifest.json").write_text("{}")
+    assert [p.name for p in training_plan("rotten_tomatoes", tmp_path, ("plain", "multiexit"), config)] == [
+        "rotten_tomatoes"
+    ]
+    # Another configuration is another version: nothing is reused.
+    assert len(training_plan("rotten_tomatoes", tmp_path, ("plain",), TrainConfig(train_limit=320))) == 1
+
+
+def test_the_bench_refuses_training_over_its_time_cap(tmp_path, monkeypatch) -> None:
+    from rich.console import Console
+
+    from services.earlyexit.offline import bench
+    from services.earlyexit.offline.train import TrainConfig
+
+    monkeypatch.setattr(bench, "seconds_per_step", lambda dataset, config: 0.5)
+    config = TrainConfig(epochs=1, train_limit=3200)  # 100 steps for each of the six variants
+    quiet = Console(quiet=True)
+    estimate = bench.check_training_time(["rotten_tomatoes"], tmp_path, config, 10.0, quiet)
+    assert len(estimate.models) == 6 and estimate.minutes == pytest.approx(6 * 100 * 0.5 / 60)
+    with pytest.raises(bench.TrainingTooLong, match="about 5 min, over the 2 min cap"):
+        bench.check_training_time(["rotten_tomatoes"], tmp_path, config, 2.0, quiet)

@@ -31,9 +31,11 @@ from services.earlyexit.offline.train import (
     MODEL_VARIANTS,
     ONE_POINT,
     TrainConfig,
+    seconds_per_step,
     served_name,
     sweep_policies,
     train_dataset,
+    training_plan,
 )
 from services.offline.datasets import CLASSIFICATION_DATASETS
 from services.runtime.config import default_models_dir
@@ -256,6 +258,43 @@ class _Work:
     test: tuple[list[str], list[int]]
 
 
+class TrainingTooLong(ValueError):
+    """The models the bench must train first would take longer than its time cap."""
+
+
+@dataclass(frozen=True)
+class TrainingEstimate:
+    models: list[str]
+    minutes: float
+
+
+def check_training_time(
+    datasets: Sequence[str], models_dir: Path, config: TrainConfig, max_minutes: float, console: Console
+) -> TrainingEstimate:
+    """Say what training the bench needs first (published models are reused), and refuse
+    before starting if this machine would take longer than ``max_minutes``."""
+    minutes, models = 0.0, []
+    for dataset in datasets:
+        planned = training_plan(dataset, models_dir, MODEL_VARIANTS, config)
+        if planned:
+            steps = sum(p.steps for p in planned)
+            minutes += steps * seconds_per_step(dataset, config) / 60
+            models += [p.name for p in planned]
+    if not models:
+        console.log("every model is already trained with this configuration; reusing them")
+        return TrainingEstimate([], 0.0)
+    console.log(
+        f"training {len(models)} models first ({', '.join(models)}): about {minutes:.0f} min on this machine, "
+        f"capped at {max_minutes:.0f} min"
+    )
+    if minutes > max_minutes:
+        raise TrainingTooLong(
+            f"training {len(models)} models would take about {minutes:.0f} min, over the {max_minutes:.0f} min cap; "
+            "raise --max-train-minutes, train fewer --examples, or train them first with `rosemesh train earlyexit`"
+        )
+    return TrainingEstimate(models, minutes)
+
+
 def run_benchmark(
     datasets: Sequence[str] = (GOAL_DATASET,),
     *,
@@ -263,6 +302,7 @@ def run_benchmark(
     rounds: int = 5,
     batch_size: int = 32,
     config: TrainConfig = TrainConfig(),
+    max_train_minutes: float = 120.0,
     plot_path: Path | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -270,7 +310,9 @@ def run_benchmark(
         raise ValueError(f"the spread needs at least 3 timing rounds, got {rounds}")
     console = Console(stderr=True, quiet=quiet)
     models_dir = default_models_dir()
+    estimate = check_training_time(datasets, models_dir, config, max_train_minutes, console)
     work: list[_Work] = []
+    trained_began = time.perf_counter()
     for dataset in datasets:
         splits = CLASSIFICATION_DATASETS[dataset]()
         stored = train_dataset(dataset, models_dir, MODEL_VARIANTS, config, console=console)
@@ -280,6 +322,7 @@ def run_benchmark(
         test = [(r.text, index[r.label]) for r in splits.test[:texts]]
         points = _points(dataset, stored[0].manifest.num_layers, len(splits.labels))
         work.append(_Work(dataset, points, _columns(dev), _columns(test)))
+    training_seconds = time.perf_counter() - trained_began
 
     flags = ["--models-dir", str(models_dir), "--no-train-default", "--batch-size", str(batch_size)]
     flags += ["--max-texts", str(max(batch_size, 1)), "--default-model", datasets[0]]
@@ -329,7 +372,9 @@ def run_benchmark(
         "training": {
             "epochs": config.epochs, "train_examples": config.train_limit,
             "distill_weight": config.distill_weight, "distill_temperature": config.distill_temperature,
-            "distill_from": config.distill_from,
+            "distill_from": config.distill_from, "models_trained": estimate.models,
+            "estimated_minutes": round(estimate.minutes, 1), "minutes": round(training_seconds / 60, 1),
+            "max_minutes": max_train_minutes,
         },  # fmt: skip
         "dataset": headline["dataset"],
         **{key: headline[key] for key in HEADLINE},
