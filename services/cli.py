@@ -192,6 +192,9 @@ def train_earlyexit(
         list[str] | None, typer.Option("--variant", help="multiexit, plain, hashee-frequency, hashee-random")
     ] = None,
     epochs: Annotated[float, typer.Option(help="passes over the training examples")] = 2.0,
+    multiexit_epochs: Annotated[
+        float | None, typer.Option(help="epochs of the multi-exit model (default: --epochs)")
+    ] = None,
     examples: Annotated[int, typer.Option(help="training examples per data set (0: all)")] = 0,
     force: Annotated[bool, typer.Option(help="train again even if the same model exists")] = False,
 ) -> None:
@@ -201,7 +204,7 @@ def train_earlyexit(
     from services.runtime.config import load_settings
 
     settings = load_settings(EarlyExitSettings)
-    config = TrainConfig(epochs=epochs, train_limit=examples or None)
+    config = TrainConfig(epochs=epochs, multiexit_epochs=multiexit_epochs, train_limit=examples or None)
     for dataset in datasets or ["rotten_tomatoes"]:
         try:
             stored = train_dataset(dataset, settings.models_dir, variants or MODEL_VARIANTS, config, force=force)
@@ -350,6 +353,9 @@ def bench_earlyexit(
     batch_size: Annotated[int, typer.Option(help="texts per request")] = 32,
     examples: Annotated[int, typer.Option(help="training examples per data set for models it trains (0: all)")] = 0,
     epochs: Annotated[float, typer.Option(help="epochs for models it trains")] = 2.0,
+    multiexit_epochs: Annotated[
+        float | None, typer.Option(help="epochs of the multi-exit models it trains (default: --epochs)")
+    ] = None,
     max_train_minutes: Annotated[
         float, typer.Option(help="refuse to start when training the missing models would take longer")
     ] = 120.0,
@@ -364,7 +370,7 @@ def bench_earlyexit(
     unknown = sorted(set(chosen) - set(CLASSIFICATION_DATASETS))
     if unknown:
         raise typer.BadParameter(f"unknown data sets {unknown}; known: {sorted(CLASSIFICATION_DATASETS)}")
-    config = TrainConfig(epochs=epochs, train_limit=examples or None)
+    config = TrainConfig(epochs=epochs, multiexit_epochs=multiexit_epochs, train_limit=examples or None)
     try:
         result = run_benchmark(
             chosen, texts=texts, rounds=rounds, batch_size=batch_size, config=config,

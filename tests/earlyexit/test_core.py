@@ -318,3 +318,15 @@ def test_the_bench_refuses_training_over_its_time_cap(tmp_path, monkeypatch) -> 
     assert len(estimate.models) == 6 and estimate.minutes == pytest.approx(6 * 100 * 0.5 / 60)
     with pytest.raises(bench.TrainingTooLong, match="about 5 min, over the 2 min cap"):
         bench.check_training_time(["rotten_tomatoes"], tmp_path, config, 2.0, quiet)
+
+
+def test_multi_exit_epochs_change_only_the_multi_exit_model(tmp_path) -> None:
+    from services.earlyexit.offline.train import TrainConfig, _version, training_plan
+
+    longer = TrainConfig(multiexit_epochs=4.0, train_limit=640)
+    base = TrainConfig(train_limit=640)
+    assert _version(longer, "banking77", "plain") == _version(base, "banking77", "plain")
+    assert _version(longer, "banking77", "multiexit") != _version(base, "banking77", "multiexit")
+    assert _version(longer, "banking77", "multiexit") == _version(TrainConfig(epochs=4.0, train_limit=640), "banking77", "multiexit")
+    steps = {p.name: p.steps for p in training_plan("banking77", tmp_path, ("plain", "multiexit"), longer)}
+    assert steps == {"banking77-plain": 40, "banking77": 80}

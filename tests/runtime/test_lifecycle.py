@@ -99,7 +99,11 @@ def test_up_starts_the_whole_mesh_prints_addresses_and_stops_cleanly(
     mesh = start_mesh(["up"], env)
     try:
         for name in SERVICES:
-            wait_until_serving(f"127.0.0.1:{ports[name]}", mesh, timeout_s=180)
+            try:
+                wait_until_serving(f"127.0.0.1:{ports[name]}", mesh, timeout_s=180)
+            except (RuntimeError, TimeoutError) as exc:
+                _, stderr = stop_mesh(mesh, timeout_s=60)
+                pytest.fail(f"{exc}; rosemesh up said:\n{stderr[-3000:]}")
         embed = subprocess.run(
             [*ROSEMESH, "embed", "hello", "--target", f"127.0.0.1:{ports['embedding']}"],
             capture_output=True, text=True, timeout=60,

@@ -370,7 +370,7 @@ def run_benchmark(
         "timing_rounds": rounds,
         "one_point": ONE_POINT,
         "training": {
-            "epochs": config.epochs, "train_examples": config.train_limit,
+            "epochs": config.epochs, "multiexit_epochs": config.multiexit_epochs, "train_examples": config.train_limit,
             "distill_weight": config.distill_weight, "distill_temperature": config.distill_temperature,
             "distill_from": config.distill_from, "models_trained": estimate.models,
             "estimated_minutes": round(estimate.minutes, 1), "minutes": round(training_seconds / 60, 1),

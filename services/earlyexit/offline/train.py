@@ -16,7 +16,7 @@ import random
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,9 @@ PATIENCES = (1, 2, 3)
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: float = 2.0
+    #: Epochs of the multi-exit model alone (None: ``epochs``). Its heads start from scratch and
+    #: share the layers, so on many labels it needs longer than the plain classifier.
+    multiexit_epochs: float | None = None
     batch_size: int = 32
     encoder_lr: float = 1e-4
     head_lr: float = 1e-3
@@ -377,12 +380,17 @@ def pick_default_policy(
     return min(candidates, key=lambda p: p.mean_flops).exit_policy if candidates else full
 
 
+def variant_epochs(config: TrainConfig, variant: str) -> float:
+    return config.multiexit_epochs or config.epochs if variant == "multiexit" else config.epochs
+
+
 def _version(config: TrainConfig, dataset: str, variant: str) -> str:
     # What shapes the weights; how many test examples were measured does not, nor does
     # distillation where there is only one exit.
     distilling = {"distill_weight", "distill_temperature", "distill_from"}
-    ignored = {"eval_limit"} | (distilling if variant != "multiexit" else set())
+    ignored = {"eval_limit", "multiexit_epochs"} | (distilling if variant != "multiexit" else set())
     trained = {key: value for key, value in vars(config).items() if key not in ignored}
+    trained["epochs"] = variant_epochs(config, variant)
     digest = hashlib.sha256(
         json.dumps([MODEL_REVISION, dataset, variant, trained], sort_keys=True).encode()
     ).hexdigest()
@@ -402,9 +410,12 @@ def training_plan(
     """The models ``train_dataset`` would train: those not yet published with this configuration."""
     splits = CLASSIFICATION_DATASETS[dataset]()
     examples = min(len(splits.train), config.train_limit or len(splits.train))
-    steps = int(np.ceil(examples / config.batch_size) * config.epochs)
+    batches = int(np.ceil(examples / config.batch_size))
     versions = ModelVersions(models_root(models_dir))
-    planned = [PlannedModel(served_name(dataset, v), _version(config, dataset, v), steps) for v in variants]
+    planned = [
+        PlannedModel(served_name(dataset, v), _version(config, dataset, v), int(batches * variant_epochs(config, v)))
+        for v in variants
+    ]
     return [p for p in planned if not versions.is_published(p.name, p.version)]
 
 
@@ -526,7 +537,8 @@ def train_dataset(
                     raise ValueError(f"distilling from the plain classifier: train {served_name(dataset, 'plain')} first")
                 plain = StoredModel(versions.path(served_name(dataset, "plain"), plain_version))
                 teacher = _logits(plain, train_encoded)
-            loss = fine_tune(model, train_encoded, train_labels, config, progress, f"{name}", teacher)
+            schedule = replace(config, epochs=variant_epochs(config, variant))
+            loss = fine_tune(model, train_encoded, train_labels, schedule, progress, f"{name}", teacher)
             published[variant] = version
             with versions.publish(name, version) as directory:
                 if exit_table is not None:
