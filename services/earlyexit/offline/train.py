@@ -1,8 +1,9 @@
 """`rosemesh train earlyexit`: fine-tune, export to ONNX, check parity, measure, register.
 
-For one data set this trains, on the same data with the same schedule:
-- the multi-exit model (a classifier after every layer, summed losses, gradient equilibrium);
-- the plain classifier (one head on the last layer), kept only as the accuracy baseline;
+For one data set this trains, on the same data:
+- the plain classifier (one head on the last layer), first: the served baseline and the teacher;
+- the multi-exit model (a classifier after every layer, summed losses, gradient equilibrium,
+  distillation from the plain classifier), optionally for more epochs than the others;
 - HashEE with the frequency hash and with a random hash.
 """
 
