@@ -10,7 +10,7 @@ from typing import Literal
 
 import grpc
 from prometheus_client import Counter, Histogram
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 from rosemesh.earlyexit.v1 import earlyexit_pb2, earlyexit_pb2_grpc
 
@@ -62,6 +62,13 @@ class EarlyExitSettings(ServiceSettings):
     model_versions: dict[str, str] = Field(
         default_factory=dict, description="model → version to serve; unpinned models follow their CURRENT pointer"
     )
+
+    @field_validator("train_examples")
+    @classmethod
+    def _whole_batch(cls, value: int) -> int:
+        if 0 < value < 32:
+            raise ValueError("must be 0 (every training example) or at least 32, one batch")
+        return value
 
 
 def model_info(model: LoadedModel, is_default: bool) -> earlyexit_pb2.ModelInfo:

@@ -330,3 +330,14 @@ def test_multi_exit_epochs_change_only_the_multi_exit_model(tmp_path) -> None:
     assert _version(longer, "banking77", "multiexit") == _version(TrainConfig(epochs=4.0, train_limit=640), "banking77", "multiexit")
     steps = {p.name: p.steps for p in training_plan("banking77", tmp_path, ("plain", "multiexit"), longer)}
     assert steps == {"banking77-plain": 40, "banking77": 80}
+
+
+def test_default_model_training_takes_every_example_or_at_least_a_batch() -> None:
+    from pydantic import ValidationError
+
+    from services.earlyexit.server import EarlyExitSettings
+
+    assert EarlyExitSettings().train_examples == 0  # every training example
+    assert EarlyExitSettings(train_examples=64).train_examples == 64
+    with pytest.raises(ValidationError, match="at least 32"):
+        EarlyExitSettings(train_examples=5)
