@@ -382,7 +382,10 @@ def pick_default_policy(
 
 
 def variant_epochs(config: TrainConfig, variant: str) -> float:
-    return config.multiexit_epochs or config.epochs if variant == "multiexit" else config.epochs
+    """The epochs ``variant`` trains for: ``multiexit_epochs`` for the multi-exit model, if set."""
+    if variant == "multiexit" and config.multiexit_epochs:
+        return config.multiexit_epochs
+    return config.epochs
 
 
 def _version(config: TrainConfig, dataset: str, variant: str) -> str:
