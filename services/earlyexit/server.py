@@ -4,27 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import grpc
+import numpy as np
 from prometheus_client import Counter, Histogram
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 from rosemesh.earlyexit.v1 import earlyexit_pb2, earlyexit_pb2_grpc
 
+from services.common.base_model import BASE_MODEL_NAME
+from services.common.batching import BatchingConfig
 from services.common.bundles import Bundle, BundleRequest, model_bundle, wait_for_bundle
+from services.common.errors import InvalidInput, NotFound, Validator
 from services.common.model_versions import Generation, ModelVersions
+from services.common.tokens import EncodedText
+from services.earlyexit.adapt_face import AdaptFace
 from services.earlyexit.convert import policy_from_proto, policy_to_proto
 from services.earlyexit.core.bundle import StoredModel, list_models, models_root
 from services.earlyexit.core.classifier import ClassifyLimits, EarlyExitClassifier, LoadedModel
-from services.earlyexit.core.policy import MODE_CODES, ModelKind
-from services.earlyexit.core.ports import EarlyExitBackend
+from services.earlyexit.core.jobs import JobStore
+from services.earlyexit.core.policy import MODE_CODES, ModelKind, entropy, softmax
+from services.earlyexit.core.ports import BackboneGraphs, EarlyExitBackend
+from services.earlyexit.core.tenants import AdapterCache, TenantClassifier, current_backbone
+from services.earlyexit.core.workers import AdaptWorkers
 from services.runtime.config import ServiceSettings
 from services.runtime.metrics import report_served_versions
+from services.runtime.security import acting_tenant
 from services.runtime.server import Service, StartProgress
 
+T = TypeVar("T")
 SERVICE_NAME = earlyexit_pb2.DESCRIPTOR.services_by_name["EarlyExitService"].full_name
 _KINDS = {
     ModelKind.MULTI_EXIT: earlyexit_pb2.MODEL_KIND_MULTI_EXIT,
@@ -61,6 +72,15 @@ class EarlyExitSettings(ServiceSettings):
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads (0: one per core)")
     model_versions: dict[str, str] = Field(
         default_factory=dict, description="model → version to serve; unpinned models follow their CURRENT pointer"
+    )
+    adapt_workers: int = Field(1, ge=0, le=16, description="Adapt workers this replica runs at once (0: none)")
+    adapt_heartbeat_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="an Adapt worker silent this long is taken for lost and restarted"
+    )
+    max_adapt_examples: int = Field(50_000, ge=2, description="labelled examples per Adapt call at most")
+    adapter_cache_bytes: int = Field(256 << 20, ge=1 << 20, description="memory for loaded tenant adapters")
+    adapter_batch_wait_ms: float = Field(
+        2.0, ge=0, le=100, description="how long a tenant batch waits for other tenants' texts"
     )
 
     @field_validator("train_examples")
@@ -113,6 +133,8 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
     async def Classify(
         self, request: earlyexit_pb2.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> earlyexit_pb2.ClassifyResponse:
+        if request.task:
+            return await self._classify_task(request)
         requested = policy_from_proto(request.policy) if request.HasField("policy") else None
         async with self.served.use() as served:
             model, policy, results = await served.classifier.classify(list(request.texts), request.model, requested)
@@ -145,6 +167,46 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
             ],
         )
 
+    async def _classify_task(self, request: earlyexit_pb2.ClassifyRequest) -> earlyexit_pb2.ClassifyResponse:
+        check = Validator()
+        check.check(not request.model, "model", "must be empty when a task is named (the task names its adapter)")
+        check.check(not request.HasField("policy"), "policy", "adapted tasks run every layer; leave it unset")
+        tenant = acting_tenant(check, request.tenant)
+        classifier = self.served.value.classifier
+        classifier.validate_texts(request.texts)
+        check.raise_if_any()
+        tenants = await self.service.tenants()
+        try:
+            adapter, encoded, logits = await tenants.classify(list(request.texts), tenant, request.task)
+        except ValueError as exc:
+            raise InvalidInput.single("task", str(exc)) from None
+        manifest = adapter.manifest
+        depth = tenants.backbone.manifest.num_layers
+        TEXTS.labels(f"{manifest.tenant}.{manifest.task}", "adapter").inc(len(logits))
+        return earlyexit_pb2.ClassifyResponse(
+            model=manifest.task,
+            model_version=manifest.version,
+            backend=self.service.served.value.backend.runtime if self.service.served else "",
+            labels=manifest.labels,
+            results=[
+                adapter_result(manifest.labels, values, text, depth) for values, text in zip(logits, encoded, strict=True)
+            ],
+        )
+
+    async def Adapt(self, request: earlyexit_pb2.AdaptRequest, context: grpc.aio.ServicerContext):
+        return await self.service.adapt_face.adapt(request)
+
+    async def GetOperation(self, request: earlyexit_pb2.GetOperationRequest, context: grpc.aio.ServicerContext):
+        return earlyexit_pb2.GetOperationResponse(operation=await self.service.adapt_face.get(request.id))
+
+    async def CancelOperation(
+        self, request: earlyexit_pb2.CancelOperationRequest, context: grpc.aio.ServicerContext
+    ):
+        return earlyexit_pb2.CancelOperationResponse(operation=await self.service.adapt_face.cancel(request.id))
+
+    async def ListAdapters(self, request: earlyexit_pb2.ListAdaptersRequest, context: grpc.aio.ServicerContext):
+        return await self.service.adapt_face.list(request.tenant)
+
     async def ListModels(
         self, request: earlyexit_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> earlyexit_pb2.ListModelsResponse:
@@ -153,6 +215,20 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
         return earlyexit_pb2.ListModelsResponse(
             models=[model_info(model, name == default) for name, model in sorted(classifier.models.items())]
         )
+
+
+def adapter_result(labels: list[str], logits: np.ndarray, encoded: EncodedText, depth: int) -> earlyexit_pb2.Classification:
+    probabilities = softmax(logits.astype(np.float64))
+    index = int(probabilities.argmax())
+    return earlyexit_pb2.Classification(
+        label=labels[index],
+        label_index=index,
+        probabilities=probabilities.astype(np.float32).tolist(),
+        exit_layer=depth,
+        entropy=float(entropy(probabilities)),
+        token_count=len(encoded.ids),
+        truncated=encoded.truncated,
+    )
 
 
 def build_backend(settings: EarlyExitSettings, models: list[StoredModel]) -> EarlyExitBackend:
@@ -189,6 +265,34 @@ class EarlyExitService(Service):
     def __init__(self, settings: EarlyExitSettings) -> None:
         super().__init__(settings)
         self.served: Generation[Served] | None = None
+        self.jobs = JobStore(settings.models_dir, settings.adapt_heartbeat_timeout_s)
+        self.workers = AdaptWorkers(self.jobs, settings.models_dir, settings.adapt_workers)
+        self.adapt_face = AdaptFace(self.jobs, settings.models_dir, settings.max_adapt_examples, self.workers.wake)
+        self._tenants: TenantClassifier | None = None
+        self._tenants_lock = asyncio.Lock()
+
+    async def _run_backbone(self, work: Callable[[BackboneGraphs], T]) -> T:
+        """On whichever generation serves now: a reload builds a backend without the backbone."""
+        assert self.served is not None and self._tenants is not None
+        async with self.served.use() as served:
+            if not served.backend.has_backbone:
+                await asyncio.to_thread(served.backend.attach_backbone, self._tenants.backbone)
+            return await served.backend.run_backbone(work)
+
+    async def tenants(self) -> TenantClassifier:
+        """Tenant adapters on the shared backbone, loaded when the first task is asked for."""
+        async with self._tenants_lock:
+            if self._tenants is None:
+                backbone = current_backbone(self.settings.models_dir, BASE_MODEL_NAME)
+                if backbone is None:
+                    raise NotFound("no tenant has adapted a task here yet (no backbone is published); call Adapt first")
+                settings = self.settings
+                batching = BatchingConfig(max_batch_size=settings.batch_size, max_wait_s=settings.adapter_batch_wait_ms / 1000)
+                cache = AdapterCache(settings.models_dir, settings.adapter_cache_bytes)
+                tenants = TenantClassifier(backbone, cache, self._run_backbone, batching)
+                tenants.batcher.start()
+                self._tenants = tenants
+            return self._tenants
 
     def _model_bundle(self, name: str) -> Bundle:
         return model_bundle("earlyexit", "early-exit", ModelVersions(models_root(self.settings.models_dir)), name, self.settings)
@@ -229,6 +333,8 @@ class EarlyExitService(Service):
         progress.report(f"loading {len(models)} early-exit models on {settings.backend}")
         self.served = Generation(await self._build(models), Served.close)
         report_served_versions(self.name, self.served.value.versions)
+        if settings.adapt_workers:
+            self.workers.start()
 
     async def reload(self) -> str:
         assert self.served is not None
@@ -247,5 +353,8 @@ class EarlyExitService(Service):
         return f"now serving {wanted}"
 
     async def stop(self) -> None:
+        await self.workers.stop()
+        if self._tenants is not None:
+            await self._tenants.batcher.stop()
         if self.served is not None:
             await self.served.close()

@@ -21,10 +21,10 @@ from rosemesh.experience.v1 import experience_pb2_grpc
 from threadpoolctl import threadpool_limits
 
 from services.adapters.embedding_service import RemoteEmbedder
-from services.common.errors import NotFound, PermissionDenied, Validator
+from services.common.errors import NotFound, Validator
 from services.experience.core.consistency import Token, TokenError
 from services.experience.core.defence import BackdoorScreen
-from services.experience.core.experience import TENANT_PATTERN, Experience, experience_id
+from services.experience.core.experience import Experience, experience_id
 from services.experience.core.orchestrate import DEFAULT_MMR_LAMBDA, DEFAULT_UNCERTAINTY_RATIO, Bucketing
 from services.experience.core.pool import (
     ExperiencePool,
@@ -37,11 +37,10 @@ from services.experience.core.pool import (
 from services.experience.core.ports import ExperienceStore
 from services.experience.core.record import ReasoningPath
 from services.runtime.config import ServiceSettings
-from services.runtime.security import caller_tenant
+from services.runtime.security import acting_tenant
 from services.runtime.server import Service, StartProgress
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperienceService"].full_name
-TENANT_RULE = "must be 1 to 64 characters of a-z, 0-9, '-' and '_'"
 
 
 def default_data_dir() -> Path:
@@ -187,17 +186,6 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
 
     # -- validation -------------------------------------------------------------------------
 
-    def _tenant(self, v: Validator, tenant: str, field: str = "tenant") -> str:
-        """The tenant a call acts for: the token's when authentication is on (a body tenant that
-        disagrees is refused), otherwise the body's."""
-        authenticated = caller_tenant()
-        if authenticated is None:
-            v.check(bool(TENANT_PATTERN.match(tenant)), field, f"{TENANT_RULE}; got {tenant[:80]!r}")
-            return tenant
-        if tenant and tenant != authenticated:
-            raise PermissionDenied(f"{field}: the call's token does not belong to tenant {tenant[:80]!r}")
-        return authenticated
-
     def _check_text(self, v: Validator, text: str, field: str, limit: int) -> None:
         if v.check(bool(text.strip()), field, "must not be empty"):
             size = len(text.encode("utf-8"))
@@ -205,7 +193,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
 
     def _record_input(self, v: Validator, request: pb.RecordRequest, prefix: str = "") -> RecordInput:
         s = self.settings
-        tenant = self._tenant(v, request.tenant, f"{prefix}tenant")
+        tenant = acting_tenant(v, request.tenant, f"{prefix}tenant")
         self._check_text(v, request.question, f"{prefix}question", s.max_question_bytes)
         v.check(len(request.paths) > 0, f"{prefix}paths", "must contain at least one reasoning path")
         v.check(
@@ -220,7 +208,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
 
     def _key(self, v: Validator, request: pb.GetRequest | pb.DeleteRequest) -> tuple[str, str]:
         """(tenant, experience id) named by a Get or Delete."""
-        tenant = self._tenant(v, request.tenant)
+        tenant = acting_tenant(v, request.tenant)
         which = request.WhichOneof("key")
         if which == "id":
             try:
@@ -280,7 +268,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
     ) -> pb.OrchestrateResponse:
         s = self.settings
         v = Validator()
-        tenant = self._tenant(v, request.tenant)
+        tenant = acting_tenant(v, request.tenant)
         self._check_text(v, request.question, "question", s.max_question_bytes)
         v.check(1 <= request.k <= s.max_k, "k", f"must be between 1 and {s.max_k}; got {request.k}")
         v.check(request.strategy in _STRATEGIES, "strategy", f"unknown strategy {request.strategy}")
@@ -343,7 +331,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
         s = self.settings
         v = Validator()
-        tenant = self._tenant(v, request.tenant)
+        tenant = acting_tenant(v, request.tenant)
         v.check(request.page_size >= 0, "page_size", f"must not be negative; got {request.page_size}")
         after_id = None
         if request.page_token:
@@ -363,7 +351,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
         v = Validator()
-        tenant = self._tenant(v, request.tenant)
+        tenant = acting_tenant(v, request.tenant)
         v.raise_if_any()
         stats = await self.pool.stats(tenant, context.time_remaining())
         response = pb.StatsResponse(

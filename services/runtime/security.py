@@ -26,14 +26,14 @@ from typing import Any
 
 import grpc
 
-from services.common.errors import DeadlineExceeded
+from services.common.errors import DeadlineExceeded, PermissionDenied, Validator
+from services.common.tenants import TENANT_PATTERN, TENANT_RULE
 from services.runtime.interceptors import StreamWrapper, UnaryWrapper, WrappingInterceptor
 
 AUTHORIZATION = "authorization"
 BEARER = "Bearer "
 #: Methods under these prefixes answer without credentials.
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-_TENANT = re.compile(r"^[a-z0-9_-]{1,64}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -60,7 +60,7 @@ class TokenTable:
             if not line:
                 continue
             parts = line.split()
-            if len(parts) != 2 or not _TENANT.match(parts[0]) or not _SHA256_HEX.match(parts[1]):
+            if len(parts) != 2 or not TENANT_PATTERN.match(parts[0]) or not _SHA256_HEX.match(parts[1]):
                 raise ValueError(f"{path}:{number}: expected 'TENANT SHA256-HEX' (tenant: a-z, 0-9, '-', '_')")
             if tenants.get(parts[1], parts[0]) != parts[0]:
                 raise ValueError(f"{path}:{number}: the same token hash is given to two tenants")
@@ -86,6 +86,18 @@ class CallContext:
 
 
 _CALL: ContextVar[CallContext | None] = ContextVar("rosemesh_call", default=None)
+
+
+def acting_tenant(check: Validator, tenant: str, field: str = "tenant") -> str:
+    """The tenant a call acts for: the token's when authentication is on (a body tenant that
+    disagrees is refused), otherwise the body's, which must then be a valid name."""
+    authenticated = caller_tenant()
+    if authenticated is None:
+        check.check(bool(TENANT_PATTERN.match(tenant)), field, f"{TENANT_RULE}; got {tenant[:80]!r}")
+        return tenant
+    if tenant and tenant != authenticated:
+        raise PermissionDenied(f"{field}: the call's token does not belong to tenant {tenant[:80]!r}")
+    return authenticated
 
 
 def caller_tenant() -> str | None:

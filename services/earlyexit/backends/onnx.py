@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
 
 from services.common.errors import NotFound
+from services.earlyexit.core.adapters import StoredBackbone
 from services.earlyexit.core.bundle import StoredModel
 from services.earlyexit.core.policy import CascadeResult, ExitPolicy, run_cascade
-from services.earlyexit.core.ports import EarlyExitBackend
+from services.earlyexit.core.ports import BackboneGraphs, EarlyExitBackend
+
+T = TypeVar("T")
 
 
 def _session(path: os.PathLike[str], threads: int) -> ort.InferenceSession:
@@ -48,11 +53,31 @@ class OnnxModel:
         return run_cascade(self.run_segment, input_ids, attention_mask, policy, self.manifest.num_layers)
 
 
+class OnnxBackbone(BackboneGraphs):
+    """The shared backbone's embeddings and layer graphs."""
+
+    def __init__(self, stored: StoredBackbone, threads: int = 0) -> None:
+        threads = threads or (os.cpu_count() or 1)
+        self.num_layers = stored.manifest.num_layers
+        self._embeddings = _session(stored.embeddings_graph, threads)
+        self._layers = [_session(stored.layer_graph(i), threads) for i in range(1, self.num_layers + 1)]
+
+    def embed(self, input_ids: np.ndarray) -> np.ndarray:
+        (hidden,) = self._embeddings.run(None, {"input_ids": input_ids})
+        return hidden
+
+    def layer(self, layer: int, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        (out,) = self._layers[layer - 1].run(None, {"hidden_in": hidden, "attention_mask": attention_mask})
+        return out
+
+
 class OnnxRuntimeBackend(EarlyExitBackend):
     runtime = "onnxruntime"
 
     def __init__(self, models: list[StoredModel], threads: int = 0) -> None:
         self.models = {stored.name: OnnxModel(stored, threads) for stored in models}
+        self.threads = threads
+        self.backbone: OnnxBackbone | None = None
         # One batch at a time: a session already uses every core.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
 
@@ -65,6 +90,19 @@ class OnnxRuntimeBackend(EarlyExitBackend):
         return await loop.run_in_executor(
             self._executor, self.models[model].classify, input_ids, attention_mask, policy
         )
+
+    @property
+    def has_backbone(self) -> bool:
+        return self.backbone is not None
+
+    def attach_backbone(self, stored: StoredBackbone) -> None:
+        self.backbone = OnnxBackbone(stored, self.threads)
+
+    async def run_backbone(self, work: Callable[[BackboneGraphs], T]) -> T:
+        if self.backbone is None:
+            raise NotFound("no adapter backbone is loaded; train an adapter first (Adapt)")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, work, self.backbone)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import numpy as np
 
+from services.earlyexit.core.adapters import StoredBackbone
 from services.earlyexit.core.policy import CascadeResult, ExitPolicy
+
+T = TypeVar("T")
+
+
+class BackboneGraphs(Protocol):
+    """The shared frozen backbone, a graph per stage, called synchronously on the backend's worker."""
+
+    num_layers: int
+
+    def embed(self, input_ids: np.ndarray) -> np.ndarray:
+        """(batch, tokens) ids → (batch, tokens, hidden) embeddings."""
+
+    def layer(self, layer: int, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """1-based ``layer`` on (batch, positions, hidden) states under a 1/0 key mask."""
 
 
 class EarlyExitBackend(ABC):
@@ -26,3 +43,13 @@ class EarlyExitBackend(ABC):
 
     async def close(self) -> None:
         """Release the runtime's resources."""
+
+    has_backbone: bool = False
+
+    def attach_backbone(self, stored: StoredBackbone) -> None:
+        """Load the shared adapter backbone's graphs (blocking: call it off the event loop)."""
+        raise NotImplementedError(f"{self.runtime} does not serve tenant adapters yet")
+
+    async def run_backbone(self, work: Callable[[BackboneGraphs], T]) -> T:
+        """Run ``work`` against the shared backbone's graphs on this runtime."""
+        raise NotImplementedError(f"{self.runtime} does not serve tenant adapters yet")

@@ -140,19 +140,21 @@ def hash_variant(variant: str) -> HashVariant | None:
     return HashVariant(kind, int(start) if start else 1)
 
 
-def _batches(
-    encoded: list[EncodedText], labels: list[int], batch_size: int, rng: random.Random
-) -> list[list[int]]:
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Shuffled batches of similar length: shuffle, sort within pools of 50 batches, cut."""
-    order = list(range(len(encoded)))
+    order = list(range(len(lengths)))
     rng.shuffle(order)
     pool = batch_size * 50
     batches = []
     for start in range(0, len(order), pool):
-        chunk = sorted(order[start : start + pool], key=lambda i: len(encoded[i].ids))
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def _batches(encoded: list[EncodedText], batch_size: int, rng: random.Random) -> list[list[int]]:
+    return length_bucketed_batches([len(e.ids) for e in encoded], batch_size, rng)
 
 
 def _tensors(encoded: list[EncodedText], rows: list[int]):  # -> tuple[torch.Tensor, torch.Tensor]
@@ -185,7 +187,7 @@ def fine_tune(
         weight_decay=0.01,
     )
     epochs = max(1, int(np.ceil(config.epochs)))
-    schedule = [batch for _ in range(epochs) for batch in _batches(encoded, labels, config.batch_size, rng)]
+    schedule = [batch for _ in range(epochs) for batch in _batches(encoded, config.batch_size, rng)]
     schedule = schedule[: int(len(schedule) * config.epochs / epochs)]
     warmup = max(1, int(len(schedule) * config.warmup))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -434,7 +436,7 @@ def seconds_per_step(dataset: str, config: TrainConfig = TrainConfig(), steps: i
     source = source_model_dir()
     bert_config = json.loads((source / "config.json").read_text())
     encoded = TextEncoder(source / "tokenizer.json", MAX_TOKENS).encode([r.text for r in splits.train[:2000]])
-    batches = _batches(encoded, [0] * len(encoded), config.batch_size, random.Random(config.seed))
+    batches = _batches(encoded, config.batch_size, random.Random(config.seed))
     torch.set_num_threads(os.cpu_count() or 1)
     model = MultiExitClassifier(Encoder(bert_config), len(splits.labels))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)

@@ -11,7 +11,6 @@ from services.experience.core.record import PathSummary
 
 # A fixed namespace so that ids are stable across processes, machines and versions.
 EXPERIENCE_NAMESPACE = uuid.UUID("5b0f3a52-6c57-4f4e-9d4e-1c1d2e7c8a90")
-TENANT_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 _WHITESPACE = re.compile(r"\s+")
 
 

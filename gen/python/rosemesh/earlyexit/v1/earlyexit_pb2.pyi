@@ -27,6 +27,21 @@ class TokenHash(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOKEN_HASH_UNSPECIFIED: _ClassVar[TokenHash]
     TOKEN_HASH_FREQUENCY: _ClassVar[TokenHash]
     TOKEN_HASH_RANDOM: _ClassVar[TokenHash]
+
+class AdaptMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ADAPT_METHOD_UNSPECIFIED: _ClassVar[AdaptMethod]
+    ADAPT_METHOD_LPT: _ClassVar[AdaptMethod]
+    ADAPT_METHOD_LORA: _ClassVar[AdaptMethod]
+
+class OperationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPERATION_STATE_UNSPECIFIED: _ClassVar[OperationState]
+    OPERATION_STATE_QUEUED: _ClassVar[OperationState]
+    OPERATION_STATE_RUNNING: _ClassVar[OperationState]
+    OPERATION_STATE_SUCCEEDED: _ClassVar[OperationState]
+    OPERATION_STATE_FAILED: _ClassVar[OperationState]
+    OPERATION_STATE_CANCELLED: _ClassVar[OperationState]
 EXIT_MODE_UNSPECIFIED: ExitMode
 EXIT_MODE_STATIC: ExitMode
 EXIT_MODE_DYNAMIC: ExitMode
@@ -39,6 +54,15 @@ MODEL_KIND_PLAIN: ModelKind
 TOKEN_HASH_UNSPECIFIED: TokenHash
 TOKEN_HASH_FREQUENCY: TokenHash
 TOKEN_HASH_RANDOM: TokenHash
+ADAPT_METHOD_UNSPECIFIED: AdaptMethod
+ADAPT_METHOD_LPT: AdaptMethod
+ADAPT_METHOD_LORA: AdaptMethod
+OPERATION_STATE_UNSPECIFIED: OperationState
+OPERATION_STATE_QUEUED: OperationState
+OPERATION_STATE_RUNNING: OperationState
+OPERATION_STATE_SUCCEEDED: OperationState
+OPERATION_STATE_FAILED: OperationState
+OPERATION_STATE_CANCELLED: OperationState
 
 class ExitPolicy(_message.Message):
     __slots__ = ("mode", "static_layer", "entropy_threshold", "patience")
@@ -53,14 +77,18 @@ class ExitPolicy(_message.Message):
     def __init__(self, mode: _Optional[_Union[ExitMode, str]] = ..., static_layer: _Optional[int] = ..., entropy_threshold: _Optional[float] = ..., patience: _Optional[int] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("texts", "model", "policy")
+    __slots__ = ("texts", "model", "policy", "task", "tenant")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     model: str
     policy: ExitPolicy
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., policy: _Optional[_Union[ExitPolicy, _Mapping]] = ...) -> None: ...
+    task: str
+    tenant: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., policy: _Optional[_Union[ExitPolicy, _Mapping]] = ..., task: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class TokenExit(_message.Message):
     __slots__ = ("token", "exit_layer")
@@ -161,3 +189,147 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class LptOptions(_message.Message):
+    __slots__ = ("insertion_layer", "prompt_length", "generator_size")
+    INSERTION_LAYER_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_SIZE_FIELD_NUMBER: _ClassVar[int]
+    insertion_layer: int
+    prompt_length: int
+    generator_size: int
+    def __init__(self, insertion_layer: _Optional[int] = ..., prompt_length: _Optional[int] = ..., generator_size: _Optional[int] = ...) -> None: ...
+
+class LoraOptions(_message.Message):
+    __slots__ = ("rank", "target_modules")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rank: _Optional[int] = ..., target_modules: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LabelledExample(_message.Message):
+    __slots__ = ("text", "label")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    label: str
+    def __init__(self, text: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
+class AdaptRequest(_message.Message):
+    __slots__ = ("tenant", "task", "examples", "dataset", "method", "lpt", "lora", "epochs", "request_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    LPT_FIELD_NUMBER: _ClassVar[int]
+    LORA_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    task: str
+    examples: _containers.RepeatedCompositeFieldContainer[LabelledExample]
+    dataset: str
+    method: AdaptMethod
+    lpt: LptOptions
+    lora: LoraOptions
+    epochs: float
+    request_id: str
+    def __init__(self, tenant: _Optional[str] = ..., task: _Optional[str] = ..., examples: _Optional[_Iterable[_Union[LabelledExample, _Mapping]]] = ..., dataset: _Optional[str] = ..., method: _Optional[_Union[AdaptMethod, str]] = ..., lpt: _Optional[_Union[LptOptions, _Mapping]] = ..., lora: _Optional[_Union[LoraOptions, _Mapping]] = ..., epochs: _Optional[float] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Operation(_message.Message):
+    __slots__ = ("id", "tenant", "task", "method", "state", "stage", "progress", "dev_accuracy", "adapter_version", "error", "attempts", "created_at", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    DEV_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tenant: str
+    task: str
+    method: AdaptMethod
+    state: OperationState
+    stage: str
+    progress: float
+    dev_accuracy: float
+    adapter_version: str
+    error: str
+    attempts: int
+    created_at: float
+    updated_at: float
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., task: _Optional[str] = ..., method: _Optional[_Union[AdaptMethod, str]] = ..., state: _Optional[_Union[OperationState, str]] = ..., stage: _Optional[str] = ..., progress: _Optional[float] = ..., dev_accuracy: _Optional[float] = ..., adapter_version: _Optional[str] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class AdaptResponse(_message.Message):
+    __slots__ = ("operation",)
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    operation: Operation
+    def __init__(self, operation: _Optional[_Union[Operation, _Mapping]] = ...) -> None: ...
+
+class GetOperationRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetOperationResponse(_message.Message):
+    __slots__ = ("operation",)
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    operation: Operation
+    def __init__(self, operation: _Optional[_Union[Operation, _Mapping]] = ...) -> None: ...
+
+class CancelOperationRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CancelOperationResponse(_message.Message):
+    __slots__ = ("operation",)
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    operation: Operation
+    def __init__(self, operation: _Optional[_Union[Operation, _Mapping]] = ...) -> None: ...
+
+class ListAdaptersRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class AdapterInfo(_message.Message):
+    __slots__ = ("tenant", "task", "version", "method", "labels", "dev_accuracy", "parameters", "insertion_layer", "prompt_length", "rank")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DEV_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    INSERTION_LAYER_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    task: str
+    version: str
+    method: AdaptMethod
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    dev_accuracy: float
+    parameters: int
+    insertion_layer: int
+    prompt_length: int
+    rank: int
+    def __init__(self, tenant: _Optional[str] = ..., task: _Optional[str] = ..., version: _Optional[str] = ..., method: _Optional[_Union[AdaptMethod, str]] = ..., labels: _Optional[_Iterable[str]] = ..., dev_accuracy: _Optional[float] = ..., parameters: _Optional[int] = ..., insertion_layer: _Optional[int] = ..., prompt_length: _Optional[int] = ..., rank: _Optional[int] = ...) -> None: ...
+
+class ListAdaptersResponse(_message.Message):
+    __slots__ = ("adapters",)
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    adapters: _containers.RepeatedCompositeFieldContainer[AdapterInfo]
+    def __init__(self, adapters: _Optional[_Iterable[_Union[AdapterInfo, _Mapping]]] = ...) -> None: ...

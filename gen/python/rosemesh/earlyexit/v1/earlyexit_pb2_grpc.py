@@ -46,6 +46,26 @@ class EarlyExitServiceStub:
                 request_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Adapt = channel.unary_unary(
+                '/rosemesh.earlyexit.v1.EarlyExitService/Adapt',
+                request_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.AdaptRequest.SerializeToString,
+                response_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.AdaptResponse.FromString,
+                _registered_method=True)
+        self.GetOperation = channel.unary_unary(
+                '/rosemesh.earlyexit.v1.EarlyExitService/GetOperation',
+                request_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.GetOperationRequest.SerializeToString,
+                response_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.GetOperationResponse.FromString,
+                _registered_method=True)
+        self.CancelOperation = channel.unary_unary(
+                '/rosemesh.earlyexit.v1.EarlyExitService/CancelOperation',
+                request_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.CancelOperationRequest.SerializeToString,
+                response_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.CancelOperationResponse.FromString,
+                _registered_method=True)
+        self.ListAdapters = channel.unary_unary(
+                '/rosemesh.earlyexit.v1.EarlyExitService/ListAdapters',
+                request_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListAdaptersRequest.SerializeToString,
+                response_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListAdaptersResponse.FromString,
+                _registered_method=True)
 
 
 class EarlyExitServiceServicer:
@@ -67,6 +87,35 @@ class EarlyExitServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Adapt(self, request, context):
+        """Adapt starts training a tenant's adapter on the shared frozen backbone and answers at once
+        with the operation; training runs in a worker process, never in the serving process.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOperation(self, request, context):
+        """GetOperation reports an Adapt operation's state, progress and dev accuracy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelOperation(self, request, context):
+        """CancelOperation stops an Adapt operation that has not finished; a finished one is unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAdapters(self, request, context):
+        """ListAdapters lists the caller's published adapters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EarlyExitServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +128,26 @@ def add_EarlyExitServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListModelsRequest.FromString,
                     response_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Adapt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Adapt,
+                    request_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.AdaptRequest.FromString,
+                    response_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.AdaptResponse.SerializeToString,
+            ),
+            'GetOperation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOperation,
+                    request_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.GetOperationRequest.FromString,
+                    response_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.GetOperationResponse.SerializeToString,
+            ),
+            'CancelOperation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOperation,
+                    request_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.CancelOperationRequest.FromString,
+                    response_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.CancelOperationResponse.SerializeToString,
+            ),
+            'ListAdapters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdapters,
+                    request_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListAdaptersRequest.FromString,
+                    response_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListAdaptersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +206,114 @@ class EarlyExitService:
             '/rosemesh.earlyexit.v1.EarlyExitService/ListModels',
             rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListModelsRequest.SerializeToString,
             rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Adapt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rosemesh.earlyexit.v1.EarlyExitService/Adapt',
+            rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.AdaptRequest.SerializeToString,
+            rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.AdaptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rosemesh.earlyexit.v1.EarlyExitService/GetOperation',
+            rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.GetOperationRequest.SerializeToString,
+            rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.GetOperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rosemesh.earlyexit.v1.EarlyExitService/CancelOperation',
+            rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.CancelOperationRequest.SerializeToString,
+            rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.CancelOperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdapters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rosemesh.earlyexit.v1.EarlyExitService/ListAdapters',
+            rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListAdaptersRequest.SerializeToString,
+            rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListAdaptersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,174 @@
+"""Tenant adapters on one shared frozen backbone, as the model store holds them.
+
+- The backbone: ``<models_dir>/backbones/<base model>/<version>/``, the base model's embeddings
+  and each layer as its own graph, so that prompts can enter between layers.
+- An adapter: ``<models_dir>/adapters/<tenant>.<task>/<version>/``, a manifest and the adapter's
+  weights (``weights.npz``), published and pointed at like every other model
+  (``services.common.model_versions``); immutable once published.
+
+The Late Prompt Tuning arithmetic that runs per tenant (the prompt generator and the head) is
+small, so it runs here in numpy; the backbone's layers run on the backend.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from services.common.model_versions import ModelVersions
+from services.common.tenants import TENANT_PATTERN, TENANT_RULE
+
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.npz"
+EMBEDDINGS_GRAPH = "embeddings.onnx"
+#: Task names follow the tenant rule, so "<tenant>.<task>" is unambiguous.
+TASK_PATTERN = TENANT_PATTERN
+
+
+class AdaptMethod(str, Enum):
+    LPT = "lpt"
+    LORA = "lora"
+
+
+def backbones_root(models_dir: Path) -> Path:
+    return models_dir / "backbones"
+
+
+def adapters_root(models_dir: Path) -> Path:
+    return models_dir / "adapters"
+
+
+def adapter_name(tenant: str, task: str) -> str:
+    """The store's name of a tenant's task; neither part may hold a dot, so it is unambiguous."""
+    if not TENANT_PATTERN.match(tenant):
+        raise ValueError(f"tenant {tenant!r} {TENANT_RULE}")
+    if not TASK_PATTERN.match(task):
+        raise ValueError(f"task {task!r} {TENANT_RULE}")
+    return f"{tenant}.{task}"
+
+
+def layer_graph(layer: int) -> str:
+    """The graph of 1-based backbone layer ``layer``."""
+    return f"layer_{layer}.onnx"
+
+
+class BackboneManifest(BaseModel):
+    base_model: str
+    version: str
+    num_layers: int
+    hidden: int
+    ffn: int
+    max_tokens: int
+    #: Parameters of the whole backbone, to compare with what each adapter adds.
+    parameters: int
+
+
+class StoredBackbone:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.manifest = BackboneManifest.model_validate_json((directory / MANIFEST).read_text())
+
+    @property
+    def embeddings_graph(self) -> Path:
+        return self.directory / EMBEDDINGS_GRAPH
+
+    def layer_graph(self, layer: int) -> Path:
+        return self.directory / layer_graph(layer)
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.directory / "tokenizer.json"
+
+
+class AdapterManifest(BaseModel):
+    tenant: str
+    task: str
+    version: str
+    method: AdaptMethod
+    base_model: str
+    backbone_version: str
+    labels: list[str]
+    #: LPT: the 1-based layer the prompt enters before, and its length.
+    insertion_layer: int = 0
+    prompt_length: int = 0
+    generator_size: int = 0
+    #: LoRA: the rank and the adapted projections.
+    rank: int = 0
+    target_modules: list[str] = Field(default_factory=list)
+    parameters: int
+    dev_accuracy: float
+    training: dict[str, object] = Field(default_factory=dict)
+
+
+class StoredAdapter:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.manifest = AdapterManifest.model_validate_json((directory / MANIFEST).read_text())
+
+    def weights(self) -> dict[str, np.ndarray]:
+        with np.load(self.directory / WEIGHTS) as archive:
+            return {name: archive[name] for name in archive.files}
+
+
+def write_json(path: Path, model: BaseModel) -> None:
+    """Atomically: a reader never sees half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(model.model_dump(mode="json"), indent=2))
+    temporary.replace(path)
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    weights = mask.astype(hidden.dtype)[:, :, None]
+    return (hidden * weights).sum(axis=1) / weights.sum(axis=1)
+
+
+class LatePromptAdapter:
+    """One tenant's prompt generator and head (see ``services.earlyexit.offline.lpt``)."""
+
+    def __init__(self, stored: StoredAdapter) -> None:
+        manifest = stored.manifest
+        if manifest.method is not AdaptMethod.LPT:
+            raise ValueError(f"{manifest.tenant}.{manifest.task} is a {manifest.method.value} adapter, not LPT")
+        self.manifest = manifest
+        w = stored.weights()
+        self.static = w["generator.static"]
+        self.down_w, self.down_b = w["generator.down.weight"].T.copy(), w["generator.down.bias"]
+        self.up_w, self.up_b = w["generator.up.weight"].T.copy(), w["generator.up.bias"]
+        self.pooler_w, self.pooler_b = w["head.pooler.weight"].T.copy(), w["head.pooler.bias"]
+        self.classifier_w, self.classifier_b = w["head.classifier.weight"].T.copy(), w["head.classifier.bias"]
+        self.nbytes = sum(a.nbytes for a in w.values())
+
+    @property
+    def insertion_layer(self) -> int:
+        return self.manifest.insertion_layer
+
+    @property
+    def prompt_length(self) -> int:
+        return self.manifest.prompt_length
+
+    def prompt(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(rows, tokens, hidden) states before the insertion layer → (rows, length, hidden)."""
+        generated = np.tanh(mean_pool(hidden, mask) @ self.down_w + self.down_b) @ self.up_w + self.up_b
+        return generated.reshape(len(hidden), self.prompt_length, -1) + self.static
+
+    def logits(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The head on the top layer's real tokens (prompt positions excluded)."""
+        summary = np.tanh(mean_pool(hidden, mask) @ self.pooler_w + self.pooler_b)
+        return summary @ self.classifier_w + self.classifier_b
+
+
+def list_adapters(models_dir: Path, tenant: str | None = None) -> list[StoredAdapter]:
+    """The current version of every adapter, or of one tenant's."""
+    versions = ModelVersions(adapters_root(models_dir))
+    stored = []
+    for name in versions.names():
+        if tenant is not None and name.partition(".")[0] != tenant:
+            continue
+        version = versions.current(name)
+        if version is not None:
+            stored.append(StoredAdapter(versions.path(name, version)))
+    return stored
