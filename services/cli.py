@@ -155,6 +155,9 @@ def classify(
     layer: Annotated[int, typer.Option(help="static: layers to run")] = 0,
     threshold: Annotated[float | None, typer.Option(help="dynamic: entropy threshold in nats")] = None,
     patience: Annotated[int | None, typer.Option(help="patience: layers that must agree")] = None,
+    task: Annotated[str, typer.Option(help="a tenant's adapted task instead of a model (see `rosemesh adapt`)")] = "",
+    tenant: Annotated[str, typer.Option(help="the task's tenant (with authentication on, the token's)")] = "",
+    token: Annotated[str, typer.Option(envvar="ROSEMESH_TOKEN", help="API token, with authentication on")] = "",
 ) -> None:
     """Classify TEXTS with a running early-exit service; one JSON line per text."""
     from services.earlyexit.client import EarlyExitClient
@@ -166,8 +169,11 @@ def classify(
         raise typer.BadParameter(f"unknown mode {mode!r}", param_hint="--mode") from None
 
     async def call() -> None:
-        async with EarlyExitClient(target) as client:
-            response = await client.classify(texts, model=model, policy=policy)
+        async with EarlyExitClient(target, token=token or None) as client:
+            if task:
+                response = await client.classify_task(texts, task, tenant=tenant)
+            else:
+                response = await client.classify(texts, model=model, policy=policy)
         for text, result in zip(texts, response.results, strict=True):
             line = {
                 "text": text,
@@ -242,6 +248,7 @@ def adapt(
     epochs: Annotated[float | None, typer.Option(help="passes over the examples (default: the service's)")] = None,
     wait: Annotated[bool, typer.Option(help="follow the operation until it ends")] = True,
     target: Annotated[str, typer.Option(envvar="ROSEMESH_EARLYEXIT_TARGET")] = "127.0.0.1:50053",
+    token: Annotated[str, typer.Option(envvar="ROSEMESH_TOKEN", help="API token, with authentication on")] = "",
 ) -> None:
     """Train a tenant's classifier on the shared backbone (Late Prompt Tuning) and publish it."""
     from rich.progress import Progress
@@ -261,7 +268,7 @@ def adapt(
                 request.examples.add(text=row["text"], label=row["label"])
 
     async def call() -> None:
-        async with EarlyExitClient(target) as client:
+        async with EarlyExitClient(target, token=token or None) as client:
             operation = await client.adapt(request)
             if wait:
                 with Progress(*counting_columns(), transient=True) as progress:
@@ -444,6 +451,40 @@ def bench_earlyexit(
         )  # fmt: skip
     except TrainingTooLong as exc:
         raise typer.BadParameter(str(exc)) from None
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@bench_app.command("adapters")
+def bench_adapters(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    datasets: Annotated[
+        list[str] | None, typer.Option("--dataset", help="data sets, one tenant each (default: rotten_tomatoes, banking77, clinc150)")
+    ] = None,
+    texts: Annotated[int, typer.Option(help="test texts per data set")] = 1000,
+    rounds: Annotated[int, typer.Option(help="interleaved throughput rounds")] = 3,
+    insertion_layer: Annotated[int, typer.Option(help="LPT: layer the prompt enters before")] = 0,
+    prompt_length: Annotated[int, typer.Option(help="LPT: prompt vectors")] = 0,
+    epochs: Annotated[float, typer.Option(help="epochs of LPT and of full fine-tuning in the training race")] = 0.0,
+    train_examples: Annotated[int, typer.Option(help="examples each side trains on in the training race")] = 2000,
+    training_rounds: Annotated[int, typer.Option(help="alternating training runs of each side")] = 1,
+) -> None:
+    """Tenant adapters (LPT) on one backbone against full fine-tuning: accuracy, training, memory, throughput."""
+    from dataclasses import replace
+
+    from services.earlyexit.offline.adapters_bench import DATASETS, run_benchmark
+    from services.earlyexit.offline.lpt import LptConfig
+    from services.offline.datasets import CLASSIFICATION_DATASETS
+
+    unknown = sorted(set(datasets or ()) - set(CLASSIFICATION_DATASETS))
+    if unknown:
+        raise typer.BadParameter(f"unknown data sets {unknown}; known: {sorted(CLASSIFICATION_DATASETS)}")
+    lpt = LptConfig()
+    changes = {"insertion_layer": insertion_layer, "prompt_length": prompt_length, "epochs": epochs}
+    lpt = replace(lpt, **{k: v for k, v in changes.items() if v})
+    result = run_benchmark(
+        tuple(datasets or DATASETS), texts=texts, rounds=rounds, lpt=lpt, train_examples=train_examples,
+        training_rounds=training_rounds, quiet=as_json,
+    )
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

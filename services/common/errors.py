@@ -60,10 +60,6 @@ class PermissionDenied(ServiceError):
     """The caller is authenticated but may not touch what it asked for (another tenant's data)."""
 
 
-class Unimplemented(ServiceError):
-    """The request is well formed but asks for something this release does not do."""
-
-
 class Validator:
     """Collects field violations, then raises them together."""
 

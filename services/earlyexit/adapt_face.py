@@ -12,8 +12,8 @@ from pathlib import Path
 from rosemesh.earlyexit.v1 import earlyexit_pb2 as pb
 
 from services.common.base_model import source_model_dir
-from services.common.errors import NotFound, Unimplemented, Validator
-from services.earlyexit.core.adapters import TASK_PATTERN, AdaptMethod, list_adapters
+from services.common.errors import NotFound, Validator
+from services.earlyexit.core.adapters import LORA_MODULES, TASK_PATTERN, AdaptMethod, list_adapters
 from services.earlyexit.core.jobs import AdaptSpec, JobRecord, JobState, JobStore
 from services.offline.datasets import CLASSIFICATION_DATASETS
 from services.runtime.security import acting_tenant, caller_tenant
@@ -27,7 +27,6 @@ _STATES = {
     JobState.FAILED: pb.OPERATION_STATE_FAILED,
     JobState.CANCELLED: pb.OPERATION_STATE_CANCELLED,
 }
-LORA_MODULES = ("query", "key", "value", "attention_out", "ffn_in", "ffn_out")
 MAX_TEXT_CHARS = 20_000
 MAX_LABEL_CHARS = 128
 MAX_REQUEST_ID_CHARS = 128
@@ -94,12 +93,12 @@ class AdaptFace:
         if lora.rank:
             check.check(lora.rank <= 64, "lora.rank", "must be 1 to 64")
         unknown = sorted(set(lora.target_modules) - set(LORA_MODULES))
-        check.check(not unknown, "lora.target_modules", f"unknown {unknown}; choose from {', '.join(LORA_MODULES)}")
+        check.check(
+            not unknown, "lora.target_modules", f"{unknown} are not served; choose from {', '.join(LORA_MODULES)}"
+        )
         if request.HasField("epochs"):
             check.check(0 < request.epochs <= 20, "epochs", f"must be above 0 and at most 20, got {request.epochs}")
         check.raise_if_any()
-        if method is AdaptMethod.LORA:
-            raise Unimplemented("LORA adapters are not trained or served yet; use ADAPT_METHOD_LPT")
         spec = AdaptSpec(
             tenant=tenant,
             task=request.task,

@@ -21,7 +21,6 @@ from services.common.errors import (
     PermissionDenied,
     ServiceError,
     Unauthenticated,
-    Unimplemented,
 )
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,6 @@ _CODES: list[tuple[type[ServiceError], int]] = [
     (DeadlineExceeded, code_pb2.DEADLINE_EXCEEDED),
     (Unauthenticated, code_pb2.UNAUTHENTICATED),
     (PermissionDenied, code_pb2.PERMISSION_DENIED),
-    (Unimplemented, code_pb2.UNIMPLEMENTED),
 ]
 
 

@@ -25,15 +25,17 @@ from services.earlyexit.core.adapters import (
     WEIGHTS,
     AdapterManifest,
     AdaptMethod,
-    LatePromptAdapter,
     StoredAdapter,
     StoredBackbone,
+    TenantAdapter,
+    load_adapter,
     write_json,
 )
 from services.earlyexit.core.jobs import AdaptSpec, JobState, JobStore
-from services.earlyexit.core.tenants import late_prompt_logits
+from services.earlyexit.core.tenants import adapter_logits
 from services.earlyexit.offline.adapt import stratified_split
 from services.earlyexit.offline.backbone import load_encoder, publish_backbone
+from services.earlyexit.offline.lora import LoraClassifier, LoraTrainConfig, lora_weights
 from services.earlyexit.offline.lpt import LatePromptClassifier, LptConfig, adapter_weights
 from services.offline.datasets import rotten_tomatoes_splits
 from services.runtime.security import hash_token
@@ -50,35 +52,44 @@ def texts() -> list[str]:
     return [row.text for row in rotten_tomatoes_splits().test[:24]]
 
 
-def random_adapter(directory: Path, backbone: StoredBackbone, config: LptConfig, labels: int, seed: int):
-    """A trained-shape adapter with random weights, published as a bundle, and its torch model."""
+def random_adapter(directory: Path, backbone: StoredBackbone, config, labels: int, seed: int) -> tuple[TenantAdapter, torch.nn.Module]:
+    """An adapter of trained shape with random weights (LPT for an LptConfig, else LoRA),
+    published as a bundle, and its PyTorch model."""
     torch.manual_seed(seed)
-    model = LatePromptClassifier(load_encoder(), labels, config).eval()
+    lpt = isinstance(config, LptConfig)
+    model = (LatePromptClassifier if lpt else LoraClassifier)(load_encoder(), labels, config).eval()
     with torch.no_grad():
         for parameter in model.trainable():
             parameter.normal_(0, 0.05)
     directory.mkdir(parents=True)
-    weights = adapter_weights(model)
+    weights = adapter_weights(model) if lpt else lora_weights(model)
     np.savez(directory / WEIGHTS, **weights)
+    shape = (
+        {"insertion_layer": config.insertion_layer, "prompt_length": config.prompt_length, "generator_size": config.generator_size}
+        if lpt
+        else {"rank": config.rank, "target_modules": list(config.target_modules)}
+    )
     write_json(
         directory / MANIFEST,
         AdapterManifest(
-            tenant=f"tenant{seed}", task="task", version="v1", method=AdaptMethod.LPT, base_model="m",
-            backbone_version=backbone.manifest.version, labels=[str(i) for i in range(labels)],
-            insertion_layer=config.insertion_layer, prompt_length=config.prompt_length,
-            generator_size=config.generator_size, parameters=sum(w.size for w in weights.values()), dev_accuracy=0.5,
+            tenant=f"tenant{seed}", task="task", version="v1", method=AdaptMethod.LPT if lpt else AdaptMethod.LORA,
+            base_model="m", backbone_version=backbone.manifest.version, labels=[str(i) for i in range(labels)],
+            parameters=sum(w.size for w in weights.values()), dev_accuracy=0.5, **shape,
         ),
     )
-    return LatePromptAdapter(StoredAdapter(directory)), model
+    return load_adapter(StoredAdapter(directory)), model
 
 
-def test_the_backbone_graphs_and_numpy_adapter_match_pytorch(tmp_path: Path, backbone: StoredBackbone, texts: list[str]) -> None:
-    adapter, model = random_adapter(tmp_path / "a", backbone, LptConfig(insertion_layer=3, prompt_length=4), 2, 1)
+@pytest.mark.parametrize(
+    "config", [LptConfig(insertion_layer=3, prompt_length=4), LoraTrainConfig(rank=4)], ids=["lpt", "lora"]
+)
+def test_the_served_adapter_matches_its_pytorch_model(tmp_path: Path, backbone: StoredBackbone, texts: list[str], config) -> None:
+    adapter, model = random_adapter(tmp_path / "a", backbone, config, 2, 1)
     encoded = TextEncoder(backbone.tokenizer_path, 64).encode(texts)
     ids, mask = pad_batch(encoded)
     with torch.no_grad():
         expected = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-    served = np.stack(late_prompt_logits(OnnxBackbone(backbone), ids, mask, [adapter] * len(ids)))
+    served = np.stack(adapter_logits(OnnxBackbone(backbone), ids, mask, [adapter] * len(ids)))
     assert np.abs(served - expected).max() < 1e-4
 
 
@@ -90,14 +101,16 @@ def test_a_rows_answer_does_not_depend_on_the_other_tenants_in_its_batch(
         random_adapter(tmp_path / "a", backbone, LptConfig(insertion_layer=2, prompt_length=8), 2, 1)[0],
         random_adapter(tmp_path / "b", backbone, LptConfig(insertion_layer=4, prompt_length=3), 5, 2)[0],
         random_adapter(tmp_path / "c", backbone, LptConfig(insertion_layer=4, prompt_length=6), 3, 3)[0],
+        random_adapter(tmp_path / "d", backbone, LoraTrainConfig(rank=8), 4, 4)[0],
+        random_adapter(tmp_path / "e", backbone, LoraTrainConfig(rank=2, target_modules=("value",)), 2, 5)[0],
     ]
     encoded = TextEncoder(backbone.tokenizer_path, 64).encode(texts)
-    owners = [adapters[i % 3] for i in range(len(encoded))]
+    owners = [adapters[i % len(adapters)] for i in range(len(encoded))]
     ids, mask = pad_batch(encoded)
-    mixed = late_prompt_logits(graphs, ids, mask, owners)
+    mixed = adapter_logits(graphs, ids, mask, owners)
     for row, (text, owner) in enumerate(zip(encoded, owners, strict=True)):
         alone_ids, alone_mask = pad_batch([text])
-        (alone,) = late_prompt_logits(graphs, alone_ids, alone_mask, [owner])
+        (alone,) = adapter_logits(graphs, alone_ids, alone_mask, [owner])
         assert mixed[row].shape == (len(owner.manifest.labels),)
         assert np.abs(mixed[row] - alone).max() < 1e-4
         assert mixed[row].argmax() == alone.argmax()
@@ -232,6 +245,7 @@ async def test_a_tenant_adapts_a_task_and_classifies_with_it(acme: EarlyExitClie
         (lambda r: setattr(r, "dataset", "imdb-nope"), "examples", "not both"),
         (lambda r: setattr(r.lpt, "insertion_layer", 9), "lpt.insertion_layer", "2 to 6"),
         (lambda r: setattr(r.lora, "rank", 65), "lora.rank", "1 to 64"),
+        (lambda r: r.lora.target_modules.append("ffn_in"), "lora.target_modules", "not served"),
         (lambda r: setattr(r, "task", "Bad Name"), "task", "a-z"),
         (lambda r: setattr(r, "epochs", 0.0), "epochs", "above 0"),
         (lambda r: r.examples.extend([r.examples[0]] * 50_000), "examples", "at most 50000"),
@@ -246,12 +260,16 @@ async def test_bad_adapt_requests_are_refused_with_the_field_at_fault(acme: Earl
     assert field in caught.value.details() and message in caught.value.details()
 
 
-async def test_lora_is_refused_as_not_yet_served(acme: EarlyExitClient) -> None:
-    request = sentiment_request("lora", count=8)
-    request.method = pb.ADAPT_METHOD_LORA
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await acme.adapt(request)
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+async def test_a_lora_task_is_trained_and_served_beside_an_lpt_one(acme: EarlyExitClient) -> None:
+    request = sentiment_request("reviews-lora")
+    request.method, request.lora.rank = pb.ADAPT_METHOD_LORA, 4
+    done = await finished(acme, await acme.adapt(request))
+    assert done.state == pb.OPERATION_STATE_SUCCEEDED, done.error
+    texts = ["a moving, beautifully acted film", "a tedious mess"]
+    lora, lpt = await asyncio.gather(acme.classify_task(texts, "reviews-lora"), acme.classify_task(texts, "reviews"))
+    assert lora.model_version == done.adapter_version and len(lora.results) == len(lpt.results) == 2
+    infos = {info.task: info for info in await acme.list_adapters()}
+    assert infos["reviews-lora"].method == pb.ADAPT_METHOD_LORA and infos["reviews-lora"].rank == 4
 
 
 async def test_classify_with_an_unknown_task_or_a_model_beside_it_is_refused(acme: EarlyExitClient) -> None:
@@ -270,19 +288,23 @@ def _worker_pid(models_dir: Path, job: str) -> int:
 
 
 async def test_an_adapt_job_survives_the_loss_of_its_worker_and_service(
-    adapt_models_dir: Path, token_file: Path, tmp_path: Path
+    earlyexit_models_dir: Path, token_file: Path, tmp_path: Path
 ) -> None:
-    flags = service_flags(adapt_models_dir, token_file)
+    # A store of its own: the module's service would otherwise take the orphaned job over.
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / "earlyexit").symlink_to(earlyexit_models_dir / "earlyexit")
+    flags = service_flags(models_dir, token_file)
     with service_process("earlyexit", flags) as first:
         async with EarlyExitClient(first.address, timeout_s=60, token=TOKENS["acme"]) as client:
             operation = await client.adapt(sentiment_request("survivor", count=400))
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 300
             while operation.state != pb.OPERATION_STATE_RUNNING or operation.progress == 0:
                 assert time.monotonic() < deadline, operation
                 await asyncio.sleep(0.2)
                 operation = await client.get_operation(operation.id)
         # The replica is lost: its worker dies without a word, then the service goes.
-        os.kill(_worker_pid(adapt_models_dir, operation.id), signal.SIGKILL)
+        os.kill(_worker_pid(models_dir, operation.id), signal.SIGKILL)
     with service_process("earlyexit", flags) as second:
         async with EarlyExitClient(second.address, timeout_s=60, token=TOKENS["acme"]) as client:
             done = await finished(client, await client.get_operation(operation.id))

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from services.common.errors import NotFound
-from services.earlyexit.core.adapters import StoredBackbone
+from services.earlyexit.core.adapters import LORA_INPUTS, StoredBackbone
 from services.earlyexit.core.bundle import StoredModel
 from services.earlyexit.core.policy import CascadeResult, ExitPolicy, run_cascade
 from services.earlyexit.core.ports import BackboneGraphs, EarlyExitBackend
@@ -57,17 +57,35 @@ class OnnxBackbone(BackboneGraphs):
     """The shared backbone's embeddings and layer graphs."""
 
     def __init__(self, stored: StoredBackbone, threads: int = 0) -> None:
-        threads = threads or (os.cpu_count() or 1)
+        self.stored = stored
+        self.threads = threads or (os.cpu_count() or 1)
         self.num_layers = stored.manifest.num_layers
-        self._embeddings = _session(stored.embeddings_graph, threads)
-        self._layers = [_session(stored.layer_graph(i), threads) for i in range(1, self.num_layers + 1)]
+        self._embeddings = _session(stored.embeddings_graph, self.threads)
+        self._layers = [_session(stored.layer_graph(i), self.threads) for i in range(1, self.num_layers + 1)]
+        # Each LoRA graph holds its layer's weights again: loaded with the first LoRA batch.
+        self._lora_layers: list[ort.InferenceSession] = []
 
     def embed(self, input_ids: np.ndarray) -> np.ndarray:
         (hidden,) = self._embeddings.run(None, {"input_ids": input_ids})
         return hidden
 
-    def layer(self, layer: int, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        (out,) = self._layers[layer - 1].run(None, {"hidden_in": hidden, "attention_mask": attention_mask})
+    def layer(
+        self,
+        layer: int,
+        hidden: np.ndarray,
+        attention_mask: np.ndarray,
+        row_lora: tuple[np.ndarray, ...] | None = None,
+    ) -> np.ndarray:
+        feeds = {"hidden_in": hidden, "attention_mask": attention_mask}
+        if row_lora is None:
+            (out,) = self._layers[layer - 1].run(None, feeds)
+            return out
+        if not self._lora_layers:
+            self._lora_layers = [
+                _session(self.stored.lora_layer_graph(i), self.threads) for i in range(1, self.num_layers + 1)
+            ]
+        feeds |= dict(zip(LORA_INPUTS, row_lora, strict=True))
+        (out,) = self._lora_layers[layer - 1].run(None, feeds)
         return out
 
 

@@ -56,6 +56,17 @@ def layer_graph(layer: int) -> str:
     return f"layer_{layer}.onnx"
 
 
+def lora_layer_graph(layer: int) -> str:
+    """The same layer taking each row's low-rank query and value updates (``LORA_INPUTS``)."""
+    return f"layer_{layer}_lora.onnx"
+
+
+#: The projections a LoRA adapter may update: those the shared LoRA layer graphs take.
+LORA_MODULES = ("query", "value")
+#: Per-row inputs of a LoRA layer graph: (rows, in, rank) A and (rows, rank, out) scaled B.
+LORA_INPUTS = ("query_a", "query_b", "value_a", "value_b")
+
+
 class BackboneManifest(BaseModel):
     base_model: str
     version: str
@@ -78,6 +89,9 @@ class StoredBackbone:
 
     def layer_graph(self, layer: int) -> Path:
         return self.directory / layer_graph(layer)
+
+    def lora_layer_graph(self, layer: int) -> Path:
+        return self.directory / lora_layer_graph(layer)
 
     @property
     def tokenizer_path(self) -> Path:
@@ -126,39 +140,78 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (hidden * weights).sum(axis=1) / weights.sum(axis=1)
 
 
-class LatePromptAdapter:
-    """One tenant's prompt generator and head (see ``services.earlyexit.offline.lpt``)."""
+class TenantAdapter:
+    """One tenant's adapter as served: its head, and what it changes in the shared backbone."""
+
+    #: LPT: the 1-based layer its prompt enters before (0: none).
+    insertion_layer = 0
+    prompt_length = 0
+    #: LoRA: the rank of its query and value updates (0: none).
+    rank = 0
 
     def __init__(self, stored: StoredAdapter) -> None:
-        manifest = stored.manifest
-        if manifest.method is not AdaptMethod.LPT:
-            raise ValueError(f"{manifest.tenant}.{manifest.task} is a {manifest.method.value} adapter, not LPT")
-        self.manifest = manifest
-        w = stored.weights()
-        self.static = w["generator.static"]
-        self.down_w, self.down_b = w["generator.down.weight"].T.copy(), w["generator.down.bias"]
-        self.up_w, self.up_b = w["generator.up.weight"].T.copy(), w["generator.up.bias"]
+        self.manifest = stored.manifest
+        self.weights = stored.weights()
+        w = self.weights
         self.pooler_w, self.pooler_b = w["head.pooler.weight"].T.copy(), w["head.pooler.bias"]
         self.classifier_w, self.classifier_b = w["head.classifier.weight"].T.copy(), w["head.classifier.bias"]
         self.nbytes = sum(a.nbytes for a in w.values())
 
-    @property
-    def insertion_layer(self) -> int:
-        return self.manifest.insertion_layer
+    def logits(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The head on the top layer's real tokens (prompt positions excluded)."""
+        summary = np.tanh(mean_pool(hidden, mask) @ self.pooler_w + self.pooler_b)
+        return summary @ self.classifier_w + self.classifier_b
 
-    @property
-    def prompt_length(self) -> int:
-        return self.manifest.prompt_length
+    def prompt(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def lora(self, layer: int) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+
+class LatePromptAdapter(TenantAdapter):
+    """A prompt generator before one layer (see ``services.earlyexit.offline.lpt``)."""
+
+    def __init__(self, stored: StoredAdapter) -> None:
+        super().__init__(stored)
+        w = self.weights
+        self.insertion_layer = self.manifest.insertion_layer
+        self.prompt_length = self.manifest.prompt_length
+        self.static = w["generator.static"]
+        self.down_w, self.down_b = w["generator.down.weight"].T.copy(), w["generator.down.bias"]
+        self.up_w, self.up_b = w["generator.up.weight"].T.copy(), w["generator.up.bias"]
 
     def prompt(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(rows, tokens, hidden) states before the insertion layer → (rows, length, hidden)."""
         generated = np.tanh(mean_pool(hidden, mask) @ self.down_w + self.down_b) @ self.up_w + self.up_b
         return generated.reshape(len(hidden), self.prompt_length, -1) + self.static
 
-    def logits(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The head on the top layer's real tokens (prompt positions excluded)."""
-        summary = np.tanh(mean_pool(hidden, mask) @ self.pooler_w + self.pooler_b)
-        return summary @ self.classifier_w + self.classifier_b
+
+class LoraAdapter(TenantAdapter):
+    """Low-rank query and value updates in every layer (see ``services.earlyexit.offline.lora``)."""
+
+    def __init__(self, stored: StoredAdapter) -> None:
+        super().__init__(stored)
+        self.rank = self.manifest.rank
+        self._updates: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def _update(self, layer: int, name: str) -> np.ndarray:
+        module, part = name.split("_")
+        found = self.weights.get(f"layers.{layer}.{module}.{part}")
+        if found is not None:
+            return found
+        width = self.pooler_w.shape[0]
+        return np.zeros((width, self.rank) if part == "a" else (self.rank, width), dtype=np.float32)
+
+    def lora(self, layer: int) -> tuple[np.ndarray, ...]:
+        if layer not in self._updates:  # a projection it does not adapt updates by zero
+            self._updates[layer] = tuple(self._update(layer, name) for name in LORA_INPUTS)
+        return self._updates[layer]
+
+
+def load_adapter(stored: StoredAdapter) -> TenantAdapter:
+    kinds = {AdaptMethod.LPT: LatePromptAdapter, AdaptMethod.LORA: LoraAdapter}
+    return kinds[stored.manifest.method](stored)
 
 
 def list_adapters(models_dir: Path, tenant: str | None = None) -> list[StoredAdapter]:

@@ -22,8 +22,15 @@ class BackboneGraphs(Protocol):
     def embed(self, input_ids: np.ndarray) -> np.ndarray:
         """(batch, tokens) ids → (batch, tokens, hidden) embeddings."""
 
-    def layer(self, layer: int, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """1-based ``layer`` on (batch, positions, hidden) states under a 1/0 key mask."""
+    def layer(
+        self,
+        layer: int,
+        hidden: np.ndarray,
+        attention_mask: np.ndarray,
+        row_lora: tuple[np.ndarray, ...] | None = None,
+    ) -> np.ndarray:
+        """1-based ``layer`` on (batch, positions, hidden) states under a 1/0 key mask; with
+        ``row_lora`` (``LORA_INPUTS``, a leading batch axis), each row's low-rank updates."""
 
 
 class EarlyExitBackend(ABC):

@@ -1,9 +1,11 @@
 """Classify with tenants' adapters on one shared backbone, many tenants in one batch.
 
-Late Prompt Tuning rows share the backbone's layers: the layers below each row's insertion point
-run once for the whole batch, whatever the tenants; at its insertion layer a row gets its own
-tenant's generated prompt, appended after the tokens and masked for every other row, so a
-row's answer does not depend on who else is in the batch.
+Every row shares the backbone's layers, whatever its tenant. A Late Prompt Tuning row gets its
+own tenant's generated prompt at its insertion layer, appended after the tokens and masked for
+every other row; the layers below run once for the whole batch. A LoRA row carries its tenant's
+low-rank query and value updates into every layer as per-row inputs of the shared graph (the
+adapter weights stacked per batch, as Punica and S-LoRA do), zero for the other rows. So a row's
+answer does not depend on who else is in the batch.
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from services.common.batching import BatchingConfig, MicroBatcher
-from services.common.errors import InvalidInput, NotFound
+from services.common.errors import NotFound
 from services.common.model_versions import ModelVersions
 from services.common.tokens import EncodedText, TextEncoder, pad_batch
 from services.earlyexit.core.adapters import (
-    AdaptMethod,
-    LatePromptAdapter,
+    LORA_INPUTS,
     StoredAdapter,
     StoredBackbone,
+    TenantAdapter,
     adapter_name,
     adapters_root,
     backbones_root,
+    load_adapter,
 )
 from services.earlyexit.core.ports import BackboneGraphs
 
@@ -35,8 +38,23 @@ from services.earlyexit.core.ports import BackboneGraphs
 POINTER_TTL_S = 1.0
 
 
-def late_prompt_logits(
-    graphs: BackboneGraphs, ids: np.ndarray, mask: np.ndarray, adapters: Sequence[LatePromptAdapter]
+def _row_updates(rows: int, width: int, groups: list[tuple[list[int], TenantAdapter]], layer: int) -> tuple[np.ndarray, ...]:
+    """Each row's LoRA updates at ``layer``, zero-padded to the batch's highest rank (zero rows and
+    columns add exactly nothing), and zero for rows without LoRA."""
+    rank = max(adapter.rank for _, adapter in groups)
+    shapes = [(rows, width, rank) if name.endswith("_a") else (rows, rank, width) for name in LORA_INPUTS]
+    stacked = [np.zeros(shape, dtype=np.float32) for shape in shapes]
+    for group, adapter in groups:
+        for array, update in zip(stacked, adapter.lora(layer), strict=True):
+            if array.shape[1] == width:
+                array[group, :, : adapter.rank] = update
+            else:
+                array[group, : adapter.rank] = update
+    return tuple(stacked)
+
+
+def adapter_logits(
+    graphs: BackboneGraphs, ids: np.ndarray, mask: np.ndarray, adapters: Sequence[TenantAdapter]
 ) -> list[np.ndarray]:
     """Each row's logits under its own adapter, the whole batch through the backbone at once."""
     hidden = graphs.embed(ids)
@@ -46,6 +64,7 @@ def late_prompt_logits(
     for row, adapter in enumerate(adapters):
         by_adapter.setdefault(id(adapter), []).append(row)
     first = {key: adapters[group[0]] for key, group in by_adapter.items()}
+    lora_groups = [(by_adapter[key], adapter) for key, adapter in first.items() if adapter.rank]
     for layer in range(1, graphs.num_layers + 1):
         entering = [key for key, adapter in first.items() if adapter.insertion_layer == layer]
         if entering:
@@ -58,7 +77,8 @@ def late_prompt_logits(
                 prompt_mask[group, : adapter.prompt_length] = 1
             hidden = np.concatenate([hidden, prompts], axis=1)
             full_mask = np.concatenate([full_mask, prompt_mask], axis=1)
-        hidden = graphs.layer(layer, hidden, full_mask)
+        updates = _row_updates(rows, width, lora_groups, layer) if lora_groups else None
+        hidden = graphs.layer(layer, hidden, full_mask, updates)
     logits: list[np.ndarray] = [np.empty(0)] * rows
     for key, group in by_adapter.items():
         for row, values in zip(group, first[key].logits(hidden[group, :tokens], mask[group]), strict=True):
@@ -71,7 +91,7 @@ class TaskRow:
     """One text of one tenant's request, queued for a mixed batch."""
 
     encoded: EncodedText
-    adapter: LatePromptAdapter
+    adapter: TenantAdapter
 
 
 class AdapterCache:
@@ -81,7 +101,7 @@ class AdapterCache:
     def __init__(self, models_dir: Path, budget_bytes: int) -> None:
         self.versions = ModelVersions(adapters_root(models_dir))
         self.budget_bytes = budget_bytes
-        self._loaded: OrderedDict[tuple[str, str], LatePromptAdapter] = OrderedDict()
+        self._loaded: OrderedDict[tuple[str, str], TenantAdapter] = OrderedDict()
         self._pointers: dict[str, tuple[float, str | None]] = {}
         self.loads = 0
 
@@ -100,7 +120,7 @@ class AdapterCache:
             self._pointers[name] = seen
         return seen[1]
 
-    def get(self, tenant: str, task: str) -> LatePromptAdapter:
+    def get(self, tenant: str, task: str) -> TenantAdapter:
         name = adapter_name(tenant, task)
         version = self.current_version(name)
         if version is None:
@@ -108,10 +128,7 @@ class AdapterCache:
         key = (name, version)
         adapter = self._loaded.get(key)
         if adapter is None:
-            stored = StoredAdapter(self.versions.path(name, version))
-            if stored.manifest.method is not AdaptMethod.LPT:
-                raise InvalidInput.single("task", f"{task!r} is a {stored.manifest.method.value} adapter; only LPT is served")
-            adapter = LatePromptAdapter(stored)
+            adapter = load_adapter(StoredAdapter(self.versions.path(name, version)))
             self.loads += 1
             self._loaded[key] = adapter
             while len(self._loaded) > 1 and self.nbytes > self.budget_bytes:
@@ -141,9 +158,9 @@ class TenantClassifier:
     async def _run_batch(self, rows: list[TaskRow]) -> list[np.ndarray]:
         ids, mask = pad_batch([row.encoded for row in rows])
         adapters = [row.adapter for row in rows]
-        return await self._run_graphs(lambda graphs: late_prompt_logits(graphs, ids, mask, adapters))
+        return await self._run_graphs(lambda graphs: adapter_logits(graphs, ids, mask, adapters))
 
-    def adapter(self, tenant: str, task: str) -> LatePromptAdapter:
+    def adapter(self, tenant: str, task: str) -> TenantAdapter:
         adapter = self.cache.get(tenant, task)
         if adapter.manifest.backbone_version != self.backbone.manifest.version:
             raise NotFound(
@@ -154,7 +171,7 @@ class TenantClassifier:
 
     async def classify(
         self, texts: Sequence[str], tenant: str, task: str
-    ) -> tuple[LatePromptAdapter, list[EncodedText], list[np.ndarray]]:
+    ) -> tuple[TenantAdapter, list[EncodedText], list[np.ndarray]]:
         adapter = self.adapter(tenant, task)
         encoded = self.encoder.encode(list(texts))
         logits = await self.batcher.submit([TaskRow(e, adapter) for e in encoded])

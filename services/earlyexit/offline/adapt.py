@@ -14,11 +14,14 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from services.common import memory
 from services.common.base_model import BASE_MODEL_NAME
 from services.common.model_versions import ModelVersions, VersionExists
 from services.common.tokens import TextEncoder
@@ -27,12 +30,20 @@ from services.earlyexit.core.adapters import (
     WEIGHTS,
     AdapterManifest,
     AdaptMethod,
+    StoredAdapter,
     StoredBackbone,
     adapter_name,
     adapters_root,
     write_json,
 )
-from services.earlyexit.core.jobs import MAX_ATTEMPTS, AdaptSpec, JobRecord, JobState, JobStore
+from services.earlyexit.core.jobs import (
+    MAX_ATTEMPTS,
+    AdaptSpec,
+    JobRecord,
+    JobState,
+    JobStore,
+    worker_identity,
+)
 from services.offline.datasets import CLASSIFICATION_DATASETS
 
 #: Share of inline examples held out, stratified, as the dev split.
@@ -113,19 +124,61 @@ class JobReporter:
         self._beat.join()
 
 
+@dataclass
+class MethodTrainer:
+    """One method's model and config, how it trains, and what its bundle and manifest store."""
+
+    model: Any
+    config: Any
+    train: Callable[..., Any]  # (encoded, labels, progress, should_stop=, on_epoch=) → TrainingReport
+    weights: Callable[[], dict[str, np.ndarray]]
+    shape: dict[str, Any]
+
+
+def method_trainer(spec: AdaptSpec, num_labels: int) -> MethodTrainer:
+    from services.earlyexit.offline.backbone import load_encoder
+
+    if spec.method is AdaptMethod.LPT:
+        from services.earlyexit.offline.lpt import (
+            LatePromptClassifier,
+            LptConfig,
+            adapter_weights,
+            train_late_prompt,
+        )
+
+        lpt = LptConfig(
+            insertion_layer=spec.insertion_layer,
+            prompt_length=spec.prompt_length,
+            generator_size=spec.generator_size,
+            epochs=spec.epochs,
+        )
+        prompted = LatePromptClassifier(load_encoder(), num_labels, lpt)
+        return MethodTrainer(
+            prompted,
+            lpt,
+            lambda encoded, labels, progress, **hooks: train_late_prompt(prompted, encoded, labels, lpt, progress, **hooks),
+            lambda: adapter_weights(prompted),
+            {"insertion_layer": lpt.insertion_layer, "prompt_length": lpt.prompt_length, "generator_size": lpt.generator_size},
+        )
+    from services.earlyexit.offline.lora import LoraClassifier, LoraTrainConfig, lora_weights, train_lora
+
+    lora = LoraTrainConfig(rank=spec.rank, target_modules=tuple(spec.target_modules), epochs=spec.epochs)
+    low_rank = LoraClassifier(load_encoder(), num_labels, lora)
+    return MethodTrainer(
+        low_rank,
+        lora,
+        lambda encoded, labels, progress, **hooks: train_lora(low_rank, encoded, labels, lora, progress, **hooks),
+        lambda: lora_weights(low_rank),
+        {"rank": lora.rank, "target_modules": list(lora.target_modules)},
+    )
+
+
 def run_job(models_dir: Path, job: str, heartbeat_timeout_s: float | None = None) -> JobRecord:
     """Run ``job`` to its end; the caller must hold its claim."""
     import torch
 
-    from services.earlyexit.offline.backbone import load_encoder, publish_backbone
-    from services.earlyexit.offline.lpt import (
-        LatePromptClassifier,
-        LptConfig,
-        adapter_weights,
-        predict,
-        set_threads,
-        train_late_prompt,
-    )
+    from services.earlyexit.offline.backbone import publish_backbone
+    from services.earlyexit.offline.lpt import predict, set_threads
 
     store = JobStore(models_dir, **({"heartbeat_timeout_s": heartbeat_timeout_s} if heartbeat_timeout_s else {}))
     record = store.get(job)
@@ -139,14 +192,12 @@ def run_job(models_dir: Path, job: str, heartbeat_timeout_s: float | None = None
         return record
     record.state, record.stage, record.progress = JobState.RUNNING, "preparing", 0.0
     record.attempts += 1
-    record.worker = __import__("services.earlyexit.core.jobs", fromlist=["worker_identity"]).worker_identity()
+    record.worker = worker_identity()
     reporter = JobReporter(store, record)
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
     spec = record.spec
     try:
-        if spec.method is not AdaptMethod.LPT:
-            raise ValueError(f"method {spec.method.value} is not trained by this worker")
         set_threads()
         data = adapt_data(spec, store, job)
         reporter.update(stage="exporting the backbone")
@@ -155,20 +206,28 @@ def run_job(models_dir: Path, job: str, heartbeat_timeout_s: float | None = None
         train_encoded = encoder.encode([text for text, _ in data.train])
         dev_encoded = encoder.encode([text for text, _ in data.dev])
         dev_gold = np.array([label for _, label in data.dev])
-        config = LptConfig(
-            insertion_layer=spec.insertion_layer,
-            prompt_length=spec.prompt_length,
-            generator_size=spec.generator_size,
-            epochs=spec.epochs,
-        )
-        model = LatePromptClassifier(load_encoder(), len(data.labels), config)
+        version = adapter_version(spec, data, backbone.manifest.version)
+        name = adapter_name(spec.tenant, spec.task)
+        versions = ModelVersions(adapters_root(models_dir))
+        if versions.is_published(name, version):  # the same examples and options, trained before
+            versions.point(name, version)
+            manifest = StoredAdapter(versions.path(name, version)).manifest
+            reporter.update(
+                state=JobState.SUCCEEDED, stage="published (trained before)", progress=1.0,
+                dev_accuracy=manifest.dev_accuracy, adapter_version=version, force=True,
+            )
+            return record
+        trainer = method_trainer(spec, len(data.labels))
+        model = trainer.model
+        baseline = memory.resident_bytes()
+        memory.reset_peak()
 
         def dev_accuracy() -> float | None:
             if not dev_encoded:
                 return None
             return float((predict(model, dev_encoded).argmax(axis=1) == dev_gold).mean())
 
-        caching_share = 0.1
+        caching_share = 0.1 if spec.method is AdaptMethod.LPT else 0.0
 
         def progress(what: str, done: int, total: int) -> None:
             share = done / max(1, total)
@@ -176,11 +235,9 @@ def run_job(models_dir: Path, job: str, heartbeat_timeout_s: float | None = None
             reporter.update(stage=what, progress=round(fraction, 4))
 
         cancelled = lambda: interrupted.is_set() or store.cancel_requested(job)  # noqa: E731
-        report = train_late_prompt(
-            model,
+        report = trainer.train(
             train_encoded,
             [label for _, label in data.train],
-            config,
             progress,
             should_stop=cancelled,
             on_epoch=lambda epoch: reporter.update(stage=f"epoch {epoch} done", dev_accuracy=dev_accuracy()),
@@ -191,46 +248,42 @@ def run_job(models_dir: Path, job: str, heartbeat_timeout_s: float | None = None
         if store.cancel_requested(job):
             reporter.update(state=JobState.CANCELLED, stage="cancelled", force=True)
             return record
+        peak = memory.peak_bytes()
         accuracy = dev_accuracy()
-        weights = adapter_weights(model)
-        version = adapter_version(spec, data, backbone.manifest.version)
-        name = adapter_name(spec.tenant, spec.task)
-        versions = ModelVersions(adapters_root(models_dir))
+        weights = trainer.weights()
         reporter.update(stage="publishing")
-        if not versions.is_published(name, version):
-            try:
-                with versions.publish(name, version) as directory:
-                    np.savez(directory / WEIGHTS, **weights)
-                    write_json(
-                        directory / MANIFEST,
-                        AdapterManifest(
-                            tenant=spec.tenant,
-                            task=spec.task,
-                            version=version,
-                            method=spec.method,
-                            base_model=BASE_MODEL_NAME,
-                            backbone_version=backbone.manifest.version,
-                            labels=data.labels,
-                            insertion_layer=config.insertion_layer,
-                            prompt_length=config.prompt_length,
-                            generator_size=config.generator_size,
-                            parameters=int(sum(w.size for w in weights.values())),
-                            dev_accuracy=accuracy if accuracy is not None else 0.0,
-                            training={
-                                "epochs": config.epochs,
-                                "lr": config.lr,
-                                "batch_size": config.batch_size,
-                                "train_examples": len(data.train),
-                                "dev_examples": len(data.dev),
-                                "seconds": round(report.seconds, 1),
-                                "steps": report.steps,
-                                "final_loss": round(report.final_loss, 4),
-                                "torch_threads": torch.get_num_threads(),
-                            },
-                        ),
-                    )
-            except VersionExists:
-                pass  # the same adapter, published by a worker that raced this one
+        try:
+            with versions.publish(name, version) as directory:
+                np.savez(directory / WEIGHTS, **weights)
+                write_json(
+                    directory / MANIFEST,
+                    AdapterManifest(
+                        tenant=spec.tenant,
+                        task=spec.task,
+                        version=version,
+                        method=spec.method,
+                        base_model=BASE_MODEL_NAME,
+                        backbone_version=backbone.manifest.version,
+                        labels=data.labels,
+                        **trainer.shape,
+                        parameters=int(sum(w.size for w in weights.values())),
+                        dev_accuracy=accuracy if accuracy is not None else 0.0,
+                        training={
+                            "epochs": trainer.config.epochs,
+                            "lr": trainer.config.lr,
+                            "batch_size": trainer.config.batch_size,
+                            "train_examples": len(data.train),
+                            "dev_examples": len(data.dev),
+                            "seconds": round(report.seconds, 1),
+                            "steps": report.steps,
+                            "final_loss": round(report.final_loss, 4),
+                            "torch_threads": torch.get_num_threads(),
+                            "peak_bytes_over_start": (peak - baseline) if peak and baseline else None,
+                        },
+                    ),
+                )
+        except VersionExists:
+            pass  # the same adapter, published by a worker that raced this one
         versions.point(name, version)
         reporter.update(
             state=JobState.SUCCEEDED, stage="published", progress=1.0, dev_accuracy=accuracy,

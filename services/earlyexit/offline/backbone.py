@@ -16,18 +16,20 @@ from services.common.base_model import BASE_MODEL_NAME, source_model_dir
 from services.common.model_versions import ModelVersions
 from services.earlyexit.core.adapters import (
     EMBEDDINGS_GRAPH,
+    LORA_INPUTS,
     MANIFEST,
     BackboneManifest,
     StoredBackbone,
     backbones_root,
     layer_graph,
+    lora_layer_graph,
     write_json,
 )
 from services.earlyexit.offline.modeling import Encoder, key_bias_from_mask
 from services.earlyexit.offline.train import MAX_TOKENS, PARITY_TOLERANCE, _export
 
 #: Bumped whenever what the backbone exports changes.
-BACKBONE_REVISION = 1
+BACKBONE_REVISION = 2  # 2: LoRA layer graphs
 
 
 class _Layer(nn.Module):
@@ -37,6 +39,36 @@ class _Layer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.layer(hidden, key_bias_from_mask(attention_mask))
+
+
+class _LoraLayer(_Layer):
+    """The layer with each row's own low-rank query and value updates as inputs."""
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, *row_lora: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.layer(hidden, key_bias_from_mask(attention_mask), row_lora=row_lora)
+
+
+def _export_lora_layer(layer: nn.Module, path: Path, hidden: torch.Tensor, mask: torch.Tensor) -> float:
+    """Export the LoRA form of ``layer``; returns |ONNX - PyTorch| on random per-row updates."""
+    import onnxruntime as ort
+
+    generator = torch.Generator().manual_seed(0)
+    rows, width = hidden.shape[0], hidden.shape[2]
+    rank = 4
+    updates = [
+        torch.randn((rows, width, rank) if name.endswith("_a") else (rows, rank, width), generator=generator) * 0.05
+        for name in LORA_INPUTS
+    ]
+    module = _LoraLayer(layer).eval()
+    dynamic = {"hidden_in": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
+    dynamic |= {name: {0: "batch", 1 if name.endswith("_b") else 2: "rank"} for name in LORA_INPUTS}
+    dynamic["hidden_out"] = {0: "batch", 1: "tokens"}
+    _export(module, (hidden, mask, *updates), path, ["hidden_in", "attention_mask", *LORA_INPUTS], ["hidden_out"], dynamic)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"hidden_in": hidden.numpy(), "attention_mask": mask.numpy()}
+    feeds |= {name: update.numpy() for name, update in zip(LORA_INPUTS, updates, strict=True)}
+    (exported,) = session.run(None, feeds)
+    return float(np.abs(exported - module(hidden, mask, *updates).numpy()).max())
 
 
 def load_encoder() -> Encoder:
@@ -83,6 +115,7 @@ def publish_backbone(models_dir: Path) -> StoredBackbone:
                     {"hidden_in": tokens, "attention_mask": tokens, "hidden_out": tokens})
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             (exported,) = session.run(None, {"hidden_in": current, "attention_mask": mask.numpy()})
+            worst = max(worst, _export_lora_layer(layer, directory / lora_layer_graph(index), hidden, mask))
             hidden = module(hidden, mask)
             worst = max(worst, float(np.abs(exported - hidden.numpy()).max()))
             current = hidden.numpy()

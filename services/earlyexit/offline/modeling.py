@@ -46,17 +46,29 @@ class EncoderLayer(LayerWeights):
         return x.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)
 
     def forward(
-        self, hidden: torch.Tensor, key_bias: torch.Tensor, active: torch.Tensor | None = None
+        self,
+        hidden: torch.Tensor,
+        key_bias: torch.Tensor,
+        active: torch.Tensor | None = None,
+        row_lora: tuple[torch.Tensor, ...] | None = None,
     ) -> torch.Tensor:
+        """``row_lora``, (query A, query B, value A, value B) with a leading batch axis, adds each
+        row's own low-rank update ``x @ A @ B`` to its query and value projections: many tenants'
+        LoRA adapters on the shared weights in one batch."""
         if active is not None and not torch.is_grad_enabled() and not torch.jit.is_tracing():
             return kernels.active_layer(self, hidden, key_bias, active)  # inference: the fused kernel
         # Training and ONNX export: differentiable, and traceable with a dynamic active set.
         batch, length, width = hidden.shape
+        value_states = self.value(hidden)
+        if row_lora is not None:
+            value_states = value_states + hidden @ row_lora[2] @ row_lora[3]
         keys = self._split_heads(self.key(hidden))
-        values = self._split_heads(self.value(hidden))
+        values = self._split_heads(value_states)
         if active is None:
             tokens = hidden
             queries = self.query(hidden)
+            if row_lora is not None:
+                queries = queries + hidden @ row_lora[0] @ row_lora[1]
         else:
             flat = hidden.reshape(batch * length, width)
             tokens = flat.index_select(0, active)

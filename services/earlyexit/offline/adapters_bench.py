@@ -1,0 +1,303 @@
+"""`rosemesh bench adapters`: tenants' Late Prompt Tuning adapters on one shared backbone against
+full fine-tuning (the plain model), side by side in one run, through the real service.
+
+- accuracy: each data set adapted as its own tenant through Adapt (a worker process trains it),
+  classified through Classify; full fine-tuning is the served plain model, on the same test texts;
+- training: LPT and full fine-tuning on the same examples and epochs, each in a fresh process,
+  wall time and peak resident memory above the process's start;
+- memory: the serving process with 1, 10 and 100 tenants loaded against one serving one model;
+- throughput: three tenants' requests in flight together against the same texts to one model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rosemesh.earlyexit.v1 import earlyexit_pb2 as pb
+
+from services.common.model_versions import ModelVersions
+from services.common.progress import counting_columns
+from services.earlyexit.client import EarlyExitClient
+from services.earlyexit.core.adapters import adapter_name, adapters_root
+from services.earlyexit.core.bundle import models_root
+from services.earlyexit.core.jobs import AdaptSpec
+from services.earlyexit.offline.lpt import LptConfig
+from services.earlyexit.offline.train import TrainConfig, served_name, train_dataset
+from services.offline.datasets import CLASSIFICATION_DATASETS
+from services.runtime.config import default_models_dir
+from services.supervisor import RunningService, service_process
+
+DATASETS = ("rotten_tomatoes", "banking77", "clinc150")
+BENCH_TENANT = "bench"
+TENANT_COUNTS = (1, 10, 100)
+
+
+def _bench_models_dir(models_dir: Path, datasets: Sequence[str], scratch: Path) -> Path:
+    """A models folder holding only the plain models (what the service loads at start) beside the
+    real store's adapters, backbones and jobs (so that trained adapters are reused)."""
+    root = scratch / "models"
+    (root / "earlyexit").mkdir(parents=True)
+    for dataset in datasets:
+        name = served_name(dataset, "plain")
+        (root / "earlyexit" / name).symlink_to(models_root(models_dir) / name)
+    for shared in ("adapters", "backbones", "adapter-jobs"):
+        (models_dir / shared).mkdir(parents=True, exist_ok=True)
+        (root / shared).symlink_to(models_dir / shared)
+    return root
+
+
+def _resident(service: RunningService) -> int:
+    for line in Path(f"/proc/{service.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def _adapt_all(client: EarlyExitClient, datasets: Sequence[str], spec: AdaptSpec, progress: Progress) -> dict[str, pb.Operation]:
+    operations = {}
+    for dataset in datasets:
+        request = pb.AdaptRequest(
+            tenant=BENCH_TENANT, task=dataset.replace("_", "-"), dataset=dataset, method=pb.ADAPT_METHOD_LPT,
+            epochs=spec.epochs, request_id=f"bench-{dataset}-{spec.insertion_layer}-{spec.prompt_length}-{spec.epochs}",
+        )
+        request.lpt.insertion_layer, request.lpt.prompt_length = spec.insertion_layer, spec.prompt_length
+        request.lpt.generator_size = spec.generator_size
+        operations[dataset] = await client.adapt(request)
+    bars = {d: progress.add_task(f"adapting {d}", total=1.0) for d in datasets}
+    while any(o.state in (pb.OPERATION_STATE_QUEUED, pb.OPERATION_STATE_RUNNING) for o in operations.values()):
+        await asyncio.sleep(2.0)
+        for dataset, operation in operations.items():
+            operation = operations[dataset] = await client.get_operation(operation.id)
+            progress.update(bars[dataset], completed=operation.progress, description=f"adapting {dataset}: {operation.stage}")
+    failed = {d: o.error for d, o in operations.items() if o.state != pb.OPERATION_STATE_SUCCEEDED}
+    if failed:
+        raise RuntimeError(f"adapting failed: {failed}")
+    return operations
+
+
+async def _accuracy(client: EarlyExitClient, rows: list[tuple[str, str]], batch: int, **target: str) -> float:
+    correct = 0
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        texts = [t for t, _ in chunk]
+        if "task" in target:
+            response = await client.classify_task(texts, target["task"], tenant=BENCH_TENANT)
+        else:
+            response = await client.classify(texts, model=target["model"])
+        correct += sum(r.label == gold for r, (_, gold) in zip(response.results, chunk, strict=True))
+    return correct / len(rows)
+
+
+async def _throughput(client: EarlyExitClient, requests: list[tuple[list[str], dict[str, str]]], concurrency: int) -> float:
+    """Texts per second with ``concurrency`` requests in flight."""
+    queue = list(requests)
+    began = time.perf_counter()
+
+    async def worker() -> None:
+        while queue:
+            texts, target = queue.pop()
+            if "task" in target:
+                await client.classify_task(texts, target["task"], tenant=BENCH_TENANT)
+            else:
+                await client.classify(texts, model=target["model"])
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return sum(len(t) for t, _ in requests) / (time.perf_counter() - began)
+
+
+def _copy_adapters(models_dir: Path, source_task: str, count: int) -> list[str]:
+    """``count`` tenants serving copies of one trained adapter (the count is what is measured)."""
+    versions = ModelVersions(adapters_root(models_dir))
+    name = adapter_name(BENCH_TENANT, source_task)
+    version = versions.current(name)
+    assert version is not None
+    tasks = []
+    for index in range(count):
+        task = f"copy-{index}"
+        copy = adapter_name(BENCH_TENANT, task)
+        if not versions.is_published(copy, version):
+            with versions.publish(copy, version) as directory:
+                for path in versions.path(name, version).iterdir():
+                    shutil.copy(path, directory / path.name)
+        tasks.append(task)
+    return tasks
+
+
+async def _resident_with_tenants(service: RunningService, models_dir: Path, dataset: str) -> dict[str, int]:
+    """The serving process's resident bytes with one model warm, then with 1, 10, 100 tenants."""
+    async with EarlyExitClient(service.address, timeout_s=600) as client:
+        for _ in range(3):
+            await client.classify(["a warm, funny film"] * 32, model=served_name(dataset, "plain"))
+        resident = {"one_model": _resident(service)}
+        copies = _copy_adapters(models_dir, dataset.replace("_", "-"), max(TENANT_COUNTS))
+        loaded = 0
+        for count in TENANT_COUNTS:
+            for task in copies[loaded:count]:
+                await client.classify_task(["a warm, funny film"] * 32, task, tenant=BENCH_TENANT)
+            loaded = count
+            resident[f"tenants_{count}"] = _resident(service)
+    return resident
+
+
+def _train_in_fresh_process(method: str, dataset: str, examples: int, epochs: float, lpt: dict, results) -> None:
+    import torch
+    from rich.progress import Progress as Bars
+
+    from services.common import memory
+    from services.common.base_model import source_model_dir
+    from services.common.tokens import TextEncoder
+    from services.earlyexit.offline.backbone import load_encoder
+    from services.earlyexit.offline.lpt import LatePromptClassifier, train_late_prompt
+    from services.earlyexit.offline.modeling import MultiExitClassifier
+    from services.earlyexit.offline.train import MAX_TOKENS, fine_tune
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    splits = CLASSIFICATION_DATASETS[dataset]()
+    index = {label: i for i, label in enumerate(splits.labels)}
+    rows = splits.train[:examples]
+    encoded = TextEncoder(source_model_dir() / "tokenizer.json", MAX_TOKENS).encode([r.text for r in rows])
+    labels = [index[r.label] for r in rows]
+    encoder = load_encoder()
+    baseline = memory.resident_bytes() or 0
+    memory.reset_peak()
+    began = time.perf_counter()
+    if method == "full":
+        model = MultiExitClassifier(encoder, len(splits.labels), every_layer=False)
+        with Bars(disable=True) as bars:
+            fine_tune(model, encoded, labels, TrainConfig(epochs=epochs), bars, "full")
+    else:
+        model = LatePromptClassifier(encoder, len(splits.labels), LptConfig(**lpt, epochs=epochs))
+        train_late_prompt(model, encoded, labels, LptConfig(**lpt, epochs=epochs))
+    seconds = time.perf_counter() - began
+    results.put({"seconds": seconds, "peak_bytes": (memory.peak_bytes() or 0) - baseline})
+
+
+def measure_training(dataset: str, examples: int, epochs: float, lpt: LptConfig, rounds: int, console: Console) -> dict[str, Any]:
+    """LPT and full fine-tuning, alternating, each in a fresh process on the same examples."""
+    context = multiprocessing.get_context("spawn")
+    options = {k: v for k, v in asdict(lpt).items() if k in ("insertion_layer", "prompt_length", "generator_size", "lr")}
+    runs: dict[str, list[dict]] = {"lpt": [], "full": []}
+    for round_index in range(rounds):
+        for method in ("lpt", "full") if round_index % 2 == 0 else ("full", "lpt"):
+            console.log(f"training round {round_index + 1}: {method} on {examples} {dataset} examples, {epochs} epochs")
+            results = context.Queue()
+            process = context.Process(target=_train_in_fresh_process, args=(method, dataset, examples, epochs, options, results))
+            process.start()
+            outcome = results.get()
+            process.join()
+            runs[method].append(outcome)
+    lpt_s = statistics.median(r["seconds"] for r in runs["lpt"])
+    full_s = statistics.median(r["seconds"] for r in runs["full"])
+    lpt_peak = max(r["peak_bytes"] for r in runs["lpt"])
+    full_peak = max(r["peak_bytes"] for r in runs["full"])
+    return {
+        "dataset": dataset,
+        "examples": examples,
+        "epochs": epochs,
+        "rounds": rounds,
+        "lpt_seconds": round(lpt_s, 1),
+        "full_fine_tuning_seconds": round(full_s, 1),
+        "lpt_peak_bytes": lpt_peak,
+        "full_fine_tuning_peak_bytes": full_peak,
+        "lpt_training_speedup": round(full_s / lpt_s, 3),
+        "lpt_memory_ratio": round(lpt_peak / full_peak, 3),
+    }
+
+
+def run_benchmark(
+    datasets: Sequence[str] = DATASETS,
+    *,
+    texts: int = 1000,
+    batch_size: int = 32,
+    concurrency: int = 3,
+    rounds: int = 3,
+    lpt: LptConfig = LptConfig(),
+    train_examples: int = 2000,
+    training_rounds: int = 1,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    console = Console(stderr=True, quiet=quiet)
+    models_dir = default_models_dir()
+    for dataset in datasets:  # full fine-tuning: the plain model, trained once and reused
+        train_dataset(dataset, models_dir, ["plain"], TrainConfig(), console=console)
+    spec = AdaptSpec(
+        tenant=BENCH_TENANT, task="-", method="lpt", insertion_layer=lpt.insertion_layer,
+        prompt_length=lpt.prompt_length, generator_size=lpt.generator_size, epochs=lpt.epochs,
+    )
+    test_rows = {}
+    for dataset in datasets:
+        splits = CLASSIFICATION_DATASETS[dataset]()
+        test_rows[dataset] = [(r.text, r.label) for r in splits.test[:texts]]
+    with tempfile.TemporaryDirectory(prefix="rosemesh-bench-adapters-") as scratch:
+        bench_dir = _bench_models_dir(models_dir, datasets, Path(scratch))
+        flags = ["--models-dir", str(bench_dir), "--no-train-default", "--default-model", served_name(datasets[0], "plain")]
+        flags += ["--batch-size", str(batch_size), "--max-texts", str(batch_size)]
+        with service_process("earlyexit", flags) as service, Progress(*counting_columns(), console=console) as progress:
+
+            async def measure() -> dict[str, Any]:
+                async with EarlyExitClient(service.address, timeout_s=600) as client:
+                    operations = await _adapt_all(client, datasets, spec, progress)
+                    tasks = {d: d.replace("_", "-") for d in datasets}
+                    accuracy = {}
+                    for dataset in datasets:
+                        rows = test_rows[dataset]
+                        full = await _accuracy(client, rows, batch_size, model=served_name(dataset, "plain"))
+                        adapted = await _accuracy(client, rows, batch_size, task=tasks[dataset])
+                        accuracy[dataset] = {
+                            "full_fine_tuning_accuracy": round(full, 4),
+                            "lpt_accuracy": round(adapted, 4),
+                            "lpt_accuracy_gap_points": round(100 * (full - adapted), 2),
+                            "lpt_dev_accuracy": round(operations[dataset].dev_accuracy, 4),
+                        }
+                    # Throughput: the same texts, three tenants in flight together, or all to one model.
+                    mixed = [
+                        ([t for t, _ in test_rows[d][s : s + batch_size]], {"task": tasks[d]})
+                        for s in range(0, texts, batch_size) for d in datasets
+                    ]
+                    single = [(t, {"model": served_name(datasets[0], "plain")}) for t, _ in mixed]
+                    await _throughput(client, mixed[:6], concurrency)  # warm-up
+                    await _throughput(client, single[:6], concurrency)
+                    rates: dict[str, list[float]] = {"mixed": [], "single": []}
+                    for round_index in range(rounds):
+                        for side in ("mixed", "single") if round_index % 2 == 0 else ("single", "mixed"):
+                            rates[side].append(await _throughput(client, mixed if side == "mixed" else single, concurrency))
+                    return {"accuracy": accuracy, "rates": rates}
+
+            measured = asyncio.run(measure())
+        memory_dir = _bench_models_dir(models_dir, datasets[:1], Path(scratch) / "memory")
+        with service_process("earlyexit", ["--models-dir", str(memory_dir), *flags[2:]]) as service:
+            measured["resident"] = asyncio.run(_resident_with_tenants(service, memory_dir, datasets[0]))
+    training = measure_training(datasets[0], train_examples, lpt.epochs, lpt, training_rounds, console)
+    rates, resident = measured["rates"], measured["resident"]
+    mixed_rate, single_rate = statistics.median(rates["mixed"]), statistics.median(rates["single"])
+    return {
+        "benchmark": "adapters",
+        "method": "lpt",
+        "lpt": {k: v for k, v in asdict(lpt).items() if k != "seed"},
+        "test_texts": texts,
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+        "datasets": measured["accuracy"],
+        "lpt_accuracy_gap_points": {d: a["lpt_accuracy_gap_points"] for d, a in measured["accuracy"].items()},
+        "training": training,
+        "lpt_training_speedup": training["lpt_training_speedup"],
+        "lpt_memory_ratio": training["lpt_memory_ratio"],
+        "resident_bytes": resident,
+        "memory_ratio_100_tenants": round(resident["tenants_100"] / resident["one_model"], 3),
+        "mixed_tenant_texts_per_s": [round(r, 1) for r in rates["mixed"]],
+        "single_model_texts_per_s": [round(r, 1) for r in rates["single"]],
+        "mixed_tenant_throughput_ratio": round(mixed_rate / single_rate, 3),
+        "not_measured": ["lora_accuracy_gap_points", "cold_start_p99_over_warm_p99", "slo_attainment_rank_aware", "slo_attainment_fifo"],
+    }
