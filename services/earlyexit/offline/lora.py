@@ -7,8 +7,6 @@ update's A and its scaled B, which the shared layer graphs take as per-row input
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,9 +18,8 @@ from torch import nn
 
 from services.common.tokens import EncodedText, pad_batch
 from services.earlyexit.core.adapters import LORA_MODULES
-from services.earlyexit.offline.lpt import TrainingReport
+from services.earlyexit.offline.adapter_training import TrainingReport, train_adapter
 from services.earlyexit.offline.modeling import Encoder, ExitHead, key_bias_from_mask
-from services.earlyexit.offline.train import length_bucketed_batches
 
 
 @dataclass(frozen=True)
@@ -69,41 +66,14 @@ def train_lora(
     should_stop: Callable[[], bool] = lambda: False,
     on_epoch: Callable[[int], None] = lambda epoch: None,
 ) -> TrainingReport:
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
-    began = time.perf_counter()
-    lengths = [len(e.ids) for e in encoded]
-    epochs = max(1, int(np.ceil(config.epochs)))
-    schedule = [b for _ in range(epochs) for b in length_bucketed_batches(lengths, config.batch_size, rng)]
-    schedule = schedule[: max(1, int(len(schedule) * config.epochs / epochs))]
-    optimizer = torch.optim.AdamW(model.trainable(), lr=config.lr, weight_decay=0.01)
-    warmup = max(1, int(len(schedule) * config.warmup))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: min((step + 1) / warmup, max(0.0, (len(schedule) - step) / max(1, len(schedule) - warmup))),
-    )
     target = torch.tensor(list(labels))
-    per_epoch = max(1, len(schedule) // epochs)
-    losses: list[float] = []
-    model.train()
-    for step, rows in enumerate(schedule, start=1):
-        if should_stop():
-            break
+
+    def batch_loss(rows: list[int]) -> torch.Tensor:
         ids, mask = pad_batch([encoded[i] for i in rows])
-        loss = F.cross_entropy(model(torch.from_numpy(ids), torch.from_numpy(mask)), target[rows])
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.trainable(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        progress("training", step, len(schedule))
-        if step % per_epoch == 0:
-            model.eval()
-            on_epoch(step // per_epoch)
-            model.train()
-    model.eval()
-    return TrainingReport(time.perf_counter() - began, float(np.mean(losses[-50:] or [float("nan")])), len(losses))
+        return F.cross_entropy(model(torch.from_numpy(ids), torch.from_numpy(mask)), target[rows])
+
+    lengths = [len(e.ids) for e in encoded]
+    return train_adapter(model, model.trainable(), lengths, config, batch_loss, progress, should_stop, on_epoch)
 
 
 def lora_weights(model: LoraClassifier) -> dict[str, np.ndarray]:

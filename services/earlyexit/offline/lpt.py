@@ -10,11 +10,10 @@ layers' outputs are computed once per example and cached on disk.
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from services.common.tokens import EncodedText, pad_batch
+from services.earlyexit.offline.adapter_training import TrainingReport, train_adapter
 from services.earlyexit.offline.modeling import Encoder, ExitHead, key_bias_from_mask
-from services.earlyexit.offline.train import length_bucketed_batches
 
 
 @dataclass(frozen=True)
@@ -147,13 +146,6 @@ class HiddenCache:
         return torch.from_numpy(hidden), torch.from_numpy(mask)
 
 
-@dataclass(frozen=True)
-class TrainingReport:
-    seconds: float
-    final_loss: float
-    steps: int
-
-
 def train_late_prompt(
     model: LatePromptClassifier,
     encoded: Sequence[EncodedText],
@@ -166,8 +158,6 @@ def train_late_prompt(
     """Fill the cache, then train the generator and the head on it. ``progress(what, done,
     total)`` is called as it goes, ``on_epoch(epoch)`` after each whole epoch, and
     ``should_stop`` between steps (cancellation)."""
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rosemesh-lpt-") as scratch:
         cache = HiddenCache(Path(scratch))
@@ -180,37 +170,14 @@ def train_late_prompt(
 
         model.eval()
         cache.fill(model, encoded, 64, advance)
-        epochs = max(1, int(np.ceil(config.epochs)))
-        schedule = [b for _ in range(epochs) for b in length_bucketed_batches(cache.lengths, config.batch_size, rng)]
-        schedule = schedule[: max(1, int(len(schedule) * config.epochs / epochs))]
-        optimizer = torch.optim.AdamW(model.trainable(), lr=config.lr, weight_decay=0.01)
-        warmup = max(1, int(len(schedule) * config.warmup))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: min((step + 1) / warmup, max(0.0, (len(schedule) - step) / max(1, len(schedule) - warmup))),
-        )
         target = torch.tensor(list(labels))
-        losses: list[float] = []
-        per_epoch = max(1, len(schedule) // epochs)
-        model.train()
-        for step, rows in enumerate(schedule, start=1):
-            if should_stop():
-                break
+
+        def batch_loss(rows: list[int]) -> torch.Tensor:
             hidden, mask = cache.batch(rows)
-            loss = F.cross_entropy(model.upper(hidden, mask), target[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.trainable(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            progress("training", step, len(schedule))
-            if step % per_epoch == 0:
-                model.eval()
-                on_epoch(step // per_epoch)
-                model.train()
-        model.eval()
-    return TrainingReport(time.perf_counter() - began, float(np.mean(losses[-50:] or [float("nan")])), len(losses))
+            return F.cross_entropy(model.upper(hidden, mask), target[rows])
+
+        report = train_adapter(model, model.trainable(), cache.lengths, config, batch_loss, progress, should_stop, on_epoch)
+    return replace(report, seconds=time.perf_counter() - began)  # the cache's filling included
 
 
 def predict(model: LatePromptClassifier, encoded: Sequence[EncodedText], batch_size: int = 64) -> np.ndarray:
