@@ -464,7 +464,7 @@ def bench_adapters(
     rounds: Annotated[int, typer.Option(help="interleaved throughput rounds")] = 3,
     insertion_layer: Annotated[int, typer.Option(help="LPT: layer the prompt enters before")] = 0,
     prompt_length: Annotated[int, typer.Option(help="LPT: prompt vectors")] = 0,
-    epochs: Annotated[float, typer.Option(help="epochs of LPT and of full fine-tuning in the training race")] = 0.0,
+    epochs: Annotated[float, typer.Option(help="epochs of LPT, LoRA and full fine-tuning in the race (0: defaults, 2)")] = 0.0,
     train_examples: Annotated[int, typer.Option(help="examples each side trains on in the training race")] = 2000,
     training_rounds: Annotated[int, typer.Option(help="alternating training runs of each side")] = 1,
 ) -> None:
@@ -472,17 +472,18 @@ def bench_adapters(
     from dataclasses import replace
 
     from services.earlyexit.offline.adapters_bench import DATASETS, run_benchmark
+    from services.earlyexit.offline.lora import LoraTrainConfig
     from services.earlyexit.offline.lpt import LptConfig
     from services.offline.datasets import CLASSIFICATION_DATASETS
 
     unknown = sorted(set(datasets or ()) - set(CLASSIFICATION_DATASETS))
     if unknown:
         raise typer.BadParameter(f"unknown data sets {unknown}; known: {sorted(CLASSIFICATION_DATASETS)}")
-    lpt = LptConfig()
     changes = {"insertion_layer": insertion_layer, "prompt_length": prompt_length, "epochs": epochs}
-    lpt = replace(lpt, **{k: v for k, v in changes.items() if v})
+    lpt = replace(LptConfig(), **{k: v for k, v in changes.items() if v})
+    lora = replace(LoraTrainConfig(), **({"epochs": epochs} if epochs else {}))
     result = run_benchmark(
-        tuple(datasets or DATASETS), texts=texts, rounds=rounds, lpt=lpt, train_examples=train_examples,
+        tuple(datasets or DATASETS), texts=texts, rounds=rounds, lpt=lpt, lora=lora, train_examples=train_examples,
         training_rounds=training_rounds, quiet=as_json,
     )
     typer.echo(json.dumps(result, indent=None if as_json else 2))

@@ -220,7 +220,7 @@ async def test_a_tenant_adapts_a_task_and_classifies_with_it(acme: EarlyExitClie
     for result in response.results:
         assert abs(sum(result.probabilities) - 1) < 1e-4 and result.label in response.labels
     (info,) = await acme.list_adapters()
-    assert info.task == "reviews" and info.parameters > 0 and info.insertion_layer == 3
+    assert info.task == "reviews" and info.parameters > 0 and info.insertion_layer == 4
 
     # Another tenant sees neither the adapter nor the operation, and cannot name acme's tenant.
     assert await globex.list_adapters() == []

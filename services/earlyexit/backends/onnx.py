@@ -20,8 +20,11 @@ from services.earlyexit.core.ports import BackboneGraphs, EarlyExitBackend
 T = TypeVar("T")
 
 
-def _session(path: os.PathLike[str], threads: int) -> ort.InferenceSession:
+def _session(path: os.PathLike[str], threads: int, arena: bool = True) -> ort.InferenceSession:
     options = ort.SessionOptions()
+    # A session's arena keeps its largest batch's activations; the backbone's many small graphs
+    # would keep one each, and a tenant's memory is what the mesh promises to keep small.
+    options.enable_cpu_mem_arena = arena
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     # Idle threads must sleep, not spin: the event loop and the gRPC threads share these cores.
@@ -60,8 +63,10 @@ class OnnxBackbone(BackboneGraphs):
         self.stored = stored
         self.threads = threads or (os.cpu_count() or 1)
         self.num_layers = stored.manifest.num_layers
-        self._embeddings = _session(stored.embeddings_graph, self.threads)
-        self._layers = [_session(stored.layer_graph(i), self.threads) for i in range(1, self.num_layers + 1)]
+        self._embeddings = _session(stored.embeddings_graph, self.threads, arena=False)
+        self._layers = [
+            _session(stored.layer_graph(i), self.threads, arena=False) for i in range(1, self.num_layers + 1)
+        ]
         # Each LoRA graph holds its layer's weights again: loaded with the first LoRA batch.
         self._lora_layers: list[ort.InferenceSession] = []
 
@@ -82,7 +87,8 @@ class OnnxBackbone(BackboneGraphs):
             return out
         if not self._lora_layers:
             self._lora_layers = [
-                _session(self.stored.lora_layer_graph(i), self.threads) for i in range(1, self.num_layers + 1)
+                _session(self.stored.lora_layer_graph(i), self.threads, arena=False)
+                for i in range(1, self.num_layers + 1)
             ]
         feeds |= dict(zip(LORA_INPUTS, row_lora, strict=True))
         (out,) = self._lora_layers[layer - 1].run(None, feeds)

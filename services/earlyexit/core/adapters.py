@@ -140,6 +140,11 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (hidden * weights).sum(axis=1) / weights.sum(axis=1)
 
 
+def _transposed(weight: np.ndarray) -> np.ndarray:
+    """A torch Linear's (out, in) weight as the (in, out) matrix rows multiply, contiguous."""
+    return np.ascontiguousarray(weight.T)
+
+
 class TenantAdapter:
     """One tenant's adapter as served: its head, and what it changes in the shared backbone."""
 
@@ -151,11 +156,14 @@ class TenantAdapter:
 
     def __init__(self, stored: StoredAdapter) -> None:
         self.manifest = stored.manifest
-        self.weights = stored.weights()
-        w = self.weights
-        self.pooler_w, self.pooler_b = w["head.pooler.weight"].T.copy(), w["head.pooler.bias"]
-        self.classifier_w, self.classifier_b = w["head.classifier.weight"].T.copy(), w["head.classifier.bias"]
+        w = stored.weights()
+        self.pooler_w, self.pooler_b = _transposed(w["head.pooler.weight"]), w["head.pooler.bias"]
+        self.classifier_w, self.classifier_b = _transposed(w["head.classifier.weight"]), w["head.classifier.bias"]
         self.nbytes = sum(a.nbytes for a in w.values())
+        self._load(w)
+
+    def _load(self, weights: dict[str, np.ndarray]) -> None:
+        """Keep what the method needs of ``weights`` (a tenant's memory is what it keeps)."""
 
     def logits(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The head on the top layer's real tokens (prompt positions excluded)."""
@@ -172,14 +180,12 @@ class TenantAdapter:
 class LatePromptAdapter(TenantAdapter):
     """A prompt generator before one layer (see ``services.earlyexit.offline.lpt``)."""
 
-    def __init__(self, stored: StoredAdapter) -> None:
-        super().__init__(stored)
-        w = self.weights
+    def _load(self, w: dict[str, np.ndarray]) -> None:
         self.insertion_layer = self.manifest.insertion_layer
         self.prompt_length = self.manifest.prompt_length
         self.static = w["generator.static"]
-        self.down_w, self.down_b = w["generator.down.weight"].T.copy(), w["generator.down.bias"]
-        self.up_w, self.up_b = w["generator.up.weight"].T.copy(), w["generator.up.bias"]
+        self.down_w, self.down_b = _transposed(w["generator.down.weight"]), w["generator.down.bias"]
+        self.up_w, self.up_b = _transposed(w["generator.up.weight"]), w["generator.up.bias"]
 
     def prompt(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(rows, tokens, hidden) states before the insertion layer → (rows, length, hidden)."""
@@ -190,14 +196,13 @@ class LatePromptAdapter(TenantAdapter):
 class LoraAdapter(TenantAdapter):
     """Low-rank query and value updates in every layer (see ``services.earlyexit.offline.lora``)."""
 
-    def __init__(self, stored: StoredAdapter) -> None:
-        super().__init__(stored)
+    def _load(self, w: dict[str, np.ndarray]) -> None:
         self.rank = self.manifest.rank
+        self._weights = {key: array for key, array in w.items() if key.startswith("layers.")}
         self._updates: dict[int, tuple[np.ndarray, ...]] = {}
-
     def _update(self, layer: int, name: str) -> np.ndarray:
         module, part = name.split("_")
-        found = self.weights.get(f"layers.{layer}.{module}.{part}")
+        found = self._weights.get(f"layers.{layer}.{module}.{part}")
         if found is not None:
             return found
         width = self.pooler_w.shape[0]

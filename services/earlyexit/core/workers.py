@@ -57,8 +57,11 @@ class AdaptWorkers:
                 "ROSEMESH_EARLYEXIT_MODELS_DIR": str(self.models_dir),
                 "ROSEMESH_ADAPT_HEARTBEAT_TIMEOUT_S": str(self.store.heartbeat_timeout_s),
             }
+            # Its summary line goes nowhere: the job record says how it ended, and a service's
+            # stdout may be a bench's JSON.
             self.running[record.id] = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services.cli", "train", "adapter", "--job", record.id, env=env
+                sys.executable, "-m", "services.cli", "train", "adapter", "--job", record.id,
+                env=env, stdout=asyncio.subprocess.DEVNULL,
             )
             log.info("started a worker for %s (%s, attempt %d)", record.id, record.state.value, record.attempts + 1)
 

@@ -41,7 +41,8 @@ def train_adapter(
     on_epoch: Callable[[int], None],
 ) -> TrainingReport:
     """AdamW with linear warm-up and decay over length-bucketed batches; ``batch_loss(rows)`` is
-    the loss of one batch of example indices. ``on_epoch`` runs after each epoch, in eval mode."""
+    the loss of one batch of example indices. ``on_epoch`` runs in eval mode after each epoch
+    but the last, which the caller measures once training is done."""
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     began = time.perf_counter()
@@ -68,7 +69,7 @@ def train_adapter(
         scheduler.step()
         losses.append(loss.item())
         progress("training", step, len(schedule))
-        if step % per_epoch == 0:
+        if step % per_epoch == 0 and step < len(schedule):  # the caller measures the end itself
             model.eval()
             on_epoch(step // per_epoch)
             model.train()

@@ -32,7 +32,7 @@ from services.common.progress import counting_columns
 from services.earlyexit.client import EarlyExitClient
 from services.earlyexit.core.adapters import adapter_name, adapters_root
 from services.earlyexit.core.bundle import models_root
-from services.earlyexit.core.jobs import AdaptSpec
+from services.earlyexit.offline.lora import LoraTrainConfig
 from services.earlyexit.offline.lpt import LptConfig
 from services.earlyexit.offline.train import TrainConfig, served_name, train_dataset
 from services.offline.datasets import CLASSIFICATION_DATASETS
@@ -40,6 +40,7 @@ from services.runtime.config import default_models_dir
 from services.supervisor import RunningService, service_process
 
 DATASETS = ("rotten_tomatoes", "banking77", "clinc150")
+METHODS = ("lpt", "lora")
 BENCH_TENANT = "bench"
 TENANT_COUNTS = (1, 10, 100)
 
@@ -65,23 +66,35 @@ def _resident(service: RunningService) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def _adapt_all(client: EarlyExitClient, datasets: Sequence[str], spec: AdaptSpec, progress: Progress) -> dict[str, pb.Operation]:
+def task_name(dataset: str, method: str) -> str:
+    return f"{dataset.replace('_', '-')}-{method}"
+
+
+async def _adapt_all(
+    client: EarlyExitClient, datasets: Sequence[str], lpt: LptConfig, lora: LoraTrainConfig, progress: Progress
+) -> dict[tuple[str, str], pb.Operation]:
+    """Every data set adapted with both methods through Adapt; published adapters are reused."""
     operations = {}
     for dataset in datasets:
-        request = pb.AdaptRequest(
-            tenant=BENCH_TENANT, task=dataset.replace("_", "-"), dataset=dataset, method=pb.ADAPT_METHOD_LPT,
-            epochs=spec.epochs, request_id=f"bench-{dataset}-{spec.insertion_layer}-{spec.prompt_length}-{spec.epochs}",
-        )
-        request.lpt.insertion_layer, request.lpt.prompt_length = spec.insertion_layer, spec.prompt_length
-        request.lpt.generator_size = spec.generator_size
-        operations[dataset] = await client.adapt(request)
-    bars = {d: progress.add_task(f"adapting {d}", total=1.0) for d in datasets}
+        for method in METHODS:
+            request = pb.AdaptRequest(
+                tenant=BENCH_TENANT, task=task_name(dataset, method), dataset=dataset,
+                method=pb.ADAPT_METHOD_LPT if method == "lpt" else pb.ADAPT_METHOD_LORA,
+                epochs=lpt.epochs if method == "lpt" else lora.epochs,
+            )
+            request.lpt.insertion_layer, request.lpt.prompt_length = lpt.insertion_layer, lpt.prompt_length
+            request.lpt.generator_size = lpt.generator_size
+            request.lora.rank = lora.rank
+            request.lora.target_modules.extend(lora.target_modules)
+            request.request_id = f"bench-{request.SerializeToString().hex()[:64]}"
+            operations[(dataset, method)] = await client.adapt(request)
+    bars = {key: progress.add_task(f"adapting {key[0]} ({key[1]})", total=1.0) for key in operations}
     while any(o.state in (pb.OPERATION_STATE_QUEUED, pb.OPERATION_STATE_RUNNING) for o in operations.values()):
         await asyncio.sleep(2.0)
-        for dataset, operation in operations.items():
-            operation = operations[dataset] = await client.get_operation(operation.id)
-            progress.update(bars[dataset], completed=operation.progress, description=f"adapting {dataset}: {operation.stage}")
-    failed = {d: o.error for d, o in operations.items() if o.state != pb.OPERATION_STATE_SUCCEEDED}
+        for key, operation in operations.items():
+            operation = operations[key] = await client.get_operation(operation.id)
+            progress.update(bars[key], completed=operation.progress, description=f"adapting {key[0]} ({key[1]}): {operation.stage}")
+    failed = {f"{d} {m}": o.error for (d, m), o in operations.items() if o.state != pb.OPERATION_STATE_SUCCEEDED}
     if failed:
         raise RuntimeError(f"adapting failed: {failed}")
     return operations
@@ -141,7 +154,7 @@ async def _resident_with_tenants(service: RunningService, models_dir: Path, data
         for _ in range(3):
             await client.classify(["a warm, funny film"] * 32, model=served_name(dataset, "plain"))
         resident = {"one_model": _resident(service)}
-        copies = _copy_adapters(models_dir, dataset.replace("_", "-"), max(TENANT_COUNTS))
+        copies = _copy_adapters(models_dir, task_name(dataset, "lpt"), max(TENANT_COUNTS))
         loaded = 0
         for count in TENANT_COUNTS:
             for task in copies[loaded:count]:
@@ -159,6 +172,7 @@ def _train_in_fresh_process(method: str, dataset: str, examples: int, epochs: fl
     from services.common.base_model import source_model_dir
     from services.common.tokens import TextEncoder
     from services.earlyexit.offline.backbone import load_encoder
+    from services.earlyexit.offline.lora import LoraClassifier, train_lora
     from services.earlyexit.offline.lpt import LatePromptClassifier, train_late_prompt
     from services.earlyexit.offline.modeling import MultiExitClassifier
     from services.earlyexit.offline.train import MAX_TOKENS, fine_tune
@@ -177,6 +191,9 @@ def _train_in_fresh_process(method: str, dataset: str, examples: int, epochs: fl
         model = MultiExitClassifier(encoder, len(splits.labels), every_layer=False)
         with Bars(disable=True) as bars:
             fine_tune(model, encoded, labels, TrainConfig(epochs=epochs), bars, "full")
+    elif method == "lora":
+        lora_config = LoraTrainConfig(epochs=epochs)
+        train_lora(LoraClassifier(encoder, len(splits.labels), lora_config), encoded, labels, lora_config)
     else:
         model = LatePromptClassifier(encoder, len(splits.labels), LptConfig(**lpt, epochs=epochs))
         train_late_prompt(model, encoded, labels, LptConfig(**lpt, epochs=epochs))
@@ -188,9 +205,10 @@ def measure_training(dataset: str, examples: int, epochs: float, lpt: LptConfig,
     """LPT and full fine-tuning, alternating, each in a fresh process on the same examples."""
     context = multiprocessing.get_context("spawn")
     options = {k: v for k, v in asdict(lpt).items() if k in ("insertion_layer", "prompt_length", "generator_size", "lr")}
-    runs: dict[str, list[dict]] = {"lpt": [], "full": []}
+    runs: dict[str, list[dict]] = {"lpt": [], "lora": [], "full": []}
     for round_index in range(rounds):
-        for method in ("lpt", "full") if round_index % 2 == 0 else ("full", "lpt"):
+        order = list(runs)
+        for method in order[round_index % 3 :] + order[: round_index % 3]:
             console.log(f"training round {round_index + 1}: {method} on {examples} {dataset} examples, {epochs} epochs")
             results = context.Queue()
             process = context.Process(target=_train_in_fresh_process, args=(method, dataset, examples, epochs, options, results))
@@ -198,22 +216,16 @@ def measure_training(dataset: str, examples: int, epochs: float, lpt: LptConfig,
             outcome = results.get()
             process.join()
             runs[method].append(outcome)
-    lpt_s = statistics.median(r["seconds"] for r in runs["lpt"])
-    full_s = statistics.median(r["seconds"] for r in runs["full"])
-    lpt_peak = max(r["peak_bytes"] for r in runs["lpt"])
-    full_peak = max(r["peak_bytes"] for r in runs["full"])
-    return {
-        "dataset": dataset,
-        "examples": examples,
-        "epochs": epochs,
-        "rounds": rounds,
-        "lpt_seconds": round(lpt_s, 1),
-        "full_fine_tuning_seconds": round(full_s, 1),
-        "lpt_peak_bytes": lpt_peak,
-        "full_fine_tuning_peak_bytes": full_peak,
-        "lpt_training_speedup": round(full_s / lpt_s, 3),
-        "lpt_memory_ratio": round(lpt_peak / full_peak, 3),
-    }
+    seconds = {m: statistics.median(r["seconds"] for r in rs) for m, rs in runs.items()}
+    peak = {m: max(r["peak_bytes"] for r in rs) for m, rs in runs.items()}
+    report: dict[str, Any] = {"dataset": dataset, "examples": examples, "epochs": epochs, "rounds": rounds}
+    for method in runs:
+        name = "full_fine_tuning" if method == "full" else method
+        report[f"{name}_seconds"], report[f"{name}_peak_bytes"] = round(seconds[method], 1), peak[method]
+    for method in ("lpt", "lora"):
+        report[f"{method}_training_speedup"] = round(seconds["full"] / seconds[method], 3)
+        report[f"{method}_memory_ratio"] = round(peak[method] / peak["full"], 3)
+    return report
 
 
 def run_benchmark(
@@ -224,6 +236,7 @@ def run_benchmark(
     concurrency: int = 3,
     rounds: int = 3,
     lpt: LptConfig = LptConfig(),
+    lora: LoraTrainConfig = LoraTrainConfig(),
     train_examples: int = 2000,
     training_rounds: int = 1,
     quiet: bool = False,
@@ -232,10 +245,6 @@ def run_benchmark(
     models_dir = default_models_dir()
     for dataset in datasets:  # full fine-tuning: the plain model, trained once and reused
         train_dataset(dataset, models_dir, ["plain"], TrainConfig(), console=console)
-    spec = AdaptSpec(
-        tenant=BENCH_TENANT, task="-", method="lpt", insertion_layer=lpt.insertion_layer,
-        prompt_length=lpt.prompt_length, generator_size=lpt.generator_size, epochs=lpt.epochs,
-    )
     test_rows = {}
     for dataset in datasets:
         splits = CLASSIFICATION_DATASETS[dataset]()
@@ -248,19 +257,20 @@ def run_benchmark(
 
             async def measure() -> dict[str, Any]:
                 async with EarlyExitClient(service.address, timeout_s=600) as client:
-                    operations = await _adapt_all(client, datasets, spec, progress)
-                    tasks = {d: d.replace("_", "-") for d in datasets}
+                    operations = await _adapt_all(client, datasets, lpt, lora, progress)
+                    tasks = {d: task_name(d, "lpt") for d in datasets}
                     accuracy = {}
                     for dataset in datasets:
                         rows = test_rows[dataset]
                         full = await _accuracy(client, rows, batch_size, model=served_name(dataset, "plain"))
-                        adapted = await _accuracy(client, rows, batch_size, task=tasks[dataset])
-                        accuracy[dataset] = {
-                            "full_fine_tuning_accuracy": round(full, 4),
-                            "lpt_accuracy": round(adapted, 4),
-                            "lpt_accuracy_gap_points": round(100 * (full - adapted), 2),
-                            "lpt_dev_accuracy": round(operations[dataset].dev_accuracy, 4),
-                        }
+                        accuracy[dataset] = {"full_fine_tuning_accuracy": round(full, 4)}
+                        for method in METHODS:
+                            adapted = await _accuracy(client, rows, batch_size, task=task_name(dataset, method))
+                            accuracy[dataset] |= {
+                                f"{method}_accuracy": round(adapted, 4),
+                                f"{method}_accuracy_gap_points": round(100 * (full - adapted), 2),
+                                f"{method}_dev_accuracy": round(operations[(dataset, method)].dev_accuracy, 4),
+                            }
                     # Throughput: the same texts, three tenants in flight together, or all to one model.
                     mixed = [
                         ([t for t, _ in test_rows[d][s : s + batch_size]], {"task": tasks[d]})
@@ -291,6 +301,8 @@ def run_benchmark(
         "concurrency": concurrency,
         "datasets": measured["accuracy"],
         "lpt_accuracy_gap_points": {d: a["lpt_accuracy_gap_points"] for d, a in measured["accuracy"].items()},
+        "lora_accuracy_gap_points": {d: a["lora_accuracy_gap_points"] for d, a in measured["accuracy"].items()},
+        "lora": {"rank": lora.rank, "target_modules": list(lora.target_modules), "epochs": lora.epochs, "lr": lora.lr},
         "training": training,
         "lpt_training_speedup": training["lpt_training_speedup"],
         "lpt_memory_ratio": training["lpt_memory_ratio"],
@@ -299,5 +311,5 @@ def run_benchmark(
         "mixed_tenant_texts_per_s": [round(r, 1) for r in rates["mixed"]],
         "single_model_texts_per_s": [round(r, 1) for r in rates["single"]],
         "mixed_tenant_throughput_ratio": round(mixed_rate / single_rate, 3),
-        "not_measured": ["lora_accuracy_gap_points", "cold_start_p99_over_warm_p99", "slo_attainment_rank_aware", "slo_attainment_fifo"],
+        "not_measured": ["cold_start_p99_over_warm_p99", "slo_attainment_rank_aware", "slo_attainment_fifo"],
     }
