@@ -10,6 +10,8 @@ answer does not depend on who else is in the batch.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -103,6 +105,7 @@ class AdapterCache:
         self.budget_bytes = budget_bytes
         self._loaded: OrderedDict[tuple[str, str], TenantAdapter] = OrderedDict()
         self._pointers: dict[str, tuple[float, str | None]] = {}
+        self._lock = threading.Lock()  # calls come from worker threads: a miss reads the disk
         self.loads = 0
 
     @property
@@ -121,6 +124,10 @@ class AdapterCache:
         return seen[1]
 
     def get(self, tenant: str, task: str) -> TenantAdapter:
+        with self._lock:
+            return self._get(tenant, task)
+
+    def _get(self, tenant: str, task: str) -> TenantAdapter:
         name = adapter_name(tenant, task)
         version = self.current_version(name)
         if version is None:
@@ -172,7 +179,7 @@ class TenantClassifier:
     async def classify(
         self, texts: Sequence[str], tenant: str, task: str
     ) -> tuple[TenantAdapter, list[EncodedText], list[np.ndarray]]:
-        adapter = self.adapter(tenant, task)
+        adapter = await asyncio.to_thread(self.adapter, tenant, task)
         encoded = self.encoder.encode(list(texts))
         logits = await self.batcher.submit([TaskRow(e, adapter) for e in encoded])
         return adapter, encoded, logits

@@ -185,6 +185,11 @@ def run_job(models_dir: Path, job: str, heartbeat_timeout_s: float | None = None
     if record.state.finished:
         store.release(job)
         return record
+    if store.cancel_requested(job):
+        record.state, record.stage = JobState.CANCELLED, "cancelled before it started"
+        store.save(record)
+        store.release(job)
+        return record
     if record.attempts >= MAX_ATTEMPTS:
         record.state, record.error = JobState.FAILED, f"its worker was lost {record.attempts} times"
         store.save(record)

@@ -118,7 +118,12 @@ class HiddenCache:
         self.hidden = 0
 
     def fill(
-        self, model: LatePromptClassifier, encoded: Sequence[EncodedText], batch_size: int, advance: Callable[[int], None]
+        self,
+        model: LatePromptClassifier,
+        encoded: Sequence[EncodedText],
+        batch_size: int,
+        advance: Callable[[int], None],
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.hidden = model.encoder.hidden
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
@@ -127,6 +132,8 @@ class HiddenCache:
         with open(self.path, "wb") as out, torch.no_grad():
             position = 0
             for start in range(0, len(order), batch_size):
+                if should_stop():
+                    return
                 rows = order[start : start + batch_size]
                 ids, mask = pad_batch([encoded[i] for i in rows])
                 hidden = model.lower(torch.from_numpy(ids), torch.from_numpy(mask)).numpy().astype(np.float16)
@@ -174,7 +181,7 @@ def train_late_prompt(
             progress("caching the frozen layers", filled, len(encoded))
 
         model.eval()
-        cache.fill(model, encoded, 64, advance)
+        cache.fill(model, encoded, 64, advance, should_stop)
         target = torch.tensor(list(labels))
 
         def batch_loss(rows: list[int]) -> torch.Tensor:
