@@ -467,8 +467,9 @@ def bench_adapters(
     epochs: Annotated[float, typer.Option(help="epochs of LPT, LoRA and full fine-tuning in the race (0: defaults, 2)")] = 0.0,
     train_examples: Annotated[int, typer.Option(help="examples each side trains on in the training race")] = 2000,
     training_rounds: Annotated[int, typer.Option(help="alternating training runs of each side")] = 1,
+    methods: Annotated[list[str] | None, typer.Option("--method", help="lpt, lora (default: both)")] = None,
 ) -> None:
-    """Tenant adapters (LPT) on one backbone against full fine-tuning: accuracy, training, memory, throughput."""
+    """Tenant adapters (LPT, LoRA) on one backbone against full fine-tuning: accuracy, training, memory, throughput."""
     from dataclasses import replace
 
     from services.earlyexit.offline.adapters_bench import DATASETS, run_benchmark
@@ -482,8 +483,11 @@ def bench_adapters(
     changes = {"insertion_layer": insertion_layer, "prompt_length": prompt_length, "epochs": epochs}
     lpt = replace(LptConfig(), **{k: v for k, v in changes.items() if v})
     lora = replace(LoraTrainConfig(), **({"epochs": epochs} if epochs else {}))
+    if set(methods or ()) - {"lpt", "lora"}:
+        raise typer.BadParameter(f"unknown methods {sorted(set(methods or ()) - {'lpt', 'lora'})}; expected lpt, lora")
     result = run_benchmark(
         tuple(datasets or DATASETS), texts=texts, rounds=rounds, lpt=lpt, lora=lora, train_examples=train_examples,
+        methods=tuple(dict.fromkeys(methods or ("lpt", "lora"))),
         training_rounds=training_rounds, quiet=as_json,
     )
     typer.echo(json.dumps(result, indent=None if as_json else 2))

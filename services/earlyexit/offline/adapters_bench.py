@@ -71,12 +71,17 @@ def task_name(dataset: str, method: str) -> str:
 
 
 async def _adapt_all(
-    client: EarlyExitClient, datasets: Sequence[str], lpt: LptConfig, lora: LoraTrainConfig, progress: Progress
+    client: EarlyExitClient,
+    datasets: Sequence[str],
+    methods: Sequence[str],
+    lpt: LptConfig,
+    lora: LoraTrainConfig,
+    progress: Progress,
 ) -> dict[tuple[str, str], pb.Operation]:
-    """Every data set adapted with both methods through Adapt; published adapters are reused."""
+    """Every data set adapted with each method through Adapt; published adapters are reused."""
     operations = {}
     for dataset in datasets:
-        for method in METHODS:
+        for method in methods:
             request = pb.AdaptRequest(
                 tenant=BENCH_TENANT, task=task_name(dataset, method), dataset=dataset,
                 method=pb.ADAPT_METHOD_LPT if method == "lpt" else pb.ADAPT_METHOD_LORA,
@@ -201,14 +206,17 @@ def _train_in_fresh_process(method: str, dataset: str, examples: int, epochs: fl
     results.put({"seconds": seconds, "peak_bytes": (memory.peak_bytes() or 0) - baseline})
 
 
-def measure_training(dataset: str, examples: int, epochs: float, lpt: LptConfig, rounds: int, console: Console) -> dict[str, Any]:
-    """LPT and full fine-tuning, alternating, each in a fresh process on the same examples."""
+def measure_training(
+    dataset: str, examples: int, epochs: float, lpt: LptConfig, methods: Sequence[str], rounds: int, console: Console
+) -> dict[str, Any]:
+    """The adapter methods and full fine-tuning, in turn, each in a fresh process on the same examples."""
     context = multiprocessing.get_context("spawn")
     options = {k: v for k, v in asdict(lpt).items() if k in ("insertion_layer", "prompt_length", "generator_size", "lr")}
-    runs: dict[str, list[dict]] = {"lpt": [], "lora": [], "full": []}
+    runs: dict[str, list[dict]] = {method: [] for method in (*methods, "full")}
     for round_index in range(rounds):
         order = list(runs)
-        for method in order[round_index % 3 :] + order[: round_index % 3]:
+        shift = round_index % len(order)
+        for method in order[shift:] + order[:shift]:
             console.log(f"training round {round_index + 1}: {method} on {examples} {dataset} examples, {epochs} epochs")
             results = context.Queue()
             process = context.Process(target=_train_in_fresh_process, args=(method, dataset, examples, epochs, options, results))
@@ -222,7 +230,7 @@ def measure_training(dataset: str, examples: int, epochs: float, lpt: LptConfig,
     for method in runs:
         name = "full_fine_tuning" if method == "full" else method
         report[f"{name}_seconds"], report[f"{name}_peak_bytes"] = round(seconds[method], 1), peak[method]
-    for method in ("lpt", "lora"):
+    for method in methods:
         report[f"{method}_training_speedup"] = round(seconds["full"] / seconds[method], 3)
         report[f"{method}_memory_ratio"] = round(peak[method] / peak["full"], 3)
     return report
@@ -237,6 +245,7 @@ def run_benchmark(
     rounds: int = 3,
     lpt: LptConfig = LptConfig(),
     lora: LoraTrainConfig = LoraTrainConfig(),
+    methods: Sequence[str] = METHODS,
     train_examples: int = 2000,
     training_rounds: int = 1,
     quiet: bool = False,
@@ -257,14 +266,14 @@ def run_benchmark(
 
             async def measure() -> dict[str, Any]:
                 async with EarlyExitClient(service.address, timeout_s=600) as client:
-                    operations = await _adapt_all(client, datasets, lpt, lora, progress)
+                    operations = await _adapt_all(client, datasets, methods, lpt, lora, progress)
                     tasks = {d: task_name(d, "lpt") for d in datasets}
                     accuracy = {}
                     for dataset in datasets:
                         rows = test_rows[dataset]
                         full = await _accuracy(client, rows, batch_size, model=served_name(dataset, "plain"))
                         accuracy[dataset] = {"full_fine_tuning_accuracy": round(full, 4)}
-                        for method in METHODS:
+                        for method in methods:
                             adapted = await _accuracy(client, rows, batch_size, task=task_name(dataset, method))
                             accuracy[dataset] |= {
                                 f"{method}_accuracy": round(adapted, 4),
@@ -289,27 +298,29 @@ def run_benchmark(
         memory_dir = _bench_models_dir(models_dir, datasets[:1], Path(scratch) / "memory")
         with service_process("earlyexit", ["--models-dir", str(memory_dir), *flags[2:]]) as service:
             measured["resident"] = asyncio.run(_resident_with_tenants(service, memory_dir, datasets[0]))
-    training = measure_training(datasets[0], train_examples, lpt.epochs, lpt, training_rounds, console)
+    training = measure_training(datasets[0], train_examples, lpt.epochs, lpt, methods, training_rounds, console)
     rates, resident = measured["rates"], measured["resident"]
     mixed_rate, single_rate = statistics.median(rates["mixed"]), statistics.median(rates["single"])
     return {
         "benchmark": "adapters",
-        "method": "lpt",
         "lpt": {k: v for k, v in asdict(lpt).items() if k != "seed"},
         "test_texts": texts,
         "batch_size": batch_size,
         "concurrency": concurrency,
         "datasets": measured["accuracy"],
-        "lpt_accuracy_gap_points": {d: a["lpt_accuracy_gap_points"] for d, a in measured["accuracy"].items()},
-        "lora_accuracy_gap_points": {d: a["lora_accuracy_gap_points"] for d, a in measured["accuracy"].items()},
+        **{
+            f"{m}_accuracy_gap_points": {d: a[f"{m}_accuracy_gap_points"] for d, a in measured["accuracy"].items()}
+            for m in methods
+        },
         "lora": {"rank": lora.rank, "target_modules": list(lora.target_modules), "epochs": lora.epochs, "lr": lora.lr},
         "training": training,
-        "lpt_training_speedup": training["lpt_training_speedup"],
-        "lpt_memory_ratio": training["lpt_memory_ratio"],
+        "lpt_training_speedup": training.get("lpt_training_speedup"),
+        "lpt_memory_ratio": training.get("lpt_memory_ratio"),
         "resident_bytes": resident,
         "memory_ratio_100_tenants": round(resident["tenants_100"] / resident["one_model"], 3),
         "mixed_tenant_texts_per_s": [round(r, 1) for r in rates["mixed"]],
         "single_model_texts_per_s": [round(r, 1) for r in rates["single"]],
         "mixed_tenant_throughput_ratio": round(mixed_rate / single_rate, 3),
+        "methods": list(methods),
         "not_measured": ["cold_start_p99_over_warm_p99", "slo_attainment_rank_aware", "slo_attainment_fifo"],
     }
