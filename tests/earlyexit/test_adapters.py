@@ -139,6 +139,10 @@ def test_a_job_is_claimed_by_one_worker_and_taken_over_when_its_heartbeat_stops(
     assert [r.id for r in store.runnable()] == [record.id]
     assert store.claim(record.id)  # the silent worker's claim is taken over
     assert store.examples(record.id) == [("x", "a"), ("y", "b")]
+    record.state = JobState.CANCELLED
+    store.save(record)
+    retried, created = store.create(spec, [("z", "a"), ("w", "b")])
+    assert created and retried.id == record.id and retried.state is JobState.QUEUED  # a cancelled job is started again
 
 
 # --- the service ---------------------------------------------------------------------------

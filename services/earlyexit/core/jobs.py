@@ -96,11 +96,18 @@ class JobStore:
         return self.root / job
 
     def create(self, spec: AdaptSpec, examples: list[tuple[str, str]]) -> tuple[JobRecord, bool]:
-        """The job for ``spec``, and whether it is new: a retried request finds its first job."""
+        """The job for ``spec``, and whether it is new: a retried request finds its first job,
+        unless that one failed or was cancelled, which the retry starts again."""
         record = JobRecord(id=job_id(spec.tenant, spec.request_id), spec=spec)
         folder = self.root / record.id
         if (folder / JOB).exists():
-            return self.get(record.id), False
+            existing = self.get(record.id)
+            if existing.state not in (JobState.FAILED, JobState.CANCELLED):
+                return existing, False
+            try:  # kept aside, out of the listing, for whoever wants to know what happened
+                folder.rename(self.root / f".{record.id}-ended-{uuid.uuid4().hex}")
+            except OSError:
+                return self.get(record.id), False
         staging = self.root / f".{record.id}-{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         with open(staging / EXAMPLES, "w", encoding="utf-8") as out:
