@@ -75,6 +75,8 @@ def stratified_split(examples: list[tuple[str, str]], seed: str) -> AdaptData:
 
 def adapt_data(spec: AdaptSpec, store: JobStore, job: str) -> AdaptData:
     if spec.dataset:
+        if spec.dataset not in CLASSIFICATION_DATASETS:
+            raise ValueError(f"unknown data set {spec.dataset!r}; known: {', '.join(sorted(CLASSIFICATION_DATASETS))}")
         splits = CLASSIFICATION_DATASETS[spec.dataset]()
         index = {label: i for i, label in enumerate(splits.labels)}
         return AdaptData(
