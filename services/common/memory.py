@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_STATUS = Path("/proc/self/status")
 
-
-def _status_bytes(field: str) -> int | None:
+def _status_bytes(field: str, pid: int | str = "self") -> int | None:
     try:
-        for line in _STATUS.read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024  # reported in kB
     except OSError:
@@ -17,8 +15,9 @@ def _status_bytes(field: str) -> int | None:
     return None
 
 
-def resident_bytes() -> int | None:
-    return _status_bytes("VmRSS")
+def resident_bytes(pid: int | str = "self") -> int | None:
+    """Of this process, or of process ``pid``."""
+    return _status_bytes("VmRSS", pid)
 
 
 def reset_peak() -> bool:

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rosemesh.earlyexit.v1 import earlyexit_pb2 as pb
 
+from services.common import memory
 from services.common.model_versions import ModelVersions
 from services.common.progress import counting_columns
 from services.earlyexit.client import EarlyExitClient
@@ -60,10 +61,10 @@ def _bench_models_dir(models_dir: Path, datasets: Sequence[str], scratch: Path) 
 
 
 def _resident(service: RunningService) -> int:
-    for line in Path(f"/proc/{service.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    resident = memory.resident_bytes(service.process.pid)
+    if resident is None:
+        raise RuntimeError("the service's resident memory cannot be read here (no /proc)")
+    return resident
 
 
 def task_name(dataset: str, method: str) -> str:
@@ -173,7 +174,6 @@ def _train_in_fresh_process(method: str, dataset: str, examples: int, epochs: fl
     import torch
     from rich.progress import Progress as Bars
 
-    from services.common import memory
     from services.common.base_model import source_model_dir
     from services.common.tokens import TextEncoder
     from services.earlyexit.offline.backbone import load_encoder

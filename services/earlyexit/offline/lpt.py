@@ -23,7 +23,7 @@ from torch import nn
 
 from services.common.tokens import EncodedText, pad_batch
 from services.earlyexit.offline.adapter_training import TrainingReport, train_adapter
-from services.earlyexit.offline.modeling import Encoder, ExitHead, key_bias_from_mask
+from services.earlyexit.offline.modeling import Encoder, ExitHead, key_bias_from_mask, mean_pool
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,6 @@ class PromptGenerator(nn.Module):
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         generated = self.up(torch.tanh(self.down(pooled))).view(len(pooled), self.prompt_length, -1)
         return generated + self.static
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
 
 
 class LatePromptClassifier(nn.Module):

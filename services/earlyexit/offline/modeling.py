@@ -103,12 +103,14 @@ class ExitHead(nn.Module):
         self.classifier = nn.Linear(hidden, num_labels)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.pooling == "cls":
-            summary = hidden[:, 0]
-        else:
-            weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-            summary = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+        summary = hidden[:, 0] if self.pooling == "cls" else mean_pool(hidden, attention_mask)
         return self.classifier(self.dropout(torch.tanh(self.pooler(summary))))
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of each row's real tokens."""
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
 
 
 def key_bias_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
