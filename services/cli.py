@@ -468,11 +468,17 @@ def bench_adapters(
     train_examples: Annotated[int, typer.Option(help="examples each side trains on in the training race")] = 2000,
     training_rounds: Annotated[int, typer.Option(help="alternating training runs of each side")] = 1,
     methods: Annotated[list[str] | None, typer.Option("--method", help="lpt, lora (default: both)")] = None,
+    parts: Annotated[
+        list[str] | None,
+        typer.Option("--part", help="accuracy, training, memory, cold-start, scheduling (default: all)"),
+    ] = None,
+    slo_requests: Annotated[int, typer.Option(help="scheduling: requests per load point (at least 1000 to report)")] = 1000,
 ) -> None:
-    """Tenant adapters (LPT, LoRA) on one backbone against full fine-tuning: accuracy, training, memory, throughput."""
+    """Tenant adapters (LPT, LoRA) on one backbone against full fine-tuning: accuracy, training,
+    memory, throughput, cold starts and deadline scheduling."""
     from dataclasses import replace
 
-    from services.earlyexit.offline.adapters_bench import DATASETS, run_benchmark
+    from services.earlyexit.offline.adapters_bench import DATASETS, PARTS, run_benchmark
     from services.earlyexit.offline.lora import LoraTrainConfig
     from services.earlyexit.offline.lpt import LptConfig
     from services.offline.datasets import CLASSIFICATION_DATASETS
@@ -485,9 +491,11 @@ def bench_adapters(
     lora = replace(LoraTrainConfig(), **({"epochs": epochs} if epochs else {}))
     if set(methods or ()) - {"lpt", "lora"}:
         raise typer.BadParameter(f"unknown methods {sorted(set(methods or ()) - {'lpt', 'lora'})}; expected lpt, lora")
+    if set(parts or ()) - set(PARTS):
+        raise typer.BadParameter(f"unknown parts {sorted(set(parts or ()) - set(PARTS))}; expected {', '.join(PARTS)}")
     result = run_benchmark(
         tuple(datasets or DATASETS), texts=texts, rounds=rounds, lpt=lpt, lora=lora, train_examples=train_examples,
-        methods=tuple(dict.fromkeys(methods or ("lpt", "lora"))),
+        methods=tuple(dict.fromkeys(methods or ("lpt", "lora"))), parts=tuple(parts or PARTS), slo_requests=slo_requests,
         training_rounds=training_rounds, quiet=as_json,
     )
     typer.echo(json.dumps(result, indent=None if as_json else 2))

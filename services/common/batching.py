@@ -39,26 +39,13 @@ class BatchingConfig:
     sort_window_batches: int = 16
 
 
-class MicroBatcher(Generic[ItemT, ResultT]):
-    def __init__(
-        self,
-        name: str,
-        run_batch: Callable[[list[ItemT]], Awaitable[Sequence[ResultT]]],
-        config: BatchingConfig,
-        size_of: Callable[[ItemT], int] | None = None,
-    ) -> None:
-        self.name = name
-        self.config = config
-        self._run_batch = run_batch
-        self._size_of = size_of
-        self._queue: asyncio.Queue[tuple[ItemT, asyncio.Future[ResultT]]] = asyncio.Queue()
-        self._pending = 0
-        self._worker: asyncio.Task[None] | None = None
+class BatchLoop(Generic[ItemT, ResultT]):
+    """A background task that takes batches off a queue and runs them, one at a time."""
 
-    @property
-    def pending(self) -> int:
-        """Items queued or running."""
-        return self._pending
+    def __init__(self, name: str, run_batch: Callable[[list[ItemT]], Awaitable[Sequence[ResultT]]]) -> None:
+        self.name = name
+        self._run_batch = run_batch
+        self._worker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name=f"batcher-{self.name}")
@@ -69,10 +56,50 @@ class MicroBatcher(Generic[ItemT, ResultT]):
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
 
-    async def submit(self, items: Sequence[ItemT]) -> list[ResultT]:
-        """Queue ``items`` and wait for their results, in order."""
+    def _check_started(self) -> None:
         if self._worker is None:
             raise RuntimeError(f"batcher {self.name} is not started")
+
+    async def _work(self) -> None:
+        raise NotImplementedError
+
+    async def _deliver(self, items: list[ItemT], futures: list[asyncio.Future[ResultT]]) -> None:
+        """Run one batch; each caller still waiting gets its result, or the batch's error."""
+        BATCH_SIZE.labels(self.name).observe(len(items))
+        try:
+            results = await self._run_batch(items)
+        except Exception as exc:  # noqa: BLE001 - the callers get the error
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for future, result in zip(futures, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+
+class MicroBatcher(BatchLoop[ItemT, ResultT]):
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[list[ItemT]], Awaitable[Sequence[ResultT]]],
+        config: BatchingConfig,
+        size_of: Callable[[ItemT], int] | None = None,
+    ) -> None:
+        super().__init__(name, run_batch)
+        self.config = config
+        self._size_of = size_of
+        self._queue: asyncio.Queue[tuple[ItemT, asyncio.Future[ResultT]]] = asyncio.Queue()
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Items queued or running."""
+        return self._pending
+
+    async def submit(self, items: Sequence[ItemT]) -> list[ResultT]:
+        """Queue ``items`` and wait for their results, in order."""
+        self._check_started()
         if self._pending + len(items) > self.config.max_queue:
             raise Overloaded(
                 f"{self.name} queue is full ({self._pending} of {self.config.max_queue} items waiting, "
@@ -122,16 +149,7 @@ class MicroBatcher(Generic[ItemT, ResultT]):
                 await self._run(live[start : start + size])
 
     async def _run(self, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
-        BATCH_SIZE.labels(self.name).observe(len(batch))
         try:
-            results = await self._run_batch([item for item, _ in batch])
-        except Exception as exc:  # noqa: BLE001 - the callers get the error
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-        else:
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            await self._deliver([item for item, _ in batch], [future for _, future in batch])
         finally:
             self._pending -= len(batch)

@@ -23,12 +23,14 @@ from services.common.model_versions import Generation, ModelVersions
 from services.common.tokens import EncodedText
 from services.earlyexit.adapt_face import AdaptFace
 from services.earlyexit.convert import policy_from_proto, policy_to_proto
+from services.earlyexit.core.adapters import StoredBackbone
 from services.earlyexit.core.bundle import StoredModel, list_models, models_root
 from services.earlyexit.core.classifier import ClassifyLimits, EarlyExitClassifier, LoadedModel
 from services.earlyexit.core.jobs import JobStore
 from services.earlyexit.core.policy import MODE_CODES, ModelKind, entropy, softmax
 from services.earlyexit.core.ports import BackboneGraphs, EarlyExitBackend
-from services.earlyexit.core.tenants import AdapterCache, TenantClassifier, current_backbone
+from services.earlyexit.core.scheduling import SchedulingConfig
+from services.earlyexit.core.tenants import AdapterCache, FastPathConfig, TenantClassifier, current_backbone
 from services.earlyexit.core.workers import AdaptWorkers
 from services.runtime.config import ServiceSettings
 from services.runtime.metrics import report_served_versions
@@ -82,6 +84,24 @@ class EarlyExitSettings(ServiceSettings):
     adapter_batch_wait_ms: float = Field(
         2.0, ge=0, le=100, description="how long a tenant batch waits for other tenants' texts"
     )
+    adapter_fast_paths: int = Field(
+        2, ge=0, le=64, description="hot LoRA tenants given a merged, compiled graph (each a copy of the layers)"
+    )
+    adapter_hot_after: int = Field(
+        4, ge=1, description="requests within the hot window after which a LoRA tenant gets a fast path"
+    )
+    adapter_hot_window_s: float = Field(
+        10.0, gt=0, description="the hot window; a fast path idle this long may give way to a hotter tenant"
+    )
+    adapter_scheduler: Literal["deadline", "fifo"] = Field(
+        "deadline",
+        description="deadline: batches formed by measured cost, earliest gRPC deadline first; fifo: arrival order",
+    )
+    adapter_cold_start: Literal["hidden", "wait"] = Field(
+        "hidden",
+        description="hidden: serve a cold tenant on the shared path while its fast path is prepared; "
+        "wait: hold its requests until the fast path is ready (load-then-serve)",
+    )
 
     @field_validator("train_examples")
     @classmethod
@@ -134,7 +154,7 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
         self, request: earlyexit_pb2.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> earlyexit_pb2.ClassifyResponse:
         if request.task:
-            return await self._classify_task(request)
+            return await self._classify_task(request, context.time_remaining())
         requested = policy_from_proto(request.policy) if request.HasField("policy") else None
         async with self.served.use() as served:
             model, policy, results = await served.classifier.classify(list(request.texts), request.model, requested)
@@ -167,7 +187,9 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
             ],
         )
 
-    async def _classify_task(self, request: earlyexit_pb2.ClassifyRequest) -> earlyexit_pb2.ClassifyResponse:
+    async def _classify_task(
+        self, request: earlyexit_pb2.ClassifyRequest, deadline_s: float | None
+    ) -> earlyexit_pb2.ClassifyResponse:
         check = Validator()
         check.check(not request.model, "model", "must be empty when a task is named (the task names its adapter)")
         check.check(not request.HasField("policy"), "policy", "adapted tasks run every layer; leave it unset")
@@ -177,7 +199,7 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
         check.raise_if_any()
         tenants = await self.service.tenants()
         try:
-            adapter, encoded, logits = await tenants.classify(list(request.texts), tenant, request.task)
+            adapter, encoded, logits = await tenants.classify(list(request.texts), tenant, request.task, deadline_s)
         except ValueError as exc:
             raise InvalidInput.single("task", str(exc)) from None
         manifest = adapter.manifest
@@ -269,15 +291,16 @@ class EarlyExitService(Service):
         self.workers = AdaptWorkers(self.jobs, settings.models_dir, settings.adapt_workers)
         self.adapt_face = AdaptFace(self.jobs, settings.models_dir, settings.max_adapt_examples, self.workers.wake)
         self._tenants: TenantClassifier | None = None
+        self._backbone: StoredBackbone | None = None
         self._tenants_lock = asyncio.Lock()
 
-    async def _run_backbone(self, work: Callable[[BackboneGraphs], T]) -> T:
+    async def _run_backbone(self, work: Callable[[BackboneGraphs], T], prepare: bool = False) -> T:
         """On whichever generation serves now: a reload builds a backend without the backbone."""
-        assert self.served is not None and self._tenants is not None
+        assert self.served is not None and self._backbone is not None
         async with self.served.use() as served:
             if not served.backend.has_backbone:
-                await asyncio.to_thread(served.backend.attach_backbone, self._tenants.backbone)
-            return await served.backend.run_backbone(work)
+                await asyncio.to_thread(served.backend.attach_backbone, self._backbone)
+            return await served.backend.run_backbone(work, prepare)
 
     async def tenants(self) -> TenantClassifier:
         """Tenant adapters on the shared backbone, loaded when the first task is asked for."""
@@ -286,11 +309,21 @@ class EarlyExitService(Service):
                 backbone = current_backbone(self.settings.models_dir, BASE_MODEL_NAME)
                 if backbone is None:
                     raise NotFound("no tenant has adapted a task here yet (no backbone is published); call Adapt first")
+                self._backbone = backbone
                 settings = self.settings
                 batching = BatchingConfig(max_batch_size=settings.batch_size, max_wait_s=settings.adapter_batch_wait_ms / 1000)
                 cache = AdapterCache(settings.models_dir, settings.adapter_cache_bytes)
-                tenants = TenantClassifier(backbone, cache, self._run_backbone, batching)
-                tenants.batcher.start()
+                fast_paths = FastPathConfig(
+                    settings.adapter_fast_paths,
+                    settings.adapter_hot_after,
+                    settings.adapter_hot_window_s,
+                    settings.adapter_cold_start == "wait",
+                )
+                scheduling = (
+                    SchedulingConfig(max_batch_size=settings.batch_size) if settings.adapter_scheduler == "deadline" else None
+                )
+                tenants = TenantClassifier(backbone, cache, self._run_backbone, batching, fast_paths, scheduling)
+                await tenants.start()
                 self._tenants = tenants
             return self._tenants
 
@@ -336,6 +369,7 @@ class EarlyExitService(Service):
         if settings.adapt_workers:
             self.workers.start()
 
+
     async def reload(self) -> str:
         assert self.served is not None
         models = list_models(self.settings.models_dir, self.settings.model_versions)
@@ -355,6 +389,6 @@ class EarlyExitService(Service):
     async def stop(self) -> None:
         await self.workers.stop()
         if self._tenants is not None:
-            await self._tenants.batcher.stop()
+            await self._tenants.stop()
         if self.served is not None:
             await self.served.close()

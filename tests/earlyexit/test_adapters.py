@@ -116,6 +116,23 @@ def test_a_rows_answer_does_not_depend_on_the_other_tenants_in_its_batch(
         assert mixed[row].argmax() == alone.argmax()
 
 
+@pytest.mark.parametrize("modules", [("query", "value"), ("value",)], ids=["query-value", "value-only"])
+def test_a_hot_tenants_merged_fast_path_answers_as_the_shared_path_does(
+    tmp_path: Path, backbone: StoredBackbone, texts: list[str], modules: tuple[str, ...]
+) -> None:
+    graphs = OnnxBackbone(backbone)
+    adapter, _ = random_adapter(tmp_path / "a", backbone, LoraTrainConfig(rank=8, target_modules=modules), 3, 1)
+    ids, mask = pad_batch(TextEncoder(backbone.tokenizer_path, 64).encode(texts))
+    shared = np.stack(adapter_logits(graphs, ids, mask, [adapter] * len(ids)))
+    fast = adapter.logits(graphs.merge_lora(adapter).layers(graphs.embed(ids), mask), mask)
+    hidden = graphs.embed(ids)
+    for layer in range(1, graphs.num_layers + 1):
+        hidden = graphs.layer(layer, hidden, mask)
+    without_updates = adapter.logits(hidden, mask)
+    assert np.abs(fast - shared).max() < 1e-4
+    assert np.abs(fast - without_updates).max() > 1e-3  # the merged updates really change the answer
+
+
 def test_inline_examples_are_split_stratified_with_every_label_in_dev() -> None:
     examples = [(f"text {i}", "a" if i % 3 else "b") for i in range(60)]
     data = stratified_split(examples, seed="job")

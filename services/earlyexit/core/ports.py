@@ -8,10 +8,20 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from services.earlyexit.core.adapters import StoredBackbone
+from services.earlyexit.core.adapters import StoredBackbone, TenantAdapter
 from services.earlyexit.core.policy import CascadeResult, ExitPolicy
 
 T = TypeVar("T")
+
+
+class MergedLayers(Protocol):
+    """One LoRA tenant's updates merged into the backbone's layers: its fast path."""
+
+    #: Memory the merged weights hold.
+    nbytes: int
+
+    def layers(self, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Every layer at once on the embeddings → the top layer's (batch, tokens, hidden) states."""
 
 
 class BackboneGraphs(Protocol):
@@ -31,6 +41,9 @@ class BackboneGraphs(Protocol):
     ) -> np.ndarray:
         """1-based ``layer`` on (batch, positions, hidden) states under a 1/0 key mask; with
         ``row_lora`` (``LORA_INPUTS``, a leading batch axis), each row's low-rank updates."""
+
+    def merge_lora(self, adapter: TenantAdapter) -> MergedLayers:
+        """``adapter``'s updates merged into every layer and compiled (seconds of CPU, not milliseconds)."""
 
 
 class EarlyExitBackend(ABC):
@@ -57,6 +70,7 @@ class EarlyExitBackend(ABC):
         """Load the shared adapter backbone's graphs (blocking: call it off the event loop)."""
         raise NotImplementedError(f"{self.runtime} does not serve tenant adapters yet")
 
-    async def run_backbone(self, work: Callable[[BackboneGraphs], T]) -> T:
-        """Run ``work`` against the shared backbone's graphs on this runtime."""
+    async def run_backbone(self, work: Callable[[BackboneGraphs], T], prepare: bool = False) -> T:
+        """Run ``work`` against the shared backbone's graphs on this runtime; ``prepare``: beside
+        the serving work, for slow preparation that must not hold requests up."""
         raise NotImplementedError(f"{self.runtime} does not serve tenant adapters yet")

@@ -6,14 +6,19 @@ every other row; the layers below run once for the whole batch. A LoRA row carri
 low-rank query and value updates into every layer as per-row inputs of the shared graph (the
 adapter weights stacked per batch, as Punica and S-LoRA do), zero for the other rows. So a row's
 answer does not depend on who else is in the batch.
+
+A hot LoRA tenant also gets a fast path, CaraServe-style: its updates merged into the layers'
+weights and compiled as one graph. Preparing that takes about half a second of CPU, so while it
+is prepared the tenant's rows run on the shared path at once, and switch over when it is ready.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +39,47 @@ from services.earlyexit.core.adapters import (
     backbones_root,
     load_adapter,
 )
-from services.earlyexit.core.ports import BackboneGraphs
+from services.earlyexit.core.ports import BackboneGraphs, MergedLayers
+from services.earlyexit.core.scheduling import CostModel, DeadlineBatcher, SchedulingConfig, Shape
+
+log = logging.getLogger(__name__)
+
+#: Runs work on the backbone: on the serving worker, or (``prepare``) beside it.
+RunGraphs = Callable[..., Awaitable]
 
 #: How long a replica trusts its view of an adapter's CURRENT pointer before reading it again.
 POINTER_TTL_S = 1.0
+
+#: The batches timed at start to fit the scheduler's cost model: rows × padded shape.
+PROBES = tuple(
+    (rows, Shape(tokens, rank)) for rows in (2, 16) for tokens in (16, 64) for rank in (0, 32)
+)
+
+
+def probe_seconds(graphs: BackboneGraphs, rows: int, shape: Shape, repeats: int = 2) -> float:
+    """The fastest of ``repeats`` runs of a ``rows`` × ``shape`` batch through the shared path."""
+    ids = np.full((rows, shape.tokens + shape.prompt), 1000, dtype=np.int64)
+    mask = np.ones_like(ids)
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        hidden = graphs.embed(ids)
+        width = hidden.shape[2]
+        updates = None
+        if shape.rank:
+            updates = tuple(
+                np.zeros((rows, width, shape.rank) if name.endswith("_a") else (rows, shape.rank, width), np.float32)
+                for name in LORA_INPUTS
+            )
+        for layer in range(1, graphs.num_layers + 1):
+            hidden = graphs.layer(layer, hidden, mask, updates)
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+def measure_costs(graphs: BackboneGraphs) -> CostModel:
+    probe_seconds(graphs, 2, Shape(16, 8), repeats=1)  # loads the LoRA graphs, warms the sessions
+    return CostModel.fit([(rows, shape, probe_seconds(graphs, rows, shape)) for rows, shape in PROBES])
 
 
 def _row_updates(rows: int, width: int, groups: list[tuple[list[int], TenantAdapter]], layer: int) -> tuple[np.ndarray, ...]:
@@ -144,6 +186,92 @@ class AdapterCache:
         return adapter
 
 
+def _shape(row: TaskRow) -> Shape:
+    return Shape(len(row.encoded.ids), row.adapter.rank, row.adapter.prompt_length)
+
+
+@dataclass(frozen=True)
+class FastPathConfig:
+    #: How many LoRA tenants hold a merged graph at once (each is a copy of the layers' weights).
+    tenants: int = 2
+    #: A tenant is hot, and its fast path prepared, after this many requests within the window.
+    hot_after: int = 4
+    hot_window_s: float = 10.0
+    #: Hold a cold tenant's requests until its fast path is ready (load-then-serve, the baseline)
+    #: instead of serving them on the shared path meanwhile.
+    wait: bool = False
+
+
+def _key(adapter: TenantAdapter) -> tuple[str, str, str]:
+    manifest = adapter.manifest
+    return manifest.tenant, manifest.task, manifest.version
+
+
+class FastPaths:
+    """Hot LoRA tenants' merged graphs. A new one takes the place of the least recently used
+    only when that one has been idle a whole window: hot tenants never evict each other in turn."""
+
+    def __init__(
+        self,
+        config: FastPathConfig,
+        prepare: Callable[[TenantAdapter], Awaitable[MergedLayers]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._prepare = prepare
+        self._clock = clock
+        self._ready: OrderedDict[tuple[str, str, str], MergedLayers] = OrderedDict()
+        self._used: dict[tuple[str, str, str], float] = {}
+        self._preparing: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._recent: dict[tuple[str, str, str], deque[float]] = {}
+        self.prepared = 0
+
+    def ready(self, adapter: TenantAdapter) -> MergedLayers | None:
+        return self._ready.get(_key(adapter))
+
+    async def note_request(self, adapter: TenantAdapter) -> None:
+        """Count a request; a tenant that turns hot gets its fast path prepared (and, when
+        configured to wait, its request held until then)."""
+        if not adapter.rank or not self.config.tenants:
+            return
+        key, now = _key(adapter), self._clock()
+        if key in self._ready:
+            self._used[key] = now
+            self._ready.move_to_end(key)
+            return
+        task = self._preparing.get(key)
+        if task is None:
+            recent = self._recent.setdefault(key, deque(maxlen=self.config.hot_after))
+            recent.append(now)
+            hot = len(recent) == self.config.hot_after and now - recent[0] <= self.config.hot_window_s
+            if not hot or not self._room(now):
+                return
+            del self._recent[key]
+            task = self._preparing[key] = asyncio.create_task(self._make(key, adapter))
+        if self.config.wait:
+            await asyncio.shield(task)
+
+    def _room(self, now: float) -> bool:
+        if len(self._ready) + len(self._preparing) < self.config.tenants:
+            return True
+        coldest = next(iter(self._ready), None)
+        return coldest is not None and now - self._used[coldest] > self.config.hot_window_s
+
+    async def _make(self, key: tuple[str, str, str], adapter: TenantAdapter) -> None:
+        try:
+            merged = await self._prepare(adapter)
+        except Exception:  # the shared path still serves it; say why the fast one is missing
+            log.exception("preparing the fast path of %s.%s failed", key[0], key[1])
+            return
+        finally:
+            self._preparing.pop(key, None)
+        self._ready[key], self._used[key] = merged, self._clock()
+        self.prepared += 1
+        while len(self._ready) > self.config.tenants:
+            evicted, _ = self._ready.popitem(last=False)
+            del self._used[evicted]
+
+
 class TenantClassifier:
     """Tenants' tasks on the shared backbone; concurrent requests are batched together."""
 
@@ -151,21 +279,63 @@ class TenantClassifier:
         self,
         backbone: StoredBackbone,
         cache: AdapterCache,
-        run_graphs: Callable[[Callable[[BackboneGraphs], list[np.ndarray]]], Awaitable[list[np.ndarray]]],
+        run_graphs: RunGraphs,
         batching: BatchingConfig,
+        fast_paths: FastPathConfig = FastPathConfig(),
+        scheduling: SchedulingConfig | None = SchedulingConfig(),
     ) -> None:
+        """``scheduling``: deadline- and cost-aware batches; None: first come, first batched."""
         self.backbone = backbone
         self.cache = cache
         self.encoder = TextEncoder(backbone.tokenizer_path, backbone.manifest.max_tokens)
         self._run_graphs = run_graphs
-        self.batcher: MicroBatcher[TaskRow, np.ndarray] = MicroBatcher(
-            "adapters", self._run_batch, batching, size_of=lambda row: len(row.encoded.ids)
+        self.fast_paths = FastPaths(
+            fast_paths, lambda adapter: run_graphs(lambda graphs: graphs.merge_lora(adapter), prepare=True)
         )
+        self._batching, self._scheduling = batching, scheduling
+        self.batcher: DeadlineBatcher[TaskRow, np.ndarray] | MicroBatcher[TaskRow, np.ndarray] | None = None
+        self.costs: CostModel | None = None
+
+    async def start(self) -> None:
+        """Measure the batch costs on this machine (deadline scheduling), then take requests."""
+        if self._scheduling is None:
+            arrival_order = BatchingConfig(**{**vars(self._batching), "sort_window_batches": 1})
+            self.batcher = MicroBatcher("adapters", self._run_batch, arrival_order)
+        else:
+            self.costs = await self._run_graphs(measure_costs)
+            self.batcher = DeadlineBatcher("adapters", self._run_batch, _shape, self.costs, self._scheduling)
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
 
     async def _run_batch(self, rows: list[TaskRow]) -> list[np.ndarray]:
-        ids, mask = pad_batch([row.encoded for row in rows])
-        adapters = [row.adapter for row in rows]
-        return await self._run_graphs(lambda graphs: adapter_logits(graphs, ids, mask, adapters))
+        fast: dict[int, tuple[MergedLayers, list[int]]] = {}
+        shared = []
+        for index, row in enumerate(rows):
+            merged = self.fast_paths.ready(row.adapter)
+            if merged is None:
+                shared.append(index)
+            else:
+                fast.setdefault(id(merged), (merged, []))[1].append(index)
+
+        def work(graphs: BackboneGraphs) -> list[np.ndarray]:
+            logits: list[np.ndarray] = [np.empty(0)] * len(rows)
+            for merged, group in fast.values():
+                ids, mask = pad_batch([rows[i].encoded for i in group])
+                hidden = merged.layers(graphs.embed(ids), mask)
+                logits_of = rows[group[0]].adapter.logits(hidden, mask)
+                for i, values in zip(group, logits_of, strict=True):
+                    logits[i] = values
+            if shared:
+                ids, mask = pad_batch([rows[i].encoded for i in shared])
+                adapters = [rows[i].adapter for i in shared]
+                for i, values in zip(shared, adapter_logits(graphs, ids, mask, adapters), strict=True):
+                    logits[i] = values
+            return logits
+
+        return await self._run_graphs(work)
 
     def adapter(self, tenant: str, task: str) -> TenantAdapter:
         adapter = self.cache.get(tenant, task)
@@ -177,11 +347,18 @@ class TenantClassifier:
         return adapter
 
     async def classify(
-        self, texts: Sequence[str], tenant: str, task: str
+        self, texts: Sequence[str], tenant: str, task: str, deadline_s: float | None = None
     ) -> tuple[TenantAdapter, list[EncodedText], list[np.ndarray]]:
+        """``deadline_s``: the seconds the caller gives the request (its gRPC deadline)."""
+        assert self.batcher is not None, "start() first"
         adapter = await asyncio.to_thread(self.adapter, tenant, task)
+        await self.fast_paths.note_request(adapter)
         encoded = self.encoder.encode(list(texts))
-        logits = await self.batcher.submit([TaskRow(e, adapter) for e in encoded])
+        rows = [TaskRow(e, adapter) for e in encoded]
+        if isinstance(self.batcher, DeadlineBatcher):
+            logits = await self.batcher.submit(rows, deadline_s)
+        else:
+            logits = await self.batcher.submit(rows)
         return adapter, encoded, logits
 
 

@@ -6,7 +6,8 @@ full fine-tuning (the plain model), side by side in one run, through the real se
 - training: LPT and full fine-tuning on the same examples and epochs, each in a fresh process,
   wall time and peak resident memory above the process's start;
 - memory: the serving process with 1, 10 and 100 tenants loaded against one serving one model;
-- throughput: three tenants' requests in flight together against the same texts to one model.
+- throughput: three tenants' requests in flight together against the same texts to one model;
+- cold start and scheduling: see ``adapters_serving_bench``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,15 @@ from rich.progress import Progress
 from rosemesh.earlyexit.v1 import earlyexit_pb2 as pb
 
 from services.common import memory
-from services.common.model_versions import ModelVersions
 from services.common.progress import counting_columns
 from services.earlyexit.client import EarlyExitClient
-from services.earlyexit.core.adapters import adapter_name, adapters_root
 from services.earlyexit.core.bundle import models_root
+from services.earlyexit.offline.adapters_serving_bench import (
+    REQUESTS_PER_POINT,
+    measure_cold_start,
+    measure_scheduling,
+    publish_copies,
+)
 from services.earlyexit.offline.lora import LoraTrainConfig
 from services.earlyexit.offline.lpt import LptConfig
 from services.earlyexit.offline.train import TrainConfig, served_name, train_dataset
@@ -136,31 +141,14 @@ async def _throughput(client: EarlyExitClient, requests: list[tuple[list[str], d
     return sum(len(t) for t, _ in requests) / (time.perf_counter() - began)
 
 
-def _copy_adapters(models_dir: Path, source_task: str, count: int) -> list[str]:
-    """``count`` tenants serving copies of one trained adapter (the count is what is measured)."""
-    versions = ModelVersions(adapters_root(models_dir))
-    name = adapter_name(BENCH_TENANT, source_task)
-    version = versions.current(name)
-    assert version is not None
-    tasks = []
-    for index in range(count):
-        task = f"copy-{index}"
-        copy = adapter_name(BENCH_TENANT, task)
-        if not versions.is_published(copy, version):
-            with versions.publish(copy, version) as directory:
-                for path in versions.path(name, version).iterdir():
-                    shutil.copy(path, directory / path.name)
-        tasks.append(task)
-    return tasks
-
-
 async def _resident_with_tenants(service: RunningService, models_dir: Path, dataset: str) -> dict[str, int]:
     """The serving process's resident bytes with one model warm, then with 1, 10, 100 tenants."""
     async with EarlyExitClient(service.address, timeout_s=600) as client:
         for _ in range(3):
             await client.classify(["a warm, funny film"] * 32, model=served_name(dataset, "plain"))
         resident = {"one_model": _resident(service)}
-        copies = _copy_adapters(models_dir, task_name(dataset, "lpt"), max(TENANT_COUNTS))
+        copies = [f"copy-{index}" for index in range(max(TENANT_COUNTS))]
+        publish_copies(models_dir, BENCH_TENANT, task_name(dataset, "lpt"), copies)
         loaded = 0
         for count in TENANT_COUNTS:
             for task in copies[loaded:count]:
@@ -236,6 +224,9 @@ def measure_training(
     return report
 
 
+PARTS = ("accuracy", "training", "memory", "cold-start", "scheduling")
+
+
 def run_benchmark(
     datasets: Sequence[str] = DATASETS,
     *,
@@ -248,8 +239,13 @@ def run_benchmark(
     methods: Sequence[str] = METHODS,
     train_examples: int = 2000,
     training_rounds: int = 1,
+    parts: Sequence[str] = PARTS,
+    slo_requests: int = REQUESTS_PER_POINT,
     quiet: bool = False,
 ) -> dict[str, Any]:
+    """``parts``: accuracy (with mixed-tenant throughput), training, memory, cold-start, scheduling;
+    the serving parts need LoRA and LPT adapters of the first data set, trained by the accuracy
+    part (or an earlier run of it)."""
     console = Console(stderr=True, quiet=quiet)
     models_dir = default_models_dir()
     for dataset in datasets:  # full fine-tuning: the plain model, trained once and reused
@@ -258,52 +254,96 @@ def run_benchmark(
     for dataset in datasets:
         splits = CLASSIFICATION_DATASETS[dataset]()
         test_rows[dataset] = [(r.text, r.label) for r in splits.test[:texts]]
+    report: dict[str, Any] = {"benchmark": "adapters", "parts": list(parts), "methods": list(methods)}
     with tempfile.TemporaryDirectory(prefix="rosemesh-bench-adapters-") as scratch:
         bench_dir = _bench_models_dir(models_dir, datasets, Path(scratch))
         flags = ["--models-dir", str(bench_dir), "--no-train-default", "--default-model", served_name(datasets[0], "plain")]
         flags += ["--batch-size", str(batch_size), "--max-texts", str(batch_size)]
-        with service_process("earlyexit", flags) as service, Progress(*counting_columns(), console=console) as progress:
+        with Progress(*counting_columns(), console=console) as progress:
+            if "accuracy" in parts:
+                with service_process("earlyexit", flags) as service:
+                    measured = asyncio.run(
+                        _accuracy_and_throughput(service, datasets, test_rows, methods, lpt, lora, batch_size, texts, concurrency, rounds, progress)
+                    )
+                report |= _accuracy_report(measured, lpt, lora, methods, texts, batch_size, concurrency)
+            if "memory" in parts:
+                memory_dir = _bench_models_dir(models_dir, datasets[:1], Path(scratch) / "memory")
+                with service_process("earlyexit", ["--models-dir", str(memory_dir), *flags[2:]]) as service:
+                    resident = asyncio.run(_resident_with_tenants(service, memory_dir, datasets[0]))
+                report |= {"resident_bytes": resident, "memory_ratio_100_tenants": round(resident["tenants_100"] / resident["one_model"], 3)}
 
-            async def measure() -> dict[str, Any]:
-                async with EarlyExitClient(service.address, timeout_s=600) as client:
-                    operations = await _adapt_all(client, datasets, methods, lpt, lora, progress)
-                    tasks = {d: task_name(d, "lpt") for d in datasets}
-                    accuracy = {}
-                    for dataset in datasets:
-                        rows = test_rows[dataset]
-                        full = await _accuracy(client, rows, batch_size, model=served_name(dataset, "plain"))
-                        accuracy[dataset] = {"full_fine_tuning_accuracy": round(full, 4)}
-                        for method in methods:
-                            adapted = await _accuracy(client, rows, batch_size, task=task_name(dataset, method))
-                            accuracy[dataset] |= {
-                                f"{method}_accuracy": round(adapted, 4),
-                                f"{method}_accuracy_gap_points": round(100 * (full - adapted), 2),
-                                f"{method}_dev_accuracy": round(operations[(dataset, method)].dev_accuracy, 4),
-                            }
-                    # Throughput: the same texts, three tenants in flight together, or all to one model.
-                    mixed = [
-                        ([t for t, _ in test_rows[d][s : s + batch_size]], {"task": tasks[d]})
-                        for s in range(0, texts, batch_size) for d in datasets
-                    ]
-                    single = [(t, {"model": served_name(datasets[0], "plain")}) for t, _ in mixed]
-                    await _throughput(client, mixed[:6], concurrency)  # warm-up
-                    await _throughput(client, single[:6], concurrency)
-                    rates: dict[str, list[float]] = {"mixed": [], "single": []}
-                    for round_index in range(rounds):
-                        for side in ("mixed", "single") if round_index % 2 == 0 else ("single", "mixed"):
-                            rates[side].append(await _throughput(client, mixed if side == "mixed" else single, concurrency))
-                    return {"accuracy": accuracy, "rates": rates}
+            def start(extra: list[str]) -> AbstractContextManager[RunningService]:
+                return service_process("earlyexit", [*flags, *extra])
 
-            measured = asyncio.run(measure())
-        memory_dir = _bench_models_dir(models_dir, datasets[:1], Path(scratch) / "memory")
-        with service_process("earlyexit", ["--models-dir", str(memory_dir), *flags[2:]]) as service:
-            measured["resident"] = asyncio.run(_resident_with_tenants(service, memory_dir, datasets[0]))
-    training = measure_training(datasets[0], train_examples, lpt.epochs, lpt, methods, training_rounds, console)
-    rates, resident = measured["rates"], measured["resident"]
+            short = [t for t, _ in test_rows[datasets[0]]]
+            if "cold-start" in parts:
+                console.log("cold starts: hidden, then load-then-serve")
+                cold = measure_cold_start(start, models_dir, BENCH_TENANT, task_name(datasets[0], "lora"), short[:4])
+                report |= {"cold_start": cold, **{k: v for k, v in cold.items() if k.startswith("cold_start_p99")}}
+            if "scheduling" in parts:
+                long = [" ".join(short[i : i + 6]) for i in range(0, len(short) - 6, 6)]
+                scheduling = measure_scheduling(
+                    start, models_dir, BENCH_TENANT, task_name(datasets[0], "lora"), task_name(datasets[0], "lpt"),
+                    short, long, progress, slo_requests,
+                )  # fmt: skip
+                report |= {"scheduling": scheduling, **{k: v for k, v in scheduling.items() if k.startswith("slo_attainment")}}
+    if "training" in parts:
+        training = measure_training(datasets[0], train_examples, lpt.epochs, lpt, methods, training_rounds, console)
+        report |= {"training": training, "lpt_training_speedup": training.get("lpt_training_speedup"),
+                   "lpt_memory_ratio": training.get("lpt_memory_ratio")}  # fmt: skip
+    return report
+
+
+async def _accuracy_and_throughput(
+    service: RunningService,
+    datasets: Sequence[str],
+    test_rows: dict[str, list[tuple[str, str]]],
+    methods: Sequence[str],
+    lpt: LptConfig,
+    lora: LoraTrainConfig,
+    batch_size: int,
+    texts: int,
+    concurrency: int,
+    rounds: int,
+    progress: Progress,
+) -> dict[str, Any]:
+    async with EarlyExitClient(service.address, timeout_s=600) as client:
+        operations = await _adapt_all(client, datasets, methods, lpt, lora, progress)
+        accuracy = {}
+        for dataset in datasets:
+            rows = test_rows[dataset]
+            full = await _accuracy(client, rows, batch_size, model=served_name(dataset, "plain"))
+            accuracy[dataset] = {"full_fine_tuning_accuracy": round(full, 4)}
+            for method in methods:
+                adapted = await _accuracy(client, rows, batch_size, task=task_name(dataset, method))
+                accuracy[dataset] |= {
+                    f"{method}_accuracy": round(adapted, 4),
+                    f"{method}_accuracy_gap_points": round(100 * (full - adapted), 2),
+                    f"{method}_dev_accuracy": round(operations[(dataset, method)].dev_accuracy, 4),
+                }
+        # Throughput: the same texts, one tenant per data set in flight together, or all to one model.
+        mixed = [
+            ([t for t, _ in test_rows[d][s : s + batch_size]], {"task": task_name(d, methods[0])})
+            for s in range(0, texts, batch_size) for d in datasets
+        ]
+        single = [(t, {"model": served_name(datasets[0], "plain")}) for t, _ in mixed]
+        await _throughput(client, mixed[:6], concurrency)  # warm-up
+        await _throughput(client, single[:6], concurrency)
+        rates: dict[str, list[float]] = {"mixed": [], "single": []}
+        for round_index in range(rounds):
+            for side in ("mixed", "single") if round_index % 2 == 0 else ("single", "mixed"):
+                rates[side].append(await _throughput(client, mixed if side == "mixed" else single, concurrency))
+        return {"accuracy": accuracy, "rates": rates}
+
+
+def _accuracy_report(
+    measured: dict[str, Any], lpt: LptConfig, lora: LoraTrainConfig, methods: Sequence[str], texts: int, batch_size: int, concurrency: int
+) -> dict[str, Any]:
+    rates = measured["rates"]
     mixed_rate, single_rate = statistics.median(rates["mixed"]), statistics.median(rates["single"])
     return {
-        "benchmark": "adapters",
         "lpt": {k: v for k, v in asdict(lpt).items() if k != "seed"},
+        "lora": {"rank": lora.rank, "target_modules": list(lora.target_modules), "epochs": lora.epochs, "lr": lora.lr},
         "test_texts": texts,
         "batch_size": batch_size,
         "concurrency": concurrency,
@@ -312,15 +352,7 @@ def run_benchmark(
             f"{m}_accuracy_gap_points": {d: a[f"{m}_accuracy_gap_points"] for d, a in measured["accuracy"].items()}
             for m in methods
         },
-        "lora": {"rank": lora.rank, "target_modules": list(lora.target_modules), "epochs": lora.epochs, "lr": lora.lr},
-        "training": training,
-        "lpt_training_speedup": training.get("lpt_training_speedup"),
-        "lpt_memory_ratio": training.get("lpt_memory_ratio"),
-        "resident_bytes": resident,
-        "memory_ratio_100_tenants": round(resident["tenants_100"] / resident["one_model"], 3),
         "mixed_tenant_texts_per_s": [round(r, 1) for r in rates["mixed"]],
         "single_model_texts_per_s": [round(r, 1) for r in rates["single"]],
         "mixed_tenant_throughput_ratio": round(mixed_rate / single_rate, 3),
-        "methods": list(methods),
-        "not_measured": ["cold_start_p99_over_warm_p99", "slo_attainment_rank_aware", "slo_attainment_fifo"],
     }
