@@ -40,6 +40,7 @@ from services.earlyexit.offline.lpt import LatePromptClassifier, LptConfig, adap
 from services.offline.datasets import rotten_tomatoes_splits
 from services.runtime.security import hash_token
 from services.supervisor import RunningService, service_process
+from tests.helpers import scrape
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +292,37 @@ async def test_a_lora_task_is_trained_and_served_beside_an_lpt_one(acme: EarlyEx
     assert lora.model_version == done.adapter_version and len(lora.results) == len(lpt.results) == 2
     infos = {info.task: info for info in await acme.list_adapters()}
     assert infos["reviews-lora"].method == pb.ADAPT_METHOD_LORA and infos["reviews-lora"].rank == 4
+
+
+async def test_a_hot_lora_tenant_switches_to_its_fast_path_with_the_same_answers(
+    acme: EarlyExitClient, adapt_service: RunningService
+) -> None:
+    request = sentiment_request("hot-lora")
+    request.method, request.lora.rank = pb.ADAPT_METHOD_LORA, 4
+    done = await finished(acme, await acme.adapt(request))
+    assert done.state == pb.OPERATION_STATE_SUCCEEDED, done.error
+    texts = ["a moving, beautifully acted film", "a tedious mess"]
+    before = scrape(adapt_service)
+    first = await acme.classify_task(texts, "hot-lora")  # cold: served at once on the shared path
+    for _ in range(4):  # hot: its fast path is prepared beside the serving worker
+        await acme.classify_task(texts, "hot-lora")
+    for _ in range(100):
+        if _sample(scrape(adapt_service), "rosemesh_adapter_fast_paths_prepared_total", outcome="ready") > _sample(
+            before, "rosemesh_adapter_fast_paths_prepared_total", outcome="ready"
+        ):
+            break
+        await asyncio.sleep(0.1)
+    served_fast = _sample(scrape(adapt_service), "rosemesh_adapter_rows_total", path="fast")
+    later = await acme.classify_task(texts, "hot-lora")
+    assert _sample(scrape(adapt_service), "rosemesh_adapter_rows_total", path="fast") == served_fast + len(texts)
+    for cold, hot in zip(first.results, later.results, strict=True):
+        assert cold.label == hot.label
+        assert np.allclose(cold.probabilities, hot.probabilities, atol=1e-4)
+
+
+def _sample(families: dict, name: str, **labels: str) -> float:
+    family = families.get(name.removesuffix("_total"), [])
+    return sum(s.value for s in family if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 async def test_classify_with_an_unknown_task_or_a_model_beside_it_is_refused(acme: EarlyExitClient) -> None:

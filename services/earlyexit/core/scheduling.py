@@ -20,8 +20,13 @@ from typing import Generic, TypeVar
 
 import numpy as np
 import scipy.optimize
+from prometheus_client import Gauge
 
 from services.common.batching import BatchLoop
+
+CORRECTION = Gauge(
+    "rosemesh_scheduler_cost_correction", "Measured batch time over the start-time cost model's prediction.", ["scheduler"]
+)
 from services.common.errors import Overloaded
 
 ItemT = TypeVar("ItemT")
@@ -199,6 +204,7 @@ class DeadlineBatcher(BatchLoop[ItemT, ResultT]):
         if predicted > 0:
             ratio = min(max(seconds / predicted, 0.25), 8.0)
             self.correction += self.config.correction_rate * (ratio - self.correction)
+            CORRECTION.labels(self.name).set(self.correction)
 
     async def _run(self, batch: list[_Waiting[ItemT, ResultT]]) -> None:
         began = self._clock()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from prometheus_client import Counter, Gauge
 
 from services.common.batching import BatchingConfig, MicroBatcher
 from services.common.errors import NotFound
@@ -43,6 +44,12 @@ from services.earlyexit.core.ports import BackboneGraphs, MergedLayers
 from services.earlyexit.core.scheduling import CostModel, DeadlineBatcher, SchedulingConfig, Shape
 
 log = logging.getLogger(__name__)
+
+FAST_PATHS = Gauge("rosemesh_adapter_fast_paths", "LoRA tenants whose merged fast path is ready.")
+FAST_PATHS_PREPARED = Counter(
+    "rosemesh_adapter_fast_paths_prepared", "LoRA fast paths prepared (merged and compiled), by outcome.", ["outcome"]
+)
+FAST_PATH_ROWS = Counter("rosemesh_adapter_rows", "Tenant rows served, by path.", ["path"])
 
 #: Runs work on the backbone: on the serving worker, or (``prepare``) beside it.
 RunGraphs = Callable[..., Awaitable]
@@ -224,7 +231,6 @@ class FastPaths:
         self._used: dict[tuple[str, str, str], float] = {}
         self._preparing: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._recent: dict[tuple[str, str, str], deque[float]] = {}
-        self.prepared = 0
 
     def ready(self, adapter: TenantAdapter) -> MergedLayers | None:
         return self._ready.get(_key(adapter))
@@ -262,14 +268,16 @@ class FastPaths:
             merged = await self._prepare(adapter)
         except Exception:  # the shared path still serves it; say why the fast one is missing
             log.exception("preparing the fast path of %s.%s failed", key[0], key[1])
+            FAST_PATHS_PREPARED.labels("failed").inc()
             return
         finally:
             self._preparing.pop(key, None)
         self._ready[key], self._used[key] = merged, self._clock()
-        self.prepared += 1
+        FAST_PATHS_PREPARED.labels("ready").inc()
         while len(self._ready) > self.config.tenants:
             evicted, _ = self._ready.popitem(last=False)
             del self._used[evicted]
+        FAST_PATHS.set(len(self._ready))
 
 
 class TenantClassifier:
@@ -319,6 +327,8 @@ class TenantClassifier:
                 shared.append(index)
             else:
                 fast.setdefault(id(merged), (merged, []))[1].append(index)
+        FAST_PATH_ROWS.labels("shared").inc(len(shared))
+        FAST_PATH_ROWS.labels("fast").inc(len(rows) - len(shared))
 
         def work(graphs: BackboneGraphs) -> list[np.ndarray]:
             logits: list[np.ndarray] = [np.empty(0)] * len(rows)
