@@ -473,6 +473,7 @@ def bench_adapters(
         typer.Option("--part", help="accuracy, training, memory, cold-start, scheduling (default: all)"),
     ] = None,
     slo_requests: Annotated[int, typer.Option(help="scheduling: requests per load point (at least 1000 to report)")] = 1000,
+    plot: Annotated[Path, typer.Option(help="PNG of the scheduling sweep")] = Path("adapters-slo-sweep.png"),
 ) -> None:
     """Tenant adapters (LPT, LoRA) on one backbone against full fine-tuning: accuracy, training,
     memory, throughput, cold starts and deadline scheduling."""
@@ -496,6 +497,7 @@ def bench_adapters(
     result = run_benchmark(
         tuple(datasets or DATASETS), texts=texts, rounds=rounds, lpt=lpt, lora=lora, train_examples=train_examples,
         methods=tuple(dict.fromkeys(methods or ("lpt", "lora"))), parts=tuple(parts or PARTS), slo_requests=slo_requests,
+        plot_path=plot,
         training_rounds=training_rounds, quiet=as_json,
     )
     typer.echo(json.dumps(result, indent=None if as_json else 2))

@@ -36,6 +36,7 @@ from services.earlyexit.offline.adapters_serving_bench import (
     REQUESTS_PER_POINT,
     measure_cold_start,
     measure_scheduling,
+    plot_sweep,
     publish_copies,
 )
 from services.earlyexit.offline.lora import LoraTrainConfig
@@ -241,6 +242,7 @@ def run_benchmark(
     training_rounds: int = 1,
     parts: Sequence[str] = PARTS,
     slo_requests: int = REQUESTS_PER_POINT,
+    plot_path: Path | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """``parts``: accuracy (with mixed-tenant throughput), training, memory, cold-start, scheduling;
@@ -287,6 +289,9 @@ def run_benchmark(
                     short, long, progress, slo_requests,
                 )  # fmt: skip
                 report |= {"scheduling": scheduling, **{k: v for k, v in scheduling.items() if k.startswith("slo_attainment")}}
+                if plot_path is not None:
+                    plot_sweep(scheduling, plot_path)
+                    report["plot"] = str(plot_path)
     if "training" in parts:
         training = measure_training(datasets[0], train_examples, lpt.epochs, lpt, methods, training_rounds, console)
         report |= {"training": training, "lpt_training_speedup": training.get("lpt_training_speedup"),

@@ -285,3 +285,32 @@ def measure_scheduling(
         "slo_attainment_rank_aware": reported["slo_attainment_rank_aware"],
         "slo_attainment_fifo": reported["slo_attainment_fifo"],
     }
+
+
+def plot_sweep(scheduling: dict[str, Any], path: Path) -> None:
+    """SLO attainment against load, one line per scheduler and class, the goal and reported load marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = scheduling["sweep"]
+    loads = [point["load"] for point in sweep]
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for name, colour in (("rank_aware", "tab:green"), ("fifo", "tab:red")):
+        axis.plot(loads, [p[f"slo_attainment_{name}"] for p in sweep], "o-", color=colour, label=f"{name}: all")
+        for request_class, style in (("interactive", "--"), ("bulk", ":")):
+            values = [p.get(f"{name}_{request_class}_attainment") for p in sweep]
+            axis.plot(loads, values, style, color=colour, alpha=0.6, label=f"{name}: {request_class}")
+    axis.axhline(0.99, color="grey", linewidth=0.8)
+    axis.axvline(scheduling["reported_load"], color="grey", linewidth=0.8, linestyle="--")
+    capacity = scheduling["fifo_capacity_requests_per_s"]
+    axis.set_xlabel(f"offered load (share of FIFO's capacity, {capacity} requests/s)")
+    axis.set_ylabel("requests answered within their deadline")
+    deadlines = ", ".join(f"{k} {v} ms" for k, v in scheduling["deadlines_ms"].items())
+    axis.set_title(f"Tenant adapters: deadline scheduling against FIFO ({deadlines})", fontsize=9)
+    axis.legend(fontsize=7, loc="lower left")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
