@@ -142,8 +142,11 @@ async def _throughput(client: EarlyExitClient, requests: list[tuple[list[str], d
     return sum(len(t) for t, _ in requests) / (time.perf_counter() - began)
 
 
-async def _resident_with_tenants(service: RunningService, models_dir: Path, dataset: str) -> dict[str, int]:
-    """The serving process's resident bytes with one model warm, then with 1, 10, 100 tenants."""
+async def _resident_with_tenants(
+    service: RunningService, models_dir: Path, dataset: str, methods: Sequence[str]
+) -> dict[str, int]:
+    """The serving process's resident bytes with one model warm, then with 1, 10, 100 LPT tenants,
+    then with 100 LoRA tenants more (LoRA's layer graphs load once, with the first of them)."""
     async with EarlyExitClient(service.address, timeout_s=600) as client:
         for _ in range(3):
             await client.classify(["a warm, funny film"] * 32, model=served_name(dataset, "plain"))
@@ -156,6 +159,12 @@ async def _resident_with_tenants(service: RunningService, models_dir: Path, data
                 await client.classify_task(["a warm, funny film"] * 32, task, tenant=BENCH_TENANT)
             loaded = count
             resident[f"tenants_{count}"] = _resident(service)
+        if "lora" in methods:
+            lora_copies = [f"lora-copy-{index}" for index in range(max(TENANT_COUNTS))]
+            publish_copies(models_dir, BENCH_TENANT, task_name(dataset, "lora"), lora_copies)
+            for task in lora_copies:
+                await client.classify_task(["a warm, funny film"] * 32, task, tenant=BENCH_TENANT)
+            resident["tenants_100_plus_100_lora"] = _resident(service)
     return resident
 
 
@@ -271,7 +280,7 @@ def run_benchmark(
             if "memory" in parts:
                 memory_dir = _bench_models_dir(models_dir, datasets[:1], Path(scratch) / "memory")
                 with service_process("earlyexit", ["--models-dir", str(memory_dir), *flags[2:]]) as service:
-                    resident = asyncio.run(_resident_with_tenants(service, memory_dir, datasets[0]))
+                    resident = asyncio.run(_resident_with_tenants(service, memory_dir, datasets[0], methods))
                 report |= {"resident_bytes": resident, "memory_ratio_100_tenants": round(resident["tenants_100"] / resident["one_model"], 3)}
 
             def start(extra: list[str]) -> AbstractContextManager[RunningService]:
