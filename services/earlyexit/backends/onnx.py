@@ -23,6 +23,11 @@ T = TypeVar("T")
 
 
 def _session(graph: os.PathLike[str] | bytes, threads: int, arena: bool = True) -> ort.InferenceSession:
+    source = graph if isinstance(graph, bytes) else str(graph)
+    return ort.InferenceSession(source, _options(threads, arena), providers=["CPUExecutionProvider"])
+
+
+def _options(threads: int, arena: bool) -> ort.SessionOptions:
     options = ort.SessionOptions()
     # A session's arena keeps its largest batch's activations; the backbone's many small graphs
     # would keep one each, and a tenant's memory is what the mesh promises to keep small.
@@ -31,8 +36,7 @@ def _session(graph: os.PathLike[str] | bytes, threads: int, arena: bool = True) 
     options.intra_op_num_threads = threads
     # Idle threads must sleep, not spin: the event loop and the gRPC threads share these cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = graph if isinstance(graph, bytes) else str(graph)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return options
 
 
 class OnnxModel:
@@ -59,29 +63,33 @@ class OnnxModel:
         return run_cascade(self.run_segment, input_ids, attention_mask, policy, self.manifest.num_layers)
 
 
-def merged_lora_layers(stored: StoredBackbone, adapter: TenantAdapter) -> bytes:
-    """Every layer of the backbone as one graph, each layer's query and value weights with the
-    tenant's low-rank update added (``W + A @ B``), so no per-row LoRA input is left to feed."""
-    model = onnx.load(str(stored.layer_graph(1)))
-    graph = model.graph
-    del graph.node[:], graph.initializer[:], graph.value_info[:]
-    previous = "hidden_in"
-    for layer in range(1, stored.manifest.num_layers + 1):
-        part = onnx.load(str(stored.layer_graph(layer))).graph
-        _merge_updates(part, dict(zip(LORA_INPUTS, adapter.lora(layer), strict=True)))
-        renamed = functools.partial(_renamed, {"attention_mask": "attention_mask", "hidden_in": previous}, f"layer{layer}/")
+class FusedLayers:
+    """Every layer of the backbone as one graph, built once, and the names in it of each layer's
+    query and value weights: a tenant's fast path is this graph with those weights replaced."""
 
-        for weight in part.initializer:
-            weight.name = renamed(weight.name)
-        for node in part.node:
-            node.name = renamed(node.name)
-            node.input[:] = [renamed(name) for name in node.input]
-            node.output[:] = [renamed(name) for name in node.output]
-        graph.initializer.extend(part.initializer)
-        graph.node.extend(part.node)
-        previous = renamed(part.output[0].name)
-    graph.output[0].name = previous
-    return model.SerializeToString()
+    def __init__(self, stored: StoredBackbone) -> None:
+        model = onnx.load(str(stored.layer_graph(1)))
+        graph = model.graph
+        del graph.node[:], graph.initializer[:], graph.value_info[:]
+        #: (layer, projection) → (its weight's name in the fused graph, the frozen weight)
+        self.weights: dict[tuple[int, str], tuple[str, np.ndarray]] = {}
+        previous = "hidden_in"
+        for layer in range(1, stored.manifest.num_layers + 1):
+            part = onnx.load(str(stored.layer_graph(layer))).graph
+            renamed = functools.partial(_renamed, {"attention_mask": "attention_mask", "hidden_in": previous}, f"layer{layer}/")
+            for projection, weight in _projection_weights(part).items():
+                self.weights[(layer, projection)] = (renamed(weight.name), onnx.numpy_helper.to_array(weight))
+            for weight in part.initializer:
+                weight.name = renamed(weight.name)
+            for node in part.node:
+                node.name = renamed(node.name)
+                node.input[:] = [renamed(name) for name in node.input]
+                node.output[:] = [renamed(name) for name in node.output]
+            graph.initializer.extend(part.initializer)
+            graph.node.extend(part.node)
+            previous = renamed(part.output[0].name)
+        graph.output[0].name = previous
+        self.graph = model.SerializeToString()
 
 
 def _renamed(shared: dict[str, str], prefix: str, name: str) -> str:
@@ -89,30 +97,40 @@ def _renamed(shared: dict[str, str], prefix: str, name: str) -> str:
     return shared.get(name) or (prefix + name if name else name)
 
 
-def _merge_updates(layer: onnx.GraphProto, updates: dict[str, np.ndarray]) -> None:
-    """Add each ``{projection}_a @ {projection}_b`` to the weight of the MatMul feeding that
-    projection's bias (the exported graph names biases, not the transposed weights)."""
+def _projection_weights(layer: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """The weight of the MatMul feeding each LoRA projection's bias (the exported graph names
+    biases, not the transposed weights)."""
     weights = {weight.name: weight for weight in layer.initializer}
     producer = {out: node for node in layer.node for out in node.output}
+    found = {}
     for name in LORA_INPUTS:
-        if not name.endswith("_a"):
-            continue
-        projection = name.removesuffix("_a")
-        bias = f"layer.{projection}.bias"
-        add = next(node for node in layer.node if node.op_type == "Add" and bias in node.input)
-        (product,) = [name for name in add.input if name != bias]
-        weight = weights[producer[product].input[1]]
-        merged = onnx.numpy_helper.to_array(weight) + updates[name] @ updates[f"{projection}_b"]
-        weight.CopyFrom(onnx.numpy_helper.from_array(merged.astype(np.float32), weight.name))
+        if name.endswith("_a"):
+            projection = name.removesuffix("_a")
+            bias = f"layer.{projection}.bias"
+            add = next(node for node in layer.node if node.op_type == "Add" and bias in node.input)
+            (product,) = [name for name in add.input if name != bias]
+            found[projection] = weights[producer[product].input[1]]
+    return found
 
 
 class MergedLoraLayers:
-    """A hot LoRA tenant's fast path: its updates merged into one compiled graph of all layers."""
+    """A hot LoRA tenant's fast path: the fused layers compiled with its updates merged into the
+    query and value weights (``W + A @ B``), so no per-row LoRA input is left to feed. The merge
+    is numpy and the compile ONNX Runtime's: no per-tenant graph is built in Python."""
 
-    def __init__(self, stored: StoredBackbone, adapter: TenantAdapter, threads: int) -> None:
-        graph = merged_lora_layers(stored, adapter)
-        self.nbytes = len(graph)
-        self._session = _session(graph, threads, arena=False)
+    def __init__(self, fused: FusedLayers, adapter: TenantAdapter, threads: int) -> None:
+        options = _options(threads, arena=False)
+        # ONNX Runtime reads these buffers for the session's life: they are kept here.
+        self._merged = []
+        for (layer, projection), (name, weight) in fused.weights.items():
+            updates = dict(zip(LORA_INPUTS, adapter.lora(layer), strict=True))
+            merged = ort.OrtValue.ortvalue_from_numpy(
+                np.ascontiguousarray(weight + updates[f"{projection}_a"] @ updates[f"{projection}_b"], dtype=np.float32)
+            )
+            options.add_initializer(name, merged)
+            self._merged.append(merged)
+        self.nbytes = sum(weight.nbytes for _, weight in fused.weights.values())
+        self._session = ort.InferenceSession(fused.graph, options, providers=["CPUExecutionProvider"])
 
     def layers(self, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         (out,) = self._session.run(None, {"hidden_in": hidden, "attention_mask": attention_mask})
@@ -132,6 +150,7 @@ class OnnxBackbone(BackboneGraphs):
         ]
         # Each LoRA graph holds its layer's weights again: loaded with the first LoRA batch.
         self._lora_layers: list[ort.InferenceSession] = []
+        self._fused: FusedLayers | None = None  # built with the first fast path
 
     def embed(self, input_ids: np.ndarray) -> np.ndarray:
         (hidden,) = self._embeddings.run(None, {"input_ids": input_ids})
@@ -158,7 +177,9 @@ class OnnxBackbone(BackboneGraphs):
         return out
 
     def merge_lora(self, adapter: TenantAdapter) -> MergedLoraLayers:
-        return MergedLoraLayers(self.stored, adapter, self.threads)
+        if self._fused is None:
+            self._fused = FusedLayers(self.stored)
+        return MergedLoraLayers(self._fused, adapter, self.threads)
 
 
 class OnnxRuntimeBackend(EarlyExitBackend):
