@@ -129,7 +129,6 @@ class MergedLoraLayers:
             )
             options.add_initializer(name, merged)
             self._merged.append(merged)
-        self.nbytes = sum(weight.nbytes for _, weight in fused.weights.values())
         self._session = ort.InferenceSession(fused.graph, options, providers=["CPUExecutionProvider"])
 
     def layers(self, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -17,9 +17,6 @@ T = TypeVar("T")
 class MergedLayers(Protocol):
     """One LoRA tenant's updates merged into the backbone's layers: its fast path."""
 
-    #: Memory the merged weights hold.
-    nbytes: int
-
     def layers(self, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Every layer at once on the embeddings → the top layer's (batch, tokens, hidden) states."""
 

@@ -71,13 +71,7 @@ def probe_seconds(graphs: BackboneGraphs, rows: int, shape: Shape, repeats: int 
     for _ in range(repeats):
         began = time.perf_counter()
         hidden = graphs.embed(ids)
-        width = hidden.shape[2]
-        updates = None
-        if shape.rank:
-            updates = tuple(
-                np.zeros((rows, width, shape.rank) if name.endswith("_a") else (rows, shape.rank, width), np.float32)
-                for name in LORA_INPUTS
-            )
+        updates = _zero_updates(rows, hidden.shape[2], shape.rank) if shape.rank else None
         for layer in range(1, graphs.num_layers + 1):
             hidden = graphs.layer(layer, hidden, mask, updates)
         best = min(best, time.perf_counter() - began)
@@ -92,16 +86,22 @@ def measure_costs(graphs: BackboneGraphs) -> CostModel:
 def _row_updates(rows: int, width: int, groups: list[tuple[list[int], TenantAdapter]], layer: int) -> tuple[np.ndarray, ...]:
     """Each row's LoRA updates at ``layer``, zero-padded to the batch's highest rank (zero rows and
     columns add exactly nothing), and zero for rows without LoRA."""
-    rank = max(adapter.rank for _, adapter in groups)
-    shapes = [(rows, width, rank) if name.endswith("_a") else (rows, rank, width) for name in LORA_INPUTS]
-    stacked = [np.zeros(shape, dtype=np.float32) for shape in shapes]
+    stacked = _zero_updates(rows, width, max(adapter.rank for _, adapter in groups))
     for group, adapter in groups:
         for array, update in zip(stacked, adapter.lora(layer), strict=True):
             if array.shape[1] == width:
                 array[group, :, : adapter.rank] = update
             else:
                 array[group, : adapter.rank] = update
-    return tuple(stacked)
+    return stacked
+
+
+def _zero_updates(rows: int, width: int, rank: int) -> tuple[np.ndarray, ...]:
+    """Per-row LoRA inputs (``LORA_INPUTS``) of ``rank``, all zero: A is width × rank, B rank × width."""
+    return tuple(
+        np.zeros((rows, width, rank) if name.endswith("_a") else (rows, rank, width), dtype=np.float32)
+        for name in LORA_INPUTS
+    )
 
 
 def adapter_logits(
