@@ -503,6 +503,64 @@ def bench_adapters(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench_app.command("robustness")
+def bench_robustness(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    datasets: Annotated[
+        list[str] | None, typer.Option("--dataset", help="classification data sets (default: banking77)")
+    ] = None,
+    multilabel: Annotated[str, typer.Option(help="multi-label data set ('' leaves it out)")] = "toxicity",
+    methods: Annotated[list[str] | None, typer.Option("--method", help="adapters: lpt, lora (default: both)")] = None,
+    no_adapters: Annotated[bool, typer.Option("--no-adapters", help="leave the tenant adapters out")] = False,
+    texts: Annotated[int, typer.Option(help="test texts per data set (0: the whole test split)")] = 1000,
+    severity: Annotated[float, typer.Option(min=0.01, max=1.0, help="fraction of each text's words perturbed")] = 0.2,
+    seed: Annotated[int, typer.Option(help="seed of the perturbed test sets")] = 0,
+    plots: Annotated[Path, typer.Option(help="folder for the pictures, one per data set")] = Path("docs"),
+) -> None:
+    """NPRR-style robustness of every served variant: clean against perturbed test sets, 1-best and N-best."""
+    from services.offline.datasets import CLASSIFICATION_DATASETS
+    from services.offline.robustness_bench import ADAPTER_METHODS, DATASETS, run_robustness_benchmark
+
+    chosen = datasets or list(DATASETS)
+    unknown = sorted(set(chosen) - set(CLASSIFICATION_DATASETS))
+    if unknown:
+        raise typer.BadParameter(f"unknown data sets {unknown}; known: {sorted(CLASSIFICATION_DATASETS)}")
+    picked = [] if no_adapters else list(dict.fromkeys(methods or ADAPTER_METHODS))
+    if set(picked) - set(ADAPTER_METHODS):
+        raise typer.BadParameter(f"unknown methods {sorted(set(picked) - set(ADAPTER_METHODS))}; expected lpt, lora")
+    result = run_robustness_benchmark(
+        chosen, multilabel=multilabel or None, methods=picked, texts=texts, severity=severity, seed=seed,
+        plot_dir=plots, quiet=as_json,
+    )  # fmt: skip
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@bench_app.command("explain")
+def bench_explain(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    datasets: Annotated[
+        list[str] | None, typer.Option("--dataset", help="classification data sets (default: banking77)")
+    ] = None,
+    texts: Annotated[int, typer.Option(min=1, help="test texts per data set (at least 200 to report)")] = 200,
+    variant: Annotated[str, typer.Option(help="the model explained: plain, multiexit, hashee-frequency")] = "plain",
+    seed: Annotated[int, typer.Option(help="seed of the test sample and the random rankings")] = 0,
+    plot: Annotated[Path, typer.Option(help="PNG of comprehensiveness and sufficiency")] = Path("docs/explain-faithfulness.png"),
+) -> None:
+    """ERASER faithfulness of Explain's attributions (occlusion, integrated gradients) against attention and random."""
+    from services.earlyexit.offline.explain_bench import run_explain_benchmark
+    from services.earlyexit.offline.train import MODEL_VARIANTS
+    from services.offline.datasets import CLASSIFICATION_DATASETS
+
+    chosen = datasets or ["banking77"]
+    unknown = sorted(set(chosen) - set(CLASSIFICATION_DATASETS))
+    if unknown:
+        raise typer.BadParameter(f"unknown data sets {unknown}; known: {sorted(CLASSIFICATION_DATASETS)}")
+    if variant not in MODEL_VARIANTS:
+        raise typer.BadParameter(f"unknown variant {variant!r}; expected one of {', '.join(MODEL_VARIANTS)}")
+    result = run_explain_benchmark(chosen, texts=texts, variant=variant, seed=seed, plot_path=plot, quiet=as_json)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 @bench_app.command("kernels")
 def bench_kernels(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,

@@ -40,6 +40,11 @@ class NotFound(ServiceError):
     """The named resource does not exist."""
 
 
+class FailedPrecondition(ServiceError):
+    """The request is well formed but the system is not in the state it needs (e.g. a model
+    that keeps no weights to differentiate)."""
+
+
 class Overloaded(ServiceError):
     """The service is at capacity; the caller should back off and retry."""
 

@@ -29,6 +29,12 @@ class EarlyExitClient(ServiceClient):
         request = earlyexit_pb2.ClassifyRequest(texts=texts, task=task, tenant=tenant)
         return await self.call(self._stub.Classify, request, timeout_s=timeout_s)
 
+    async def explain(
+        self, request: earlyexit_pb2.ExplainRequest, timeout_s: float | None = None
+    ) -> earlyexit_pb2.ExplainResponse:
+        """Word attributions and the exit trace for a model's or a task's classification."""
+        return await self.call(self._stub.Explain, request, timeout_s=timeout_s)
+
     async def adapt(self, request: earlyexit_pb2.AdaptRequest) -> earlyexit_pb2.Operation:
         return (await self.call(self._stub.Adapt, request)).operation
 

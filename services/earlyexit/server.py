@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import grpc
-import numpy as np
 from prometheus_client import Counter, Histogram
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -20,19 +20,26 @@ from services.common.batching import BatchingConfig
 from services.common.bundles import Bundle, BundleRequest, model_bundle, wait_for_bundle
 from services.common.errors import InvalidInput, NotFound, Validator
 from services.common.model_versions import Generation, ModelVersions
-from services.common.tokens import EncodedText
 from services.earlyexit.adapt_face import AdaptFace
 from services.earlyexit.convert import policy_from_proto, policy_to_proto
 from services.earlyexit.core.adapters import StoredBackbone
 from services.earlyexit.core.bundle import StoredModel, list_models, models_root
-from services.earlyexit.core.classifier import ClassifyLimits, EarlyExitClassifier, LoadedModel
+from services.earlyexit.core.classifier import (
+    ClassifyLimits,
+    EarlyExitClassifier,
+    LoadedModel,
+    TextResult,
+    logits_result,
+)
+from services.earlyexit.core.explain import EarlyExitExplainer, Explained, explain_task
 from services.earlyexit.core.jobs import JobStore
-from services.earlyexit.core.policy import MODE_CODES, ModelKind, entropy, softmax
-from services.earlyexit.core.ports import BackboneGraphs, EarlyExitBackend
+from services.earlyexit.core.policy import MODE_CODES, ModelKind
+from services.earlyexit.core.ports import BackboneGraphs, EarlyExitBackend, GradientAttributor
 from services.earlyexit.core.scheduling import SchedulingConfig
 from services.earlyexit.core.tenants import AdapterCache, FastPathConfig, TenantClassifier, current_backbone
 from services.earlyexit.core.workers import AdaptWorkers
 from services.runtime.config import ServiceSettings
+from services.runtime.explain_convert import attribution_to_proto, options_from_proto
 from services.runtime.metrics import report_served_versions
 from services.runtime.security import acting_tenant
 from services.runtime.server import Service, StartProgress
@@ -168,31 +175,20 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
             backend=served.backend.runtime,
             policy=policy_to_proto(policy),
             labels=manifest.labels,
-            results=[
-                earlyexit_pb2.Classification(
-                    label=manifest.labels[result.label_index],
-                    label_index=result.label_index,
-                    probabilities=result.probabilities.tolist(),
-                    exit_layer=result.exit_layer,
-                    entropy=result.entropy,
-                    flops=result.flops,
-                    token_exits=[
-                        earlyexit_pb2.TokenExit(token=token, exit_layer=layer)
-                        for token, layer in result.token_exits or ()
-                    ],
-                    token_count=result.token_count,
-                    truncated=result.truncated,
-                )
-                for result in results
-            ],
+            results=[classification_to_proto(result, manifest.labels) for result in results],
         )
+
+    @staticmethod
+    def _task_check(request: earlyexit_pb2.ClassifyRequest | earlyexit_pb2.ExplainRequest) -> Validator:
+        check = Validator()
+        check.check(not request.model, "model", "must be empty when a task is named (the task names its adapter)")
+        check.check(not request.HasField("policy"), "policy", "adapted tasks run every layer; leave it unset")
+        return check
 
     async def _classify_task(
         self, request: earlyexit_pb2.ClassifyRequest, deadline_s: float | None
     ) -> earlyexit_pb2.ClassifyResponse:
-        check = Validator()
-        check.check(not request.model, "model", "must be empty when a task is named (the task names its adapter)")
-        check.check(not request.HasField("policy"), "policy", "adapted tasks run every layer; leave it unset")
+        check = self._task_check(request)
         tenant = acting_tenant(check, request.tenant)
         classifier = self.served.value.classifier
         classifier.validate_texts(request.texts)
@@ -211,8 +207,48 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
             backend=self.service.served.value.backend.runtime if self.service.served else "",
             labels=manifest.labels,
             results=[
-                adapter_result(manifest.labels, values, text, depth) for values, text in zip(logits, encoded, strict=True)
+                classification_to_proto(logits_result(values, text, depth), manifest.labels)
+                for values, text in zip(logits, encoded, strict=True)
             ],
+        )
+
+    async def Explain(
+        self, request: earlyexit_pb2.ExplainRequest, context: grpc.aio.ServicerContext
+    ) -> earlyexit_pb2.ExplainResponse:
+        methods, steps, target = options_from_proto(request.options)
+        texts = list(request.texts)
+        if request.task:
+            check = self._task_check(request)
+            tenant = acting_tenant(check, request.tenant)
+            self.served.value.classifier.validate_texts(texts)
+            check.raise_if_any()
+            tenants = await self.service.tenants()
+            try:
+                adapter, explained = await explain_task(
+                    tenants, texts, tenant, request.task, context.time_remaining(), methods, steps, target
+                )
+            except ValueError as exc:
+                raise InvalidInput.single("task", str(exc)) from None
+            manifest = adapter.manifest
+            return earlyexit_pb2.ExplainResponse(
+                model=manifest.task,
+                model_version=manifest.version,
+                backend=self.served.value.backend.runtime,
+                labels=manifest.labels,
+                explanations=[explanation_to_proto(e, manifest.labels) for e in explained],
+            )
+        requested = policy_from_proto(request.policy) if request.HasField("policy") else None
+        async with self.served.use() as served:
+            explainer = EarlyExitExplainer(served.classifier, self.service.attributor)
+            model, policy, explained = await explainer.explain(texts, request.model, requested, methods, steps, target)
+        labels = model.manifest.labels
+        return earlyexit_pb2.ExplainResponse(
+            model=model.manifest.name,
+            model_version=model.manifest.version,
+            backend=served.backend.runtime,
+            policy=policy_to_proto(policy),
+            labels=labels,
+            explanations=[explanation_to_proto(e, labels) for e in explained],
         )
 
     async def Adapt(self, request: earlyexit_pb2.AdaptRequest, context: grpc.aio.ServicerContext):
@@ -239,17 +275,40 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
         )
 
 
-def adapter_result(labels: list[str], logits: np.ndarray, encoded: EncodedText, depth: int) -> earlyexit_pb2.Classification:
-    probabilities = softmax(logits.astype(np.float64))
-    index = int(probabilities.argmax())
+def classification_to_proto(result: TextResult, labels: list[str]) -> earlyexit_pb2.Classification:
     return earlyexit_pb2.Classification(
-        label=labels[index],
-        label_index=index,
-        probabilities=probabilities.astype(np.float32).tolist(),
-        exit_layer=depth,
-        entropy=float(entropy(probabilities)),
-        token_count=len(encoded.ids),
-        truncated=encoded.truncated,
+        label=labels[result.label_index],
+        label_index=result.label_index,
+        probabilities=result.probabilities.tolist(),
+        exit_layer=result.exit_layer,
+        entropy=result.entropy,
+        flops=result.flops,
+        token_exits=[earlyexit_pb2.TokenExit(token=token, exit_layer=layer) for token, layer in result.token_exits or ()],
+        token_count=result.token_count,
+        truncated=result.truncated,
+    )
+
+
+def explanation_to_proto(explained: Explained, labels: list[str]) -> earlyexit_pb2.Explanation:
+    trace = explained.trace
+    return earlyexit_pb2.Explanation(
+        classification=classification_to_proto(explained.result, labels),
+        attributions=[attribution_to_proto(explained.explanation.words, a, labels) for a in explained.explanation.attributions],
+        exit_trace=earlyexit_pb2.ExitTrace(
+            layers=[
+                earlyexit_pb2.LayerPrediction(
+                    layer=step.layer,
+                    label=labels[step.label_index],
+                    label_index=step.label_index,
+                    confidence=step.confidence,
+                    entropy=step.entropy,
+                    streak=step.streak,
+                )
+                for step in trace.layers
+            ],
+            exit_layer=trace.exit_layer,
+            rule=trace.rule,
+        ),
     )
 
 
@@ -293,6 +352,18 @@ class EarlyExitService(Service):
         self._tenants: TenantClassifier | None = None
         self._backbone: StoredBackbone | None = None
         self._tenants_lock = asyncio.Lock()
+        self._attributors: dict[tuple[str, str], GradientAttributor] = {}
+        self._attributors_lock = threading.Lock()
+
+    def attributor(self, model: LoadedModel) -> GradientAttributor:
+        """The model's PyTorch copy for gradient attributions, loaded on first use (blocking)."""
+        from services.earlyexit.backends.torch_explain import TorchAttributor
+
+        key = (model.manifest.name, model.manifest.version)
+        with self._attributors_lock:
+            if key not in self._attributors:
+                self._attributors[key] = TorchAttributor.from_stored(model.stored)
+            return self._attributors[key]
 
     async def _run_backbone(self, work: Callable[[BackboneGraphs], T], prepare: bool = False) -> T:
         """On whichever generation serves now: a reload builds a backend without the backbone."""

@@ -22,5 +22,8 @@ class MultiLabelClient(ServiceClient):
         )
         return await self.call(self._stub.Predict, request)
 
+    async def explain(self, request: multilabel_pb2.ExplainRequest) -> multilabel_pb2.ExplainResponse:
+        return await self.call(self._stub.Explain, request)
+
     async def list_models(self) -> list[multilabel_pb2.ModelInfo]:
         return list((await self.call(self._stub.ListModels, multilabel_pb2.ListModelsRequest())).models)

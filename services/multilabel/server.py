@@ -16,9 +16,11 @@ from services.common.errors import Validator
 from services.multilabel.backends.model_store import DirectoryModelStore
 from services.multilabel.convert import POLICIES_BY_CODE, POLICY_CODES
 from services.multilabel.core.bundle import Policy, ServedModel, StoredMultiLabelModel
+from services.multilabel.core.explain import MAX_EXPLAIN_TEXTS, explain_multilabel
 from services.multilabel.core.ports import ModelStore, TextEmbedder
 from services.multilabel.core.scoring import apply_thresholds
 from services.runtime.config import ServiceSettings
+from services.runtime.explain_convert import attribution_to_proto, options_from_proto
 from services.runtime.metrics import report_served_versions
 from services.runtime.server import Service, StartProgress
 
@@ -57,9 +59,11 @@ class MultiLabelServicer(multilabel_pb2_grpc.MultiLabelServiceServicer):
         assert self.service.embedder is not None
         return self.service.embedder
 
-    def _validate(self, request: multilabel_pb2.PredictRequest) -> tuple[StoredMultiLabelModel, Policy]:
+    def _validate(
+        self, request: multilabel_pb2.PredictRequest | multilabel_pb2.ExplainRequest
+    ) -> tuple[StoredMultiLabelModel, Policy]:
         check = Validator()
-        limit = self.settings.max_texts
+        limit = self.settings.max_texts if isinstance(request, multilabel_pb2.PredictRequest) else MAX_EXPLAIN_TEXTS
         if check.check(len(request.texts) > 0, "texts", "must contain at least one text"):
             check.check(
                 len(request.texts) <= limit,
@@ -108,27 +112,36 @@ class MultiLabelServicer(multilabel_pb2_grpc.MultiLabelServiceServicer):
         thresholds = model.thresholds(policy)
         chosen = apply_thresholds(probabilities, thresholds)
         labels = model.manifest.labels
-        predictions = []
-        for row_probabilities, row_chosen in zip(probabilities, chosen, strict=True):
-            order = np.argsort(-row_probabilities, kind="stable")
-            predictions.append(
-                multilabel_pb2.Prediction(
-                    labels=[labels[j] for j in order if row_chosen[j]],
-                    scores=[
-                        multilabel_pb2.LabelScore(
-                            label=label, probability=float(p), threshold=float(t), predicted=bool(c)
-                        )
-                        for label, p, t, c in zip(
-                            labels, row_probabilities, thresholds, row_chosen, strict=True
-                        )
-                    ],
-                )
-            )
+        predictions = [
+            prediction_to_proto(p, thresholds, c, labels) for p, c in zip(probabilities, chosen, strict=True)
+        ]
         return multilabel_pb2.PredictResponse(
             model=model.manifest.name,
             version=model.manifest.version,
             policy=POLICY_CODES[policy],
             predictions=predictions,
+        )
+
+    async def Explain(
+        self, request: multilabel_pb2.ExplainRequest, context: grpc.aio.ServicerContext
+    ) -> multilabel_pb2.ExplainResponse:
+        methods, steps, target = options_from_proto(request.options)
+        model, policy = self._validate(request)
+        explained = await explain_multilabel(model, policy, self.embedder, list(request.texts), methods, steps, target)
+        labels, thresholds = model.manifest.labels, model.thresholds(policy)
+        return multilabel_pb2.ExplainResponse(
+            model=model.manifest.name,
+            version=model.manifest.version,
+            policy=POLICY_CODES[policy],
+            explanations=[
+                multilabel_pb2.Explanation(
+                    prediction=prediction_to_proto(e.probabilities, thresholds, e.chosen, labels),
+                    attributions=[
+                        attribution_to_proto(e.explanation.words, a, labels) for a in e.explanation.attributions
+                    ],
+                )
+                for e in explained
+            ],
         )
 
     async def ListModels(
@@ -159,6 +172,19 @@ class MultiLabelServicer(multilabel_pb2_grpc.MultiLabelServiceServicer):
                     )
                 )
         return multilabel_pb2.ListModelsResponse(models=infos)
+
+
+def prediction_to_proto(
+    probabilities: np.ndarray, thresholds: np.ndarray, chosen: np.ndarray, labels: list[str]
+) -> multilabel_pb2.Prediction:
+    order = np.argsort(-probabilities, kind="stable")
+    return multilabel_pb2.Prediction(
+        labels=[labels[j] for j in order if chosen[j]],
+        scores=[
+            multilabel_pb2.LabelScore(label=label, probability=float(p), threshold=float(t), predicted=bool(c))
+            for label, p, t, c in zip(labels, probabilities, thresholds, chosen, strict=True)
+        ],
+    )
 
 
 class MultiLabelService(Service):

@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 from services.common.errors import (
     BackendUnavailable,
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidInput,
     NotFound,
     Overloaded,
@@ -69,6 +70,7 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
 _CODES: list[tuple[type[ServiceError], int]] = [
     (InvalidInput, code_pb2.INVALID_ARGUMENT),
     (NotFound, code_pb2.NOT_FOUND),
+    (FailedPrecondition, code_pb2.FAILED_PRECONDITION),
     (Overloaded, code_pb2.RESOURCE_EXHAUSTED),
     (BackendUnavailable, code_pb2.UNAVAILABLE),
     (DeadlineExceeded, code_pb2.DEADLINE_EXCEEDED),

@@ -11,7 +11,7 @@ import torch
 
 from services.common.base_model import source_model_dir
 from services.common.tokens import TextEncoder
-from services.earlyexit.offline.modeling import (
+from services.earlyexit.backends.torch_model import (
     Encoder,
     HashEEClassifier,
     MultiExitClassifier,

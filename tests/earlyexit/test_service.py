@@ -17,11 +17,11 @@ from services.adapters.tritonserver import TritonServer, triton_unavailable_reas
 from services.common.base_model import source_model_dir
 from services.common.tokens import TextEncoder, pad_batch
 from services.earlyexit.backends.onnx import OnnxRuntimeBackend
+from services.earlyexit.backends.torch_model import Encoder, HashEEClassifier, LastExit, MultiExitClassifier
 from services.earlyexit.backends.triton import TritonBackend, render_repository
 from services.earlyexit.client import EarlyExitClient
 from services.earlyexit.core.bundle import StoredModel
 from services.earlyexit.core.policy import ExitMode, ExitPolicy, ModelKind
-from services.earlyexit.offline.modeling import Encoder, HashEEClassifier, LastExit, MultiExitClassifier
 from services.earlyexit.offline.train import (
     MAX_TOKENS,
     PARITY_TOLERANCE,

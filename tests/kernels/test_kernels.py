@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import active_attention, bucketed_selection, exit_rule
-from services.earlyexit.offline.modeling import EncoderLayer, key_bias_from_mask
+from services.earlyexit.backends.torch_model import EncoderLayer, key_bias_from_mask
 from services.experience.core.orchestrate import Bucketing, mmr, similarity_top_k
 from tests.rose_reference import rose
 

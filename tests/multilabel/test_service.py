@@ -8,6 +8,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from rosemesh.explain.v1 import explain_pb2
+from rosemesh.multilabel.v1 import multilabel_pb2
 
 from services.multilabel.client import MultiLabelClient
 from services.multilabel.core.bundle import Policy, StoredMultiLabelModel
@@ -120,3 +122,48 @@ async def test_an_unknown_version_is_named(client: MultiLabelClient) -> None:
         caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         and "no version '1999'" in caught.value.details()
     )
+
+
+async def test_explain_attributes_each_predicted_label_by_occlusion(client: MultiLabelClient) -> None:
+    texts = [row.text for row in toxicity_multilabel().test[:4]]
+    response = await client.explain(multilabel_pb2.ExplainRequest(texts=texts))
+    predicted = await client.predict(texts)
+    assert response.model == "toxicity" and len(response.explanations) == len(texts)
+    for explanation, prediction, text in zip(response.explanations, predicted.predictions, texts, strict=True):
+        assert list(explanation.prediction.labels) == list(prediction.labels)
+        wanted = list(prediction.labels) or [max(prediction.scores, key=lambda s: s.probability).label]
+        assert [a.target for a in explanation.attributions] == wanted
+        for attribution in explanation.attributions:
+            assert attribution.method == explain_pb2.ATTRIBUTION_METHOD_OCCLUSION
+            assert all(text[w.start : w.end] == w.word for w in attribution.words)
+            assert any(abs(w.score) > 0 for w in attribution.words)
+    chosen = await client.explain(
+        multilabel_pb2.ExplainRequest(texts=texts[:1], options=explain_pb2.ExplainOptions(target_index=2))
+    )
+    assert [a.target_index for a in chosen.explanations[0].attributions] == [2]
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "field"),
+    [
+        (multilabel_pb2.ExplainRequest(), grpc.StatusCode.INVALID_ARGUMENT, "texts"),
+        (multilabel_pb2.ExplainRequest(texts=["x"] * 17), grpc.StatusCode.INVALID_ARGUMENT, "texts"),
+        (multilabel_pb2.ExplainRequest(texts=["x"], model="spam"), grpc.StatusCode.INVALID_ARGUMENT, "model"),
+        (
+            multilabel_pb2.ExplainRequest(texts=["x"], options=explain_pb2.ExplainOptions(target_index=99)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "options.target_index",
+        ),
+        (
+            multilabel_pb2.ExplainRequest(
+                texts=["x"], options=explain_pb2.ExplainOptions(methods=[explain_pb2.ATTRIBUTION_METHOD_INTEGRATED_GRADIENTS])
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "gradient",
+        ),
+    ],
+)
+async def test_explain_validates_like_predict(client: MultiLabelClient, request_, code, field: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.explain(request_)
+    assert caught.value.code() == code and field in caught.value.details()

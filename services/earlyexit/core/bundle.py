@@ -19,6 +19,10 @@ MANIFEST = "manifest.json"
 EXIT_TABLE = "exit_table.npy"
 HASHEE_GRAPH = "hashee.onnx"
 PLAIN_GRAPH = "plain.onnx"
+#: The trained PyTorch weights beside the graphs, and the encoder's shape they fit: what
+#: integrated gradients differentiates.
+TORCH_WEIGHTS = "weights.safetensors"
+ENCODER_CONFIG = "config.json"
 #: The one graph of each single-graph kind.
 SINGLE_GRAPHS = {ModelKind.HASHEE: HASHEE_GRAPH, ModelKind.PLAIN: PLAIN_GRAPH}
 
@@ -97,6 +101,10 @@ class StoredModel:
     @property
     def tokenizer_path(self) -> Path:
         return self.directory / "tokenizer.json"
+
+    @property
+    def has_torch_weights(self) -> bool:
+        return (self.directory / TORCH_WEIGHTS).is_file() and (self.directory / ENCODER_CONFIG).is_file()
 
     def exit_table(self) -> np.ndarray:
         return np.load(self.directory / EXIT_TABLE)

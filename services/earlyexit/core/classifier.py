@@ -34,6 +34,23 @@ class TextResult:
     token_count: int
     truncated: bool
     token_exits: list[tuple[str, int]] | None  # HashEE only
+    logits: np.ndarray  # at the exit, as the model gave them
+
+
+def logits_result(logits: np.ndarray, encoded: EncodedText, exit_layer: int) -> TextResult:
+    """A text's result from its logits alone, as adapted tasks give it (no FLOPs accounted)."""
+    probabilities = softmax(logits.astype(np.float64))
+    return TextResult(
+        label_index=int(probabilities.argmax()),
+        probabilities=probabilities.astype(np.float32),
+        exit_layer=exit_layer,
+        entropy=float(entropy(probabilities)),
+        flops=0,
+        token_count=len(encoded.ids),
+        truncated=encoded.truncated,
+        token_exits=None,
+        logits=logits,
+    )
 
 
 def length_batches(encoded: Sequence[EncodedText], batch_size: int) -> list[list[int]]:
@@ -46,6 +63,7 @@ class LoadedModel:
     """A served model: its manifest, tokenizer and (for HashEE) token exit table."""
 
     def __init__(self, stored: StoredModel) -> None:
+        self.stored = stored
         self.manifest: ModelManifest = stored.manifest
         self.encoder = TextEncoder(stored.tokenizer_path, stored.manifest.max_tokens)
         self.exit_table = stored.exit_table() if stored.manifest.kind is ModelKind.HASHEE else None
@@ -71,6 +89,7 @@ class LoadedModel:
             token_count=len(encoded.ids),
             truncated=encoded.truncated,
             token_exits=token_exits,
+            logits=logits,
         )
 
     def mean_layers(self, encoded: EncodedText, exit_layer: int) -> float:
@@ -181,8 +200,11 @@ class EarlyExitClassifier:
             default=manifest.policy,
         )
         self.validate_texts(texts)
+        return model, resolved, await self.classify_unchecked(model, texts, resolved)
+
+    async def classify_unchecked(
+        self, model: LoadedModel, texts: Sequence[str], policy: ExitPolicy
+    ) -> list[TextResult]:
+        """Texts already validated, under a resolved policy: what Explain's variants run through."""
         encoded = model.encoder.encode(list(texts))
-        results = await model.classify_encoded(
-            self._run(manifest.name), encoded, resolved, self.limits.batch_size
-        )
-        return model, resolved, results
+        return await model.classify_encoded(self._run(model.manifest.name), encoded, policy, self.limits.batch_size)

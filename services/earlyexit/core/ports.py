@@ -21,6 +21,18 @@ class MergedLayers(Protocol):
         """Every layer at once on the embeddings → the top layer's (batch, tokens, hidden) states."""
 
 
+class GradientAttributor(Protocol):
+    """A model's differentiable copy, for the attributions that need gradients or attention."""
+
+    def integrated_gradients(self, ids: np.ndarray, exit_layer: int, target: int, steps: int) -> tuple[np.ndarray, float]:
+        """Per token of one text's ``ids``: integrated gradients of ``target``'s probability at
+        ``exit_layer``, along the word embeddings from an all-padding baseline; and the
+        completeness gap."""
+
+    def attention(self, ids: np.ndarray, exit_layer: int) -> np.ndarray:
+        """Per token: the attention ``exit_layer`` pays it, over heads and real positions."""
+
+
 class BackboneGraphs(Protocol):
     """The shared frozen backbone, a graph per stage, called synchronously on the backend's worker."""
 

@@ -174,10 +174,10 @@ def _train_in_fresh_process(method: str, dataset: str, examples: int, epochs: fl
 
     from services.common.base_model import source_model_dir
     from services.common.tokens import TextEncoder
+    from services.earlyexit.backends.torch_model import MultiExitClassifier
     from services.earlyexit.offline.backbone import load_encoder
     from services.earlyexit.offline.lora import LoraClassifier, train_lora
     from services.earlyexit.offline.lpt import LatePromptClassifier, train_late_prompt
-    from services.earlyexit.offline.modeling import MultiExitClassifier
     from services.earlyexit.offline.train import MAX_TOKENS, fine_tune
 
     torch.set_num_threads(os.cpu_count() or 1)

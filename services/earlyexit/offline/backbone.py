@@ -14,6 +14,7 @@ from torch import nn
 
 from services.common.base_model import BASE_MODEL_NAME, source_model_dir
 from services.common.model_versions import ModelVersions
+from services.earlyexit.backends.torch_model import Encoder, key_bias_from_mask
 from services.earlyexit.core.adapters import (
     EMBEDDINGS_GRAPH,
     LORA_INPUTS,
@@ -25,7 +26,6 @@ from services.earlyexit.core.adapters import (
     lora_layer_graph,
     write_json,
 )
-from services.earlyexit.offline.modeling import Encoder, key_bias_from_mask
 from services.earlyexit.offline.train import MAX_TOKENS, PARITY_TOLERANCE, _export
 
 #: Bumped whenever what the backbone exports changes.

@@ -17,9 +17,9 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from services.common.tokens import EncodedText, pad_batch
+from services.earlyexit.backends.torch_model import Encoder, ExitHead, key_bias_from_mask
 from services.earlyexit.core.adapters import LORA_MODULES
 from services.earlyexit.offline.adapter_training import TrainingReport, train_adapter
-from services.earlyexit.offline.modeling import Encoder, ExitHead, key_bias_from_mask
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from services.common.tokens import EncodedText, pad_batch
+from services.earlyexit.backends.torch_model import Encoder, ExitHead, key_bias_from_mask, mean_pool
 from services.earlyexit.offline.adapter_training import TrainingReport, train_adapter
-from services.earlyexit.offline.modeling import Encoder, ExitHead, key_bias_from_mask, mean_pool
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,11 @@ from services.common.model_versions import ModelVersions
 from services.common.progress import MirroredProgress, counting_columns
 from services.common.tokens import EncodedText, TextEncoder, pad_batch
 from services.earlyexit.core.bundle import (
+    ENCODER_CONFIG,
     EXIT_TABLE,
     HASHEE_GRAPH,
     PLAIN_GRAPH,
+    TORCH_WEIGHTS,
     ModelManifest,
     OperatingPoint,
     StoredModel,
@@ -48,7 +50,7 @@ from services.offline.datasets import CLASSIFICATION_DATASETS, ClassificationSpl
 
 MAX_TOKENS = 64
 #: Bumped whenever what a variant trains or exports changes, so that older models are not reused.
-MODEL_REVISION = 4  # 4: rotten_tomatoes' dev split grew to 2000 texts; the plain model is served
+MODEL_REVISION = 5  # 5: bundles keep their PyTorch weights beside the graphs
 #: Accuracy a chosen operating point may lose against the plain model.
 ONE_POINT = 0.01
 OPSET = 17
@@ -268,7 +270,7 @@ def export_multi_exit(model, directory: Path, sample: tuple) -> float:
     """One graph per layer; returns the largest |ONNX - PyTorch| over every exit's logits."""
     import torch
 
-    from services.earlyexit.offline.modeling import Segment
+    from services.earlyexit.backends.torch_model import Segment
 
     ids, mask = sample
     hidden = ids
@@ -331,6 +333,14 @@ def export_single_graph(model, path: Path, sample: tuple) -> float:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
     return float(np.abs(logits - reference).max())
+
+
+def save_torch_weights(model, directory: Path) -> None:
+    """The weights explanations differentiate; the exit table travels as its own file."""
+    from safetensors.torch import save_file
+
+    weights = {key: value.detach().contiguous() for key, value in model.state_dict().items() if key != "exit_table"}
+    save_file(weights, directory / TORCH_WEIGHTS)
 
 
 def sweep_policies(kind: ModelKind, depth: int, num_labels: int) -> list[ExitPolicy]:
@@ -430,7 +440,7 @@ def seconds_per_step(dataset: str, config: TrainConfig = TrainConfig(), steps: i
     import torch
     import torch.nn.functional as F
 
-    from services.earlyexit.offline.modeling import Encoder, MultiExitClassifier
+    from services.earlyexit.backends.torch_model import Encoder, MultiExitClassifier
 
     splits = CLASSIFICATION_DATASETS[dataset]()
     source = source_model_dir()
@@ -466,7 +476,12 @@ def train_dataset(
     with the same configuration unless ``force``."""
     import torch
 
-    from services.earlyexit.offline.modeling import Encoder, HashEEClassifier, LastExit, MultiExitClassifier
+    from services.earlyexit.backends.torch_model import (
+        Encoder,
+        HashEEClassifier,
+        LastExit,
+        MultiExitClassifier,
+    )
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = console or Console(stderr=True)
@@ -562,6 +577,8 @@ def train_dataset(
                         f"{name}: ONNX differs from PyTorch by {parity:.2e} (> {PARITY_TOLERANCE})"
                     )
                 (directory / "tokenizer.json").write_bytes((source / "tokenizer.json").read_bytes())
+                save_torch_weights(model, directory)
+                (directory / ENCODER_CONFIG).write_text(json.dumps(bert_config, indent=2))
                 manifest = ModelManifest(
                     name=name,
                     version=version,

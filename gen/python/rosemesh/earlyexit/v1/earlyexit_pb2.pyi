@@ -1,3 +1,4 @@
+from rosemesh.explain.v1 import explain_pb2 as _explain_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -333,3 +334,71 @@ class ListAdaptersResponse(_message.Message):
     ADAPTERS_FIELD_NUMBER: _ClassVar[int]
     adapters: _containers.RepeatedCompositeFieldContainer[AdapterInfo]
     def __init__(self, adapters: _Optional[_Iterable[_Union[AdapterInfo, _Mapping]]] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("texts", "model", "policy", "task", "tenant", "options")
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    model: str
+    policy: ExitPolicy
+    task: str
+    tenant: str
+    options: _explain_pb2.ExplainOptions
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., policy: _Optional[_Union[ExitPolicy, _Mapping]] = ..., task: _Optional[str] = ..., tenant: _Optional[str] = ..., options: _Optional[_Union[_explain_pb2.ExplainOptions, _Mapping]] = ...) -> None: ...
+
+class LayerPrediction(_message.Message):
+    __slots__ = ("layer", "label", "label_index", "confidence", "entropy", "streak")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    STREAK_FIELD_NUMBER: _ClassVar[int]
+    layer: int
+    label: str
+    label_index: int
+    confidence: float
+    entropy: float
+    streak: int
+    def __init__(self, layer: _Optional[int] = ..., label: _Optional[str] = ..., label_index: _Optional[int] = ..., confidence: _Optional[float] = ..., entropy: _Optional[float] = ..., streak: _Optional[int] = ...) -> None: ...
+
+class ExitTrace(_message.Message):
+    __slots__ = ("layers", "exit_layer", "rule")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    EXIT_LAYER_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedCompositeFieldContainer[LayerPrediction]
+    exit_layer: int
+    rule: str
+    def __init__(self, layers: _Optional[_Iterable[_Union[LayerPrediction, _Mapping]]] = ..., exit_layer: _Optional[int] = ..., rule: _Optional[str] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("classification", "attributions", "exit_trace")
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    EXIT_TRACE_FIELD_NUMBER: _ClassVar[int]
+    classification: Classification
+    attributions: _containers.RepeatedCompositeFieldContainer[_explain_pb2.Attribution]
+    exit_trace: ExitTrace
+    def __init__(self, classification: _Optional[_Union[Classification, _Mapping]] = ..., attributions: _Optional[_Iterable[_Union[_explain_pb2.Attribution, _Mapping]]] = ..., exit_trace: _Optional[_Union[ExitTrace, _Mapping]] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("model", "model_version", "backend", "policy", "labels", "explanations")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    model_version: str
+    backend: str
+    policy: ExitPolicy
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    explanations: _containers.RepeatedCompositeFieldContainer[Explanation]
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., backend: _Optional[str] = ..., policy: _Optional[_Union[ExitPolicy, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., explanations: _Optional[_Iterable[_Union[Explanation, _Mapping]]] = ...) -> None: ...

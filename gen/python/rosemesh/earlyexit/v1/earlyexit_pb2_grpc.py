@@ -41,6 +41,11 @@ class EarlyExitServiceStub:
                 request_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ClassifyRequest.SerializeToString,
                 response_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/rosemesh.earlyexit.v1.EarlyExitService/Explain',
+                request_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ExplainResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/rosemesh.earlyexit.v1.EarlyExitService/ListModels',
                 request_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ListModelsRequest.SerializeToString,
@@ -75,6 +80,14 @@ class EarlyExitServiceServicer:
 
     def Classify(self, request, context):
         """Classify returns one result per input text, in input order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
+        """Explain classifies each text as Classify does and says why: word attributions and the
+        exit trace.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,6 +136,11 @@ def add_EarlyExitServiceServicer_to_server(servicer, server):
                     servicer.Classify,
                     request_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ClassifyRequest.FromString,
                     response_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ClassifyResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ExplainRequest.FromString,
+                    response_serializer=rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ExplainResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -179,6 +197,33 @@ class EarlyExitService:
             '/rosemesh.earlyexit.v1.EarlyExitService/Classify',
             rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ClassifyRequest.SerializeToString,
             rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ClassifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rosemesh.earlyexit.v1.EarlyExitService/Explain',
+            rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ExplainRequest.SerializeToString,
+            rosemesh_dot_earlyexit_dot_v1_dot_earlyexit__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,35 +22,42 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from rosemesh.explain.v1 import explain_pb2 as rosemesh_dot_explain_dot_v1_dot_explain__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'rosemesh/multilabel/v1/multilabel.proto\x12\x16rosemesh.multilabel.v1\"o\n\x0ePredictRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\x06policy\x18\x04 \x01(\x0e\x32\x1e.rosemesh.multilabel.v1.Policy\"V\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x11\n\tpredicted\x18\x04 \x01(\x08\"P\n\nPrediction\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\x32\n\x06scores\x18\x02 \x03(\x0b\x32\".rosemesh.multilabel.v1.LabelScore\"\x9a\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\x06policy\x18\x03 \x01(\x0e\x32\x1e.rosemesh.multilabel.v1.Policy\x12\x37\n\x0bpredictions\x18\x04 \x03(\x0b\x32\".rosemesh.multilabel.v1.Prediction\"\x13\n\x11ListModelsRequest\"s\n\x07Metrics\x12\x10\n\x08micro_f1\x18\x01 \x01(\x01\x12\x10\n\x08macro_f1\x18\x02 \x01(\x01\x12\x17\n\x0fmicro_precision\x18\x03 \x01(\x01\x12\x14\n\x0cmicro_recall\x18\x04 \x01(\x01\x12\x15\n\rexample_count\x18\x05 \x01(\r\"\x9d\x01\n\nPolicyInfo\x12.\n\x06policy\x18\x01 \x01(\x0e\x32\x1e.rosemesh.multilabel.v1.Policy\x12\x12\n\nthresholds\x18\x02 \x03(\x01\x12\x14\n\x0closs_weights\x18\x03 \x03(\x01\x12\x35\n\x0ctest_metrics\x18\x04 \x01(\x0b\x32\x1f.rosemesh.multilabel.v1.Metrics\"\xde\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\x12\x0f\n\x07\x65ncoder\x18\x05 \x01(\t\x12\x36\n\x0e\x64\x65\x66\x61ult_policy\x18\x06 \x01(\x0e\x32\x1e.rosemesh.multilabel.v1.Policy\x12\x34\n\x08policies\x18\x07 \x03(\x0b\x32\".rosemesh.multilabel.v1.PolicyInfo\x12\x12\n\nis_default\x18\x08 \x01(\x08\"G\n\x12ListModelsResponse\x12\x31\n\x06models\x18\x01 \x03(\x0b\x32!.rosemesh.multilabel.v1.ModelInfo*U\n\x06Policy\x12\x16\n\x12POLICY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOLICY_FIXED\x10\x01\x12\x10\n\x0cPOLICY_TUNED\x10\x02\x12\x0f\n\x0bPOLICY_META\x10\x03\x32\xd4\x01\n\x11MultiLabelService\x12Z\n\x07Predict\x12&.rosemesh.multilabel.v1.PredictRequest\x1a\'.rosemesh.multilabel.v1.PredictResponse\x12\x63\n\nListModels\x12).rosemesh.multilabel.v1.ListModelsRequest\x1a*.rosemesh.multilabel.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'rosemesh/multilabel/v1/multilabel.proto\x12\x16rosemesh.multilabel.v1\x1a!rosemesh/explain/v1/explain.proto\"o\n\x0ePredictRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\x06policy\x18\x04 \x01(\x0e\x32\x1e.rosemesh.multilabel.v1.Policy\"V\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x11\n\tpredicted\x18\x04 \x01(\x08\"P\n\nPrediction\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\x32\n\x06scores\x18\x02 \x03(\x0b\x32\".rosemesh.multilabel.v1.LabelScore\"\x9a\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\x06policy\x18\x03 \x01(\x0e\x32\x1e.rosemesh.multilabel.v1.Policy\x12\x37\n\x0bpredictions\x18\x04 \x03(\x0b\x32\".rosemesh.multilabel.v1.Prediction\"\x13\n\x11ListModelsRequest\"s\n\x07Metrics\x12\x10\n\x08micro_f1\x18\x01 \x01(\x01\x12\x10\n\x08macro_f1\x18\x02 \x01(\x01\x12\x17\n\x0fmicro_precision\x18\x03 \x01(\x01\x12\x14\n\x0cmicro_recall\x18\x04 \x01(\x01\x12\x15\n\rexample_count\x18\x05 \x01(\r\"\x9d\x01\n\nPolicyInfo\x12.\n\x06policy\x18\x01 \x01(\x0e\x32\x1e.rosemesh.multilabel.v1.Policy\x12\x12\n\nthresholds\x18\x02 \x03(\x01\x12\x14\n\x0closs_weights\x18\x03 \x03(\x01\x12\x35\n\x0ctest_metrics\x18\x04 \x01(\x0b\x32\x1f.rosemesh.multilabel.v1.Metrics\"\xde\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\x12\x0f\n\x07\x65ncoder\x18\x05 \x01(\t\x12\x36\n\x0e\x64\x65\x66\x61ult_policy\x18\x06 \x01(\x0e\x32\x1e.rosemesh.multilabel.v1.Policy\x12\x34\n\x08policies\x18\x07 \x03(\x0b\x32\".rosemesh.multilabel.v1.PolicyInfo\x12\x12\n\nis_default\x18\x08 \x01(\x08\"G\n\x12ListModelsResponse\x12\x31\n\x06models\x18\x01 \x03(\x0b\x32!.rosemesh.multilabel.v1.ModelInfo\"\xa5\x01\n\x0e\x45xplainRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\x06policy\x18\x04 \x01(\x0e\x32\x1e.rosemesh.multilabel.v1.Policy\x12\x34\n\x07options\x18\x05 \x01(\x0b\x32#.rosemesh.explain.v1.ExplainOptions\"}\n\x0b\x45xplanation\x12\x36\n\nprediction\x18\x01 \x01(\x0b\x32\".rosemesh.multilabel.v1.Prediction\x12\x36\n\x0c\x61ttributions\x18\x02 \x03(\x0b\x32 .rosemesh.explain.v1.Attribution\"\x9c\x01\n\x0f\x45xplainResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\x06policy\x18\x03 \x01(\x0e\x32\x1e.rosemesh.multilabel.v1.Policy\x12\x39\n\x0c\x65xplanations\x18\x04 \x03(\x0b\x32#.rosemesh.multilabel.v1.Explanation*U\n\x06Policy\x12\x16\n\x12POLICY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOLICY_FIXED\x10\x01\x12\x10\n\x0cPOLICY_TUNED\x10\x02\x12\x0f\n\x0bPOLICY_META\x10\x03\x32\xb0\x02\n\x11MultiLabelService\x12Z\n\x07Predict\x12&.rosemesh.multilabel.v1.PredictRequest\x1a\'.rosemesh.multilabel.v1.PredictResponse\x12\x63\n\nListModels\x12).rosemesh.multilabel.v1.ListModelsRequest\x1a*.rosemesh.multilabel.v1.ListModelsResponse\x12Z\n\x07\x45xplain\x12&.rosemesh.multilabel.v1.ExplainRequest\x1a\'.rosemesh.multilabel.v1.ExplainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rosemesh.multilabel.v1.multilabel_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POLICY']._serialized_start=1103
-  _globals['_POLICY']._serialized_end=1188
-  _globals['_PREDICTREQUEST']._serialized_start=67
-  _globals['_PREDICTREQUEST']._serialized_end=178
-  _globals['_LABELSCORE']._serialized_start=180
-  _globals['_LABELSCORE']._serialized_end=266
-  _globals['_PREDICTION']._serialized_start=268
-  _globals['_PREDICTION']._serialized_end=348
-  _globals['_PREDICTRESPONSE']._serialized_start=351
-  _globals['_PREDICTRESPONSE']._serialized_end=505
-  _globals['_LISTMODELSREQUEST']._serialized_start=507
-  _globals['_LISTMODELSREQUEST']._serialized_end=526
-  _globals['_METRICS']._serialized_start=528
-  _globals['_METRICS']._serialized_end=643
-  _globals['_POLICYINFO']._serialized_start=646
-  _globals['_POLICYINFO']._serialized_end=803
-  _globals['_MODELINFO']._serialized_start=806
-  _globals['_MODELINFO']._serialized_end=1028
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1030
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1101
-  _globals['_MULTILABELSERVICE']._serialized_start=1191
-  _globals['_MULTILABELSERVICE']._serialized_end=1403
+  _globals['_POLICY']._serialized_start=1592
+  _globals['_POLICY']._serialized_end=1677
+  _globals['_PREDICTREQUEST']._serialized_start=102
+  _globals['_PREDICTREQUEST']._serialized_end=213
+  _globals['_LABELSCORE']._serialized_start=215
+  _globals['_LABELSCORE']._serialized_end=301
+  _globals['_PREDICTION']._serialized_start=303
+  _globals['_PREDICTION']._serialized_end=383
+  _globals['_PREDICTRESPONSE']._serialized_start=386
+  _globals['_PREDICTRESPONSE']._serialized_end=540
+  _globals['_LISTMODELSREQUEST']._serialized_start=542
+  _globals['_LISTMODELSREQUEST']._serialized_end=561
+  _globals['_METRICS']._serialized_start=563
+  _globals['_METRICS']._serialized_end=678
+  _globals['_POLICYINFO']._serialized_start=681
+  _globals['_POLICYINFO']._serialized_end=838
+  _globals['_MODELINFO']._serialized_start=841
+  _globals['_MODELINFO']._serialized_end=1063
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1065
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1136
+  _globals['_EXPLAINREQUEST']._serialized_start=1139
+  _globals['_EXPLAINREQUEST']._serialized_end=1304
+  _globals['_EXPLANATION']._serialized_start=1306
+  _globals['_EXPLANATION']._serialized_end=1431
+  _globals['_EXPLAINRESPONSE']._serialized_start=1434
+  _globals['_EXPLAINRESPONSE']._serialized_end=1590
+  _globals['_MULTILABELSERVICE']._serialized_start=1680
+  _globals['_MULTILABELSERVICE']._serialized_end=1984
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,11 @@ class MultiLabelServiceStub:
                 request_serializer=rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/rosemesh.multilabel.v1.MultiLabelService/Explain',
+                request_serializer=rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class MultiLabelServiceServicer:
@@ -69,6 +74,15 @@ class MultiLabelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Explain predicts as Predict does and says which words each predicted label rests on, by
+        occlusion through the embedding service (the model reads sentence vectors, so there is no
+        gradient path to the words: INTEGRATED_GRADIENTS and ATTENTION answer FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MultiLabelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +95,11 @@ def add_MultiLabelServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ListModelsRequest.FromString,
                     response_serializer=rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ExplainRequest.FromString,
+                    response_serializer=rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +158,33 @@ class MultiLabelService:
             '/rosemesh.multilabel.v1.MultiLabelService/ListModels',
             rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ListModelsRequest.SerializeToString,
             rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rosemesh.multilabel.v1.MultiLabelService/Explain',
+            rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ExplainRequest.SerializeToString,
+            rosemesh_dot_multilabel_dot_v1_dot_multilabel__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,7 @@ BERT checkpoint; only the exit heads start from scratch.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from torch import nn
 
 from kernels import dispatch as kernels
 from kernels.active_attention import LayerWeights
+from services.earlyexit.core.bundle import ENCODER_CONFIG, TORCH_WEIGHTS, StoredModel
+from services.earlyexit.core.policy import ModelKind
 
 # Added to attention scores at padded keys: exp() underflows to exactly 0 in float32.
 _MASKED = -1e9
@@ -264,3 +267,21 @@ class Segment(nn.Module):
         hidden = self.embeddings(inputs) if self.embeddings is not None else inputs
         hidden = self.layer(hidden, key_bias_from_mask(attention_mask))
         return hidden, self.head(hidden, attention_mask)
+
+
+def load_classifier(stored: StoredModel) -> nn.Module:
+    """A published model's PyTorch module from the weights its bundle keeps, in eval mode."""
+    from safetensors.torch import load_file
+
+    if not stored.has_torch_weights:
+        raise FileNotFoundError(f"{stored.directory} keeps no PyTorch weights (trained before they were kept)")
+    manifest = stored.manifest
+    encoder = Encoder(json.loads((stored.directory / ENCODER_CONFIG).read_text()))
+    if manifest.kind is ModelKind.HASHEE:
+        model: nn.Module = HashEEClassifier(encoder, len(manifest.labels), torch.from_numpy(stored.exit_table()))
+    else:
+        model = MultiExitClassifier(encoder, len(manifest.labels), every_layer=manifest.kind is ModelKind.MULTI_EXIT)
+    missing, unexpected = model.load_state_dict(load_file(stored.directory / TORCH_WEIGHTS), strict=False)
+    if unexpected or set(missing) - {"exit_table"}:
+        raise ValueError(f"{stored.directory}: weights do not fit a {manifest.kind.value} model ({missing or unexpected})")
+    return model.eval()

@@ -1,0 +1,89 @@
+"""Integrated gradients (captum) and attention weights on a published model's PyTorch weights."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import torch
+
+from services.earlyexit.backends.torch_model import (
+    HashEEClassifier,
+    MultiExitClassifier,
+    key_bias_from_mask,
+    load_classifier,
+)
+from services.earlyexit.core.bundle import StoredModel
+
+PAD_ID = 0
+
+
+class TorchAttributor:
+    """One model's differentiable copy; calls are serialised (captum hooks the shared module)."""
+
+    def __init__(self, model: MultiExitClassifier | HashEEClassifier) -> None:
+        self.model = model.eval()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_stored(cls, stored: StoredModel) -> TorchAttributor:
+        return cls(load_classifier(stored))
+
+    def _exit_logits(self, ids: torch.Tensor, mask: torch.Tensor, exit_layer: int) -> torch.Tensor:
+        model = self.model
+        if isinstance(model, MultiExitClassifier):
+            exits = model(ids, mask)
+            return exits[model.exit_layers.index(exit_layer)] if len(exits) > 1 else exits[-1]
+        return model(ids, mask)
+
+    def integrated_gradients(self, ids: np.ndarray, exit_layer: int, target: int, steps: int) -> tuple[np.ndarray, float]:
+        from captum.attr import LayerIntegratedGradients
+
+        inputs = torch.as_tensor(ids, dtype=torch.int64)[None, :]
+        mask = torch.ones_like(inputs)
+        special = torch.zeros_like(inputs, dtype=torch.bool)
+        special[0, 0] = special[0, -1] = True  # [CLS] and [SEP] stay in the baseline
+        baseline = torch.where(special, inputs, torch.full_like(inputs, PAD_ID))
+
+        def probability(batch_ids: torch.Tensor, batch_mask: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self._exit_logits(batch_ids, batch_mask, exit_layer), dim=-1)
+
+        with self._lock:
+            method = LayerIntegratedGradients(probability, self.model.encoder.embeddings.word)
+            attributions, delta = method.attribute(
+                inputs,
+                baselines=baseline,
+                additional_forward_args=(mask,),
+                target=target,
+                n_steps=steps,
+                internal_batch_size=steps,
+                return_convergence_delta=True,
+            )
+        return attributions.sum(dim=-1)[0].detach().numpy().astype(np.float64), float(delta.abs().item())
+
+    def attention(self, ids: np.ndarray, exit_layer: int) -> np.ndarray:
+        model = self.model
+        inputs = torch.as_tensor(ids, dtype=torch.int64)[None, :]
+        mask = torch.ones_like(inputs)
+        layer = model.encoder.layers[exit_layer - 1]
+        captured: list[torch.Tensor] = []
+        hook = layer.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+        with self._lock, torch.no_grad():
+            try:
+                if isinstance(model, HashEEClassifier):
+                    model(inputs, mask)
+                else:
+                    self._exit_logits(inputs, mask, exit_layer)
+            finally:
+                hook.remove()
+            hidden = captured[0]
+            heads = layer.heads
+            width = hidden.shape[-1]
+
+            def split(x: torch.Tensor) -> torch.Tensor:
+                return x.view(1, -1, heads, width // heads).transpose(1, 2)
+
+            scores = split(layer.query(hidden)) @ split(layer.key(hidden)).transpose(-1, -2) / math.sqrt(width // heads)
+            weights = torch.softmax(scores + key_bias_from_mask(mask), dim=-1)  # (1, heads, queries, keys)
+        return weights.mean(dim=(0, 1, 2)).numpy().astype(np.float64)
