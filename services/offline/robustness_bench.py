@@ -33,7 +33,7 @@ from services.earlyexit.core.bundle import StoredModel
 from services.earlyexit.offline.adapters_bench import BENCH_TENANT, _adapt_all, task_name
 from services.earlyexit.offline.lora import LoraTrainConfig
 from services.earlyexit.offline.lpt import LptConfig
-from services.earlyexit.offline.train import TrainConfig, served_name, train_dataset
+from services.earlyexit.offline.train import TrainConfig, current_or_trained, served_name
 from services.multilabel.client import MultiLabelClient
 from services.multilabel.core.bundle import Policy
 from services.multilabel.core.scoring import f1_scores
@@ -300,7 +300,7 @@ def run_robustness_benchmark(
     reports: dict[str, dict[str, Any]] = {}
     stored: list[StoredModel] = []
     for dataset in datasets:
-        stored += train_dataset(dataset, models_dir, EARLYEXIT_VARIANTS, config, console=console)
+        stored += current_or_trained(dataset, models_dir, EARLYEXIT_VARIANTS, config, console)
     with Progress(*counting_columns(), console=console) as progress:
         if datasets:
             flags = ["--models-dir", str(models_dir), "--no-train-default", "--adapt-workers", "1"]

@@ -23,7 +23,7 @@ from rosemesh.explain.v1 import explain_pb2
 from services.common.explain import DEFAULT_STEPS, Words
 from services.common.progress import counting_columns
 from services.earlyexit.client import EarlyExitClient
-from services.earlyexit.offline.train import TrainConfig, served_name, train_dataset
+from services.earlyexit.offline.train import TrainConfig, current_or_trained, served_name, train_dataset
 from services.offline.datasets import CLASSIFICATION_DATASETS
 from services.offline.faithfulness import TOP_FRACTION, erase, faithfulness, random_scores
 from services.runtime.config import default_models_dir
@@ -143,7 +143,9 @@ def run_explain_benchmark(
     models_dir = default_models_dir()
     chosen: dict[str, tuple[str, list[str]]] = {}
     for dataset in datasets:
-        train_dataset(dataset, models_dir, [variant], TrainConfig(), console=console)
+        (stored,) = current_or_trained(dataset, models_dir, [variant], TrainConfig(), console)
+        if not stored.has_torch_weights:  # trained before bundles kept them
+            train_dataset(dataset, models_dir, [variant], TrainConfig(), console=console)
         test = CLASSIFICATION_DATASETS[dataset]().test
         picked = np.random.default_rng(seed).choice(len(test), size=min(texts, len(test)), replace=False)
         chosen[dataset] = (served_name(dataset, variant), [test[int(i)].text for i in picked])

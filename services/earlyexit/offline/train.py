@@ -463,6 +463,17 @@ def seconds_per_step(dataset: str, config: TrainConfig = TrainConfig(), steps: i
     return float(np.mean(timings[1:]))
 
 
+def current_or_trained(
+    dataset: str, models_dir: Path, variants: Sequence[str], config: TrainConfig, console: Console | None = None
+) -> list[StoredModel]:
+    """The version each variant serves now; only the variants never published are trained."""
+    versions = ModelVersions(models_root(models_dir))
+    missing = [v for v in variants if versions.current(served_name(dataset, v)) is None]
+    if missing:
+        train_dataset(dataset, models_dir, missing, config, console=console)
+    return [StoredModel(versions.path(served_name(dataset, v), versions.current(served_name(dataset, v)))) for v in variants]
+
+
 def train_dataset(
     dataset: str,
     models_dir: Path,
