@@ -98,6 +98,27 @@ def _check(k: int, ratio: float) -> None:
 # --- reference: a full sort, then a Python loop; the specification in code ---------------
 
 
+def _reference_buckets(similarity, uncertainty, complexity, keys, k, ratio, equal_count):
+    """Each bucket's (members, kept under the λ bound, the bound, the pick), as the spec reads."""
+    _check(k, ratio)
+    n = len(similarity)
+    if n == 0:
+        return
+    order = np.lexsort((keys, similarity))
+    if equal_count:
+        counts = [n]
+    else:
+        counts = np.bincount(positions(similarity, k), minlength=k).tolist()
+    interval_start = np.concatenate([[0], np.cumsum(counts)])
+    for bucket in plan_buckets(counts, k, equal_count):
+        offset = interval_start[bucket.interval]
+        members = order[offset + bucket.start : offset + bucket.end].tolist()
+        floor = min(uncertainty[i] for i in members)
+        limit = uncertainty_limit(floor, ratio)
+        kept = [i for i in members if uncertainty[i] <= limit]
+        yield members, kept, limit, max(kept, key=lambda i: (complexity[i], similarity[i], -keys[i]))
+
+
 def select_reference(
     similarity: np.ndarray,
     uncertainty: np.ndarray,
@@ -107,25 +128,49 @@ def select_reference(
     ratio: float,
     equal_count: bool = False,
 ) -> np.ndarray:
-    _check(k, ratio)
-    n = len(similarity)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = np.lexsort((keys, similarity))
-    if equal_count:
-        counts = [n]
-    else:
-        counts = np.bincount(positions(similarity, k), minlength=k).tolist()
-    interval_start = np.concatenate([[0], np.cumsum(counts)])
-    picks = []
-    for bucket in plan_buckets(counts, k, equal_count):
-        offset = interval_start[bucket.interval]
-        members = order[offset + bucket.start : offset + bucket.end].tolist()
-        floor = min(uncertainty[i] for i in members)
-        limit = uncertainty_limit(floor, ratio)
-        kept = [i for i in members if uncertainty[i] <= limit]
-        picks.append(max(kept, key=lambda i: (complexity[i], similarity[i], -keys[i])))
-    return np.array(picks, dtype=np.int64)
+    buckets = _reference_buckets(similarity, uncertainty, complexity, keys, k, ratio, equal_count)
+    return np.array([pick for *_, pick in buckets], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class BucketReason:
+    """Why RoSE chose ``pick`` (a row of the arrays it was given) for its bucket."""
+
+    pick: int
+    similarity_low: float  # the bucket's similarity range
+    similarity_high: float
+    members: int
+    min_uncertainty: float  # the bucket's least uncertainty
+    uncertainty_bound: float  # λ × that: members above it were filtered out
+    kept: int  # members within the bound
+    complexity_rank: int  # 1 + members more complex than the pick (filtered ones included)
+
+
+def explain_reference(
+    similarity: np.ndarray,
+    uncertainty: np.ndarray,
+    complexity: np.ndarray,
+    keys: np.ndarray,
+    k: int,
+    ratio: float,
+    equal_count: bool = False,
+) -> list[BucketReason]:
+    """The reference selection, bucket by bucket, with what decided each pick; O(n log n)."""
+    return [
+        BucketReason(
+            pick=int(pick),
+            similarity_low=float(min(similarity[i] for i in members)),
+            similarity_high=float(max(similarity[i] for i in members)),
+            members=len(members),
+            min_uncertainty=float(min(uncertainty[i] for i in members)),
+            uncertainty_bound=float(limit),
+            kept=len(kept),
+            complexity_rank=1 + sum(complexity[i] > complexity[pick] for i in members),
+        )
+        for members, kept, limit, pick in _reference_buckets(
+            similarity, uncertainty, complexity, keys, k, ratio, equal_count
+        )
+    ]
 
 
 def reference(vectors, query, uncertainty, complexity, keys, k, ratio, equal_count=False) -> Selection:

@@ -362,6 +362,9 @@ class EarlyExitService(Service):
         key = (model.manifest.name, model.manifest.version)
         with self._attributors_lock:
             if key not in self._attributors:
+                served = self.served.value.versions if self.served is not None else {}
+                for stale in [k for k in self._attributors if served.get(k[0]) != k[1]]:
+                    del self._attributors[stale]  # a reload moved the model on
                 self._attributors[key] = TorchAttributor.from_stored(model.stored)
             return self._attributors[key]
 

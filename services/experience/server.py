@@ -20,6 +20,7 @@ from rosemesh.experience.v1 import experience_pb2 as pb
 from rosemesh.experience.v1 import experience_pb2_grpc
 from threadpoolctl import threadpool_limits
 
+from kernels.bucketed_selection import BucketReason
 from services.adapters.embedding_service import RemoteEmbedder
 from services.common.errors import NotFound, Validator
 from services.experience.core.consistency import Token, TokenError
@@ -168,6 +169,19 @@ def _page_token(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode()
 
 
+def reason_to_proto(reason: BucketReason, uncertainty: float) -> pb.ChoiceReason:
+    return pb.ChoiceReason(
+        bucket_similarity_min=reason.similarity_low,
+        bucket_similarity_max=reason.similarity_high,
+        bucket_size=reason.members,
+        bucket_min_uncertainty=reason.min_uncertainty,
+        uncertainty_bound=reason.uncertainty_bound,
+        uncertainty=uncertainty,
+        kept=reason.kept,
+        complexity_rank=reason.complexity_rank,
+    )
+
+
 class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
     """Calls reach it only once the service has loaded (the runtime's readiness gate)."""
 
@@ -295,11 +309,15 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
             mmr_lambda=mmr_lambda,
             seed=request.seed if request.HasField("seed") else None,
             search_mode=_SEARCH_MODES[request.search_mode],
+            explain=request.explain,
         )
         result = await self.pool.orchestrate(query, token, context.time_remaining())
         return pb.OrchestrateResponse(
             demonstrations=[
-                pb.Demonstration(experience=to_proto(d.experience), similarity=d.similarity, bucket_index=d.bucket)
+                pb.Demonstration(
+                    experience=to_proto(d.experience), similarity=d.similarity, bucket_index=d.bucket,
+                    reason=reason_to_proto(d.reason, d.experience.uncertainty) if d.reason else None,
+                )  # fmt: skip
                 for d in result.demonstrations
             ],
             strategy=_STRATEGY_ENUM[query.strategy],

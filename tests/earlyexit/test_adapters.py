@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from rosemesh.earlyexit.v1 import earlyexit_pb2 as pb
+from rosemesh.explain.v1 import explain_pb2
 
 from services.common.tokens import TextEncoder, pad_batch
 from services.earlyexit.backends.onnx import OnnxBackbone
@@ -292,6 +293,27 @@ async def test_a_lora_task_is_trained_and_served_beside_an_lpt_one(acme: EarlyEx
     assert lora.model_version == done.adapter_version and len(lora.results) == len(lpt.results) == 2
     infos = {info.task: info for info in await acme.list_adapters()}
     assert infos["reviews-lora"].method == pb.ADAPT_METHOD_LORA and infos["reviews-lora"].rank == 4
+
+
+async def test_an_adapted_task_is_explained_by_occlusion_through_its_tenant_path(acme: EarlyExitClient) -> None:
+    texts = ["a moving, beautifully acted film", "a tedious mess"]
+    classified = await acme.classify_task(texts, "reviews")
+    explained = await acme.explain(pb.ExplainRequest(texts=texts, task="reviews"))
+    assert explained.model == "reviews" and explained.model_version == classified.model_version
+    for result, explanation, text in zip(classified.results, explained.explanations, texts, strict=True):
+        assert explanation.classification.label == result.label
+        (attribution,) = explanation.attributions
+        assert attribution.method == explain_pb2.ATTRIBUTION_METHOD_OCCLUSION and attribution.target == result.label
+        assert [w.word for w in attribution.words] == [text[w.start : w.end] for w in attribution.words]
+        assert any(w.score != 0 for w in attribution.words)
+        assert explanation.exit_trace.exit_layer == 6 and len(explanation.exit_trace.layers) == 1
+    gradients = explain_pb2.ExplainOptions(methods=[explain_pb2.ATTRIBUTION_METHOD_INTEGRATED_GRADIENTS])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await acme.explain(pb.ExplainRequest(texts=texts, task="reviews", options=gradients))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "occlusion" in caught.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await acme.explain(pb.ExplainRequest(texts=["fine"], task="no-such-task"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_a_hot_lora_tenant_switches_to_its_fast_path_with_the_same_answers(

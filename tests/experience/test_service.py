@@ -97,6 +97,29 @@ async def test_record_then_orchestrate(tenant_client: ExperienceClient, embeddin
         assert len({d.experience.id for d in other.demonstrations}) == 7
 
 
+async def test_orchestrate_says_why_each_demonstration_was_chosen(tenant_client: ExperienceClient) -> None:
+    await record_questions(tenant_client, 40, seed=1)
+    question = commonsense_qa(60)[55].prompt()
+    for bucketing in (pb.BUCKETING_EQUAL_WIDTH, pb.BUCKETING_EQUAL_COUNT):
+        plain = await tenant_client.orchestrate(question, k=6, bucketing=bucketing)
+        explained = await tenant_client.orchestrate(question, k=6, bucketing=bucketing, explain=True)
+        assert [d.experience.id for d in explained.demonstrations] == [d.experience.id for d in plain.demonstrations]
+        assert not any(d.HasField("reason") for d in plain.demonstrations)
+        previous_high = -2.0
+        for d in explained.demonstrations:
+            why = d.reason
+            assert why.bucket_similarity_min - 1e-6 <= d.similarity <= why.bucket_similarity_max + 1e-6
+            assert why.bucket_similarity_min >= previous_high - 1e-6  # buckets in order, apart
+            previous_high = why.bucket_similarity_max
+            assert why.bucket_min_uncertainty <= why.uncertainty <= why.uncertainty_bound
+            assert why.uncertainty == pytest.approx(d.experience.uncertainty)
+            assert why.uncertainty_bound == pytest.approx(1.2 * why.bucket_min_uncertainty, abs=1e-3)
+            assert 1 <= why.kept <= why.bucket_size and 1 <= why.complexity_rank <= why.bucket_size
+        assert sum(d.reason.bucket_size for d in explained.demonstrations) == 40
+    other = await tenant_client.orchestrate(question, k=6, strategy=pb.STRATEGY_SIMILARITY_TOPK, explain=True)
+    assert not any(d.HasField("reason") for d in other.demonstrations)
+
+
 async def test_sublinear_keeps_up_with_writes_after_partitioning(tenant_client: ExperienceClient) -> None:
     """A pool this small is probed whole, so sublinear RoSE must pick exactly what exact RoSE
     picks, before and after the writes that follow the partition's training."""

@@ -23,6 +23,7 @@ import numpy as np
 from prometheus_client import Gauge
 
 from kernels import dispatch as kernels
+from kernels.bucketed_selection import BucketReason, explain_reference
 from services.common.errors import BackendUnavailable, Overloaded
 from services.experience.core import orchestrate as algo
 from services.experience.core import sublinear
@@ -59,6 +60,7 @@ class OrchestrateQuery:
     bucketing: algo.Bucketing = algo.Bucketing.EQUAL_WIDTH
     mmr_lambda: float = algo.DEFAULT_MMR_LAMBDA
     seed: int | None = None
+    explain: bool = False  # RoSE, exact: say why each pick was chosen
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Demonstration:
     experience: Experience
     similarity: float
     bucket: int | None
+    reason: BucketReason | None = None  # with OrchestrateQuery.explain
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,8 @@ VIEW_AGE = Gauge(
     "rosemesh_experience_view_age_seconds", "Time since the replica's view last caught up with the store."
 )
 
-_Selected = tuple[list[tuple[str, float, int | None]], int]  # the picks (id, similarity, bucket), the pool size
+#: The picks (id, similarity, bucket, why), the pool size.
+_Selected = tuple[list[tuple[str, float, int | None, BucketReason | None]], int]
 
 #: Pool rows sampled per tenant for the sublinear search; resampled as the pool grows.
 SAMPLE_SIZE = 16_384
@@ -572,12 +576,12 @@ class ExperiencePool:
             await self._includes(state, token, self._left(deadline_s, started))
         for attempt in range(2):
             mode, chosen, pool_size = await self._select(state, query, vector)
-            found = await self._fetch(query.tenant, [eid for eid, _, _ in chosen])
-            if all(eid in found for eid, _, _ in chosen) or not self.store.shared or attempt:
+            found = await self._fetch(query.tenant, [eid for eid, *_ in chosen])
+            if all(eid in found for eid, *_ in chosen) or not self.store.shared or attempt:
                 break
             # A pick is gone from the store: another replica deleted it since the last catch-up.
             await self.catch_up(after=time.monotonic())
-        demonstrations = [Demonstration(found[eid], s, b) for eid, s, b in chosen if eid in found]
+        demonstrations = [Demonstration(found[eid], s, b, why) for eid, s, b, why in chosen if eid in found]
         age = time.monotonic() - state.synced if self.store.shared else 0.0
         return Orchestration(demonstrations, pool_size, mode, view_age_s=age, load_wait_s=waited)
 
@@ -592,8 +596,8 @@ class ExperiencePool:
 
     async def _select(
         self, state: TenantState, query: OrchestrateQuery, vector: np.ndarray
-    ) -> tuple[SearchMode, list[tuple[str, float, int | None]], int]:
-        """(what ran, the picks as (id, similarity, bucket), the pool size), in a worker thread."""
+    ) -> tuple[SearchMode, list[tuple[str, float, int | None, BucketReason | None]], int]:
+        """(what ran, the picks as (id, similarity, bucket, why), the pool size), in a worker thread."""
         limit = self.settings.selection_workers + self.settings.selection_queue
         if self._selections >= limit:
             raise Overloaded(f"{self._selections} selections are running or waiting on this replica; retry with backoff")
@@ -676,6 +680,10 @@ def _select_exact(view: PoolView, vector: np.ndarray, query: OrchestrateQuery) -
         )
         rows, similarity = selection.picks, selection.similarity[selection.picks]
         picks = [algo.Pick(bucket, bucket) for bucket in range(len(rows))]
+        if query.explain:
+            reasons = _reasons(view, vector, query)
+            chosen = [(view.ids[rows[p.index]], float(similarity[p.index]), p.bucket, reasons.get(int(rows[p.index]))) for p in picks]
+            return chosen, view.selectable
     elif query.strategy in (Strategy.SIMILARITY_TOPK, Strategy.MMR):
         # Scored exactly: only the rows that can be among the most similar the strategy ranks.
         ranked = query.k if query.strategy == Strategy.SIMILARITY_TOPK else algo.mmr_fetch(query.k)
@@ -689,8 +697,20 @@ def _select_exact(view: PoolView, vector: np.ndarray, query: OrchestrateQuery) -
         rows = algo.random_rows(view.keys, query.k, seed, excluded)
         similarity = view.vectors[rows] @ vector
         picks = algo.similarity_top_k(similarity, view.keys[rows], query.k)  # all k, least similar first
-    chosen = [(view.ids[rows[p.index]], float(similarity[p.index]), p.bucket) for p in picks]
+    chosen = [(view.ids[rows[p.index]], float(similarity[p.index]), p.bucket, None) for p in picks]
     return chosen, view.selectable
+
+
+def _reasons(view: PoolView, vector: np.ndarray, query: OrchestrateQuery) -> dict[int, BucketReason]:
+    """Why each pick won its bucket, from the selection's reference (which the fast paths match
+    pick for pick), keyed by pool row; a sort of the selectable rows."""
+    rows = np.arange(len(view.ids)) if view.excluded is None else np.flatnonzero(~view.excluded)
+    similarity = (view.vectors[rows] @ vector).astype(np.float32)
+    reasons = explain_reference(
+        similarity, view.uncertainty[rows], view.complexity[rows], view.keys[rows], query.k, query.uncertainty_ratio,
+        equal_count=query.bucketing is algo.Bucketing.EQUAL_COUNT,
+    )  # fmt: skip
+    return {int(rows[r.pick]): r for r in reasons}
 
 
 def _select_sublinear(
@@ -700,4 +720,4 @@ def _select_sublinear(
     view = mirror.view()
     excluded_rows = np.flatnonzero(view.excluded) if view.excluded is not None else None
     picks = sublinear.select(mirror, vector, sample, view.selectable, query.k, query.uncertainty_ratio, excluded_rows)
-    return [(p.experience_id, p.similarity, p.bucket) for p in picks], view.selectable
+    return [(p.experience_id, p.similarity, p.bucket, None) for p in picks], view.selectable

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'rosemesh/experience/v1/experience.proto\x12\x16rosemesh.experience.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\rReasoningPath\x12\x11\n\treasoning\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\"\x94\x02\n\nExperience\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12\x11\n\treasoning\x18\x04 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\x13\n\x0buncertainty\x18\x06 \x01(\x01\x12\x12\n\ncomplexity\x18\x07 \x01(\x01\x12\x12\n\npath_count\x18\x08 \x01(\r\x12\x16\n\x0emajority_count\x18\t \x01(\r\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\rRecordRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x34\n\x05paths\x18\x03 \x03(\x0b\x32%.rosemesh.experience.v1.ReasoningPath\"t\n\x0eRecordResponse\x12\x36\n\nexperience\x18\x01 \x01(\x0b\x32\".rosemesh.experience.v1.Experience\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"L\n\x13RecordStreamRequest\x12\x35\n\x06record\x18\x01 \x01(\x0b\x32%.rosemesh.experience.v1.RecordRequest\"\xdf\x01\n\x14RecordStreamResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\x04\x12\x15\n\rupdated_count\x18\x02 \x01(\x04\x12_\n\x12\x63onsistency_tokens\x18\x03 \x03(\x0b\x32\x43.rosemesh.experience.v1.RecordStreamResponse.ConsistencyTokensEntry\x1a\x38\n\x16\x43onsistencyTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf9\x02\n\x12OrchestrateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x32\n\x08strategy\x18\x04 \x01(\x0e\x32 .rosemesh.experience.v1.Strategy\x12\x1e\n\x11uncertainty_ratio\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x34\n\tbucketing\x18\x06 \x01(\x0e\x32!.rosemesh.experience.v1.Bucketing\x12\x37\n\x0bsearch_mode\x18\x07 \x01(\x0e\x32\".rosemesh.experience.v1.SearchMode\x12\x17\n\nmmr_lambda\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x04H\x02\x88\x01\x01\x12\x19\n\x11\x63onsistency_token\x18\n \x01(\tB\x14\n\x12_uncertainty_ratioB\r\n\x0b_mmr_lambdaB\x07\n\x05_seed\"\x87\x01\n\rDemonstration\x12\x36\n\nexperience\x18\x01 \x01(\x0b\x32\".rosemesh.experience.v1.Experience\x12\x12\n\nsimilarity\x18\x02 \x01(\x01\x12\x19\n\x0c\x62ucket_index\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x0f\n\r_bucket_index\"\xe9\x02\n\x13OrchestrateResponse\x12=\n\x0e\x64\x65monstrations\x18\x01 \x03(\x0b\x32%.rosemesh.experience.v1.Demonstration\x12\x32\n\x08strategy\x18\x02 \x01(\x0e\x32 .rosemesh.experience.v1.Strategy\x12\x34\n\tbucketing\x18\x03 \x01(\x0e\x32!.rosemesh.experience.v1.Bucketing\x12\x37\n\x0bsearch_mode\x18\x04 \x01(\x0e\x32\".rosemesh.experience.v1.SearchMode\x12\x19\n\x11uncertainty_ratio\x18\x05 \x01(\x01\x12\x11\n\tpool_size\x18\x06 \x01(\x04\x12\x17\n\x0f\x65mbedding_model\x18\x07 \x01(\t\x12\x13\n\x0bview_age_ms\x18\x08 \x01(\x01\x12\x14\n\x0cload_wait_ms\x18\t \x01(\x01\"E\n\nGetRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x02id\x18\x02 \x01(\tH\x00\x12\x12\n\x08question\x18\x03 \x01(\tH\x00\x42\x05\n\x03key\"E\n\x0bGetResponse\x12\x36\n\nexperience\x18\x01 \x01(\x0b\x32\".rosemesh.experience.v1.Experience\"H\n\rDeleteRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x02id\x18\x02 \x01(\tH\x00\x12\x12\n\x08question\x18\x03 \x01(\tH\x00\x42\x05\n\x03key\"<\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"D\n\x0bListRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"`\n\x0cListResponse\x12\x37\n\x0b\x65xperiences\x18\x01 \x03(\x0b\x32\".rosemesh.experience.v1.Experience\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xed\x01\n\rStatsResponse\x12\x18\n\x10\x65xperience_count\x18\x01 \x01(\x04\x12\x15\n\rindexed_count\x18\x02 \x01(\x04\x12\x18\n\x10mean_uncertainty\x18\x03 \x01(\x01\x12\x17\n\x0fmean_complexity\x18\x04 \x01(\x01\x12\x17\n\x0f\x65mbedding_model\x18\x05 \x01(\t\x12\x11\n\tdimension\x18\x06 \x01(\r\x12\x17\n\x0fstorage_backend\x18\x07 \x01(\t\x12\x33\n\x0flast_write_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*|\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x11\n\rSTRATEGY_ROSE\x10\x01\x12\x1c\n\x18STRATEGY_SIMILARITY_TOPK\x10\x02\x12\x10\n\x0cSTRATEGY_MMR\x10\x03\x12\x13\n\x0fSTRATEGY_RANDOM\x10\x04*\\\n\tBucketing\x12\x19\n\x15\x42UCKETING_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42UCKETING_EQUAL_WIDTH\x10\x01\x12\x19\n\x15\x42UCKETING_EQUAL_COUNT\x10\x02*[\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_EXACT\x10\x01\x12\x19\n\x15SEARCH_MODE_SUBLINEAR\x10\x02\x32\x93\x05\n\x11\x45xperienceService\x12W\n\x06Record\x12%.rosemesh.experience.v1.RecordRequest\x1a&.rosemesh.experience.v1.RecordResponse\x12k\n\x0cRecordStream\x12+.rosemesh.experience.v1.RecordStreamRequest\x1a,.rosemesh.experience.v1.RecordStreamResponse(\x01\x12\x66\n\x0bOrchestrate\x12*.rosemesh.experience.v1.OrchestrateRequest\x1a+.rosemesh.experience.v1.OrchestrateResponse\x12N\n\x03Get\x12\".rosemesh.experience.v1.GetRequest\x1a#.rosemesh.experience.v1.GetResponse\x12W\n\x06\x44\x65lete\x12%.rosemesh.experience.v1.DeleteRequest\x1a&.rosemesh.experience.v1.DeleteResponse\x12Q\n\x04List\x12#.rosemesh.experience.v1.ListRequest\x1a$.rosemesh.experience.v1.ListResponse\x12T\n\x05Stats\x12$.rosemesh.experience.v1.StatsRequest\x1a%.rosemesh.experience.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'rosemesh/experience/v1/experience.proto\x12\x16rosemesh.experience.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\rReasoningPath\x12\x11\n\treasoning\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\"\x94\x02\n\nExperience\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12\x11\n\treasoning\x18\x04 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\x13\n\x0buncertainty\x18\x06 \x01(\x01\x12\x12\n\ncomplexity\x18\x07 \x01(\x01\x12\x12\n\npath_count\x18\x08 \x01(\r\x12\x16\n\x0emajority_count\x18\t \x01(\r\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\rRecordRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x34\n\x05paths\x18\x03 \x03(\x0b\x32%.rosemesh.experience.v1.ReasoningPath\"t\n\x0eRecordResponse\x12\x36\n\nexperience\x18\x01 \x01(\x0b\x32\".rosemesh.experience.v1.Experience\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"L\n\x13RecordStreamRequest\x12\x35\n\x06record\x18\x01 \x01(\x0b\x32%.rosemesh.experience.v1.RecordRequest\"\xdf\x01\n\x14RecordStreamResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\x04\x12\x15\n\rupdated_count\x18\x02 \x01(\x04\x12_\n\x12\x63onsistency_tokens\x18\x03 \x03(\x0b\x32\x43.rosemesh.experience.v1.RecordStreamResponse.ConsistencyTokensEntry\x1a\x38\n\x16\x43onsistencyTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8a\x03\n\x12OrchestrateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x32\n\x08strategy\x18\x04 \x01(\x0e\x32 .rosemesh.experience.v1.Strategy\x12\x1e\n\x11uncertainty_ratio\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x34\n\tbucketing\x18\x06 \x01(\x0e\x32!.rosemesh.experience.v1.Bucketing\x12\x37\n\x0bsearch_mode\x18\x07 \x01(\x0e\x32\".rosemesh.experience.v1.SearchMode\x12\x17\n\nmmr_lambda\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x04H\x02\x88\x01\x01\x12\x19\n\x11\x63onsistency_token\x18\n \x01(\t\x12\x0f\n\x07\x65xplain\x18\x0b \x01(\x08\x42\x14\n\x12_uncertainty_ratioB\r\n\x0b_mmr_lambdaB\x07\n\x05_seed\"\xd8\x01\n\x0c\x43hoiceReason\x12\x1d\n\x15\x62ucket_similarity_min\x18\x01 \x01(\x01\x12\x1d\n\x15\x62ucket_similarity_max\x18\x02 \x01(\x01\x12\x13\n\x0b\x62ucket_size\x18\x03 \x01(\r\x12\x1e\n\x16\x62ucket_min_uncertainty\x18\x04 \x01(\x01\x12\x19\n\x11uncertainty_bound\x18\x05 \x01(\x01\x12\x13\n\x0buncertainty\x18\x06 \x01(\x01\x12\x0c\n\x04kept\x18\x07 \x01(\r\x12\x17\n\x0f\x63omplexity_rank\x18\x08 \x01(\r\"\xbd\x01\n\rDemonstration\x12\x36\n\nexperience\x18\x01 \x01(\x0b\x32\".rosemesh.experience.v1.Experience\x12\x12\n\nsimilarity\x18\x02 \x01(\x01\x12\x19\n\x0c\x62ucket_index\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x34\n\x06reason\x18\x04 \x01(\x0b\x32$.rosemesh.experience.v1.ChoiceReasonB\x0f\n\r_bucket_index\"\xe9\x02\n\x13OrchestrateResponse\x12=\n\x0e\x64\x65monstrations\x18\x01 \x03(\x0b\x32%.rosemesh.experience.v1.Demonstration\x12\x32\n\x08strategy\x18\x02 \x01(\x0e\x32 .rosemesh.experience.v1.Strategy\x12\x34\n\tbucketing\x18\x03 \x01(\x0e\x32!.rosemesh.experience.v1.Bucketing\x12\x37\n\x0bsearch_mode\x18\x04 \x01(\x0e\x32\".rosemesh.experience.v1.SearchMode\x12\x19\n\x11uncertainty_ratio\x18\x05 \x01(\x01\x12\x11\n\tpool_size\x18\x06 \x01(\x04\x12\x17\n\x0f\x65mbedding_model\x18\x07 \x01(\t\x12\x13\n\x0bview_age_ms\x18\x08 \x01(\x01\x12\x14\n\x0cload_wait_ms\x18\t \x01(\x01\"E\n\nGetRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x02id\x18\x02 \x01(\tH\x00\x12\x12\n\x08question\x18\x03 \x01(\tH\x00\x42\x05\n\x03key\"E\n\x0bGetResponse\x12\x36\n\nexperience\x18\x01 \x01(\x0b\x32\".rosemesh.experience.v1.Experience\"H\n\rDeleteRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x02id\x18\x02 \x01(\tH\x00\x12\x12\n\x08question\x18\x03 \x01(\tH\x00\x42\x05\n\x03key\"<\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"D\n\x0bListRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"`\n\x0cListResponse\x12\x37\n\x0b\x65xperiences\x18\x01 \x03(\x0b\x32\".rosemesh.experience.v1.Experience\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xed\x01\n\rStatsResponse\x12\x18\n\x10\x65xperience_count\x18\x01 \x01(\x04\x12\x15\n\rindexed_count\x18\x02 \x01(\x04\x12\x18\n\x10mean_uncertainty\x18\x03 \x01(\x01\x12\x17\n\x0fmean_complexity\x18\x04 \x01(\x01\x12\x17\n\x0f\x65mbedding_model\x18\x05 \x01(\t\x12\x11\n\tdimension\x18\x06 \x01(\r\x12\x17\n\x0fstorage_backend\x18\x07 \x01(\t\x12\x33\n\x0flast_write_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*|\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x11\n\rSTRATEGY_ROSE\x10\x01\x12\x1c\n\x18STRATEGY_SIMILARITY_TOPK\x10\x02\x12\x10\n\x0cSTRATEGY_MMR\x10\x03\x12\x13\n\x0fSTRATEGY_RANDOM\x10\x04*\\\n\tBucketing\x12\x19\n\x15\x42UCKETING_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42UCKETING_EQUAL_WIDTH\x10\x01\x12\x19\n\x15\x42UCKETING_EQUAL_COUNT\x10\x02*[\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_EXACT\x10\x01\x12\x19\n\x15SEARCH_MODE_SUBLINEAR\x10\x02\x32\x93\x05\n\x11\x45xperienceService\x12W\n\x06Record\x12%.rosemesh.experience.v1.RecordRequest\x1a&.rosemesh.experience.v1.RecordResponse\x12k\n\x0cRecordStream\x12+.rosemesh.experience.v1.RecordStreamRequest\x1a,.rosemesh.experience.v1.RecordStreamResponse(\x01\x12\x66\n\x0bOrchestrate\x12*.rosemesh.experience.v1.OrchestrateRequest\x1a+.rosemesh.experience.v1.OrchestrateResponse\x12N\n\x03Get\x12\".rosemesh.experience.v1.GetRequest\x1a#.rosemesh.experience.v1.GetResponse\x12W\n\x06\x44\x65lete\x12%.rosemesh.experience.v1.DeleteRequest\x1a&.rosemesh.experience.v1.DeleteResponse\x12Q\n\x04List\x12#.rosemesh.experience.v1.ListRequest\x1a$.rosemesh.experience.v1.ListResponse\x12T\n\x05Stats\x12$.rosemesh.experience.v1.StatsRequest\x1a%.rosemesh.experience.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECORDSTREAMRESPONSE_CONSISTENCYTOKENSENTRY']._loaded_options = None
   _globals['_RECORDSTREAMRESPONSE_CONSISTENCYTOKENSENTRY']._serialized_options = b'8\001'
-  _globals['_STRATEGY']._serialized_start=2558
-  _globals['_STRATEGY']._serialized_end=2682
-  _globals['_BUCKETING']._serialized_start=2684
-  _globals['_BUCKETING']._serialized_end=2776
-  _globals['_SEARCHMODE']._serialized_start=2778
-  _globals['_SEARCHMODE']._serialized_end=2869
+  _globals['_STRATEGY']._serialized_start=2848
+  _globals['_STRATEGY']._serialized_end=2972
+  _globals['_BUCKETING']._serialized_start=2974
+  _globals['_BUCKETING']._serialized_end=3066
+  _globals['_SEARCHMODE']._serialized_start=3068
+  _globals['_SEARCHMODE']._serialized_end=3159
   _globals['_REASONINGPATH']._serialized_start=100
   _globals['_REASONINGPATH']._serialized_end=150
   _globals['_EXPERIENCE']._serialized_start=153
@@ -55,27 +55,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDSTREAMRESPONSE_CONSISTENCYTOKENSENTRY']._serialized_start=900
   _globals['_RECORDSTREAMRESPONSE_CONSISTENCYTOKENSENTRY']._serialized_end=956
   _globals['_ORCHESTRATEREQUEST']._serialized_start=959
-  _globals['_ORCHESTRATEREQUEST']._serialized_end=1336
-  _globals['_DEMONSTRATION']._serialized_start=1339
-  _globals['_DEMONSTRATION']._serialized_end=1474
-  _globals['_ORCHESTRATERESPONSE']._serialized_start=1477
-  _globals['_ORCHESTRATERESPONSE']._serialized_end=1838
-  _globals['_GETREQUEST']._serialized_start=1840
-  _globals['_GETREQUEST']._serialized_end=1909
-  _globals['_GETRESPONSE']._serialized_start=1911
-  _globals['_GETRESPONSE']._serialized_end=1980
-  _globals['_DELETEREQUEST']._serialized_start=1982
-  _globals['_DELETEREQUEST']._serialized_end=2054
-  _globals['_DELETERESPONSE']._serialized_start=2056
-  _globals['_DELETERESPONSE']._serialized_end=2116
-  _globals['_LISTREQUEST']._serialized_start=2118
-  _globals['_LISTREQUEST']._serialized_end=2186
-  _globals['_LISTRESPONSE']._serialized_start=2188
-  _globals['_LISTRESPONSE']._serialized_end=2284
-  _globals['_STATSREQUEST']._serialized_start=2286
-  _globals['_STATSREQUEST']._serialized_end=2316
-  _globals['_STATSRESPONSE']._serialized_start=2319
-  _globals['_STATSRESPONSE']._serialized_end=2556
-  _globals['_EXPERIENCESERVICE']._serialized_start=2872
-  _globals['_EXPERIENCESERVICE']._serialized_end=3531
+  _globals['_ORCHESTRATEREQUEST']._serialized_end=1353
+  _globals['_CHOICEREASON']._serialized_start=1356
+  _globals['_CHOICEREASON']._serialized_end=1572
+  _globals['_DEMONSTRATION']._serialized_start=1575
+  _globals['_DEMONSTRATION']._serialized_end=1764
+  _globals['_ORCHESTRATERESPONSE']._serialized_start=1767
+  _globals['_ORCHESTRATERESPONSE']._serialized_end=2128
+  _globals['_GETREQUEST']._serialized_start=2130
+  _globals['_GETREQUEST']._serialized_end=2199
+  _globals['_GETRESPONSE']._serialized_start=2201
+  _globals['_GETRESPONSE']._serialized_end=2270
+  _globals['_DELETEREQUEST']._serialized_start=2272
+  _globals['_DELETEREQUEST']._serialized_end=2344
+  _globals['_DELETERESPONSE']._serialized_start=2346
+  _globals['_DELETERESPONSE']._serialized_end=2406
+  _globals['_LISTREQUEST']._serialized_start=2408
+  _globals['_LISTREQUEST']._serialized_end=2476
+  _globals['_LISTRESPONSE']._serialized_start=2478
+  _globals['_LISTRESPONSE']._serialized_end=2574
+  _globals['_STATSREQUEST']._serialized_start=2576
+  _globals['_STATSREQUEST']._serialized_end=2606
+  _globals['_STATSRESPONSE']._serialized_start=2609
+  _globals['_STATSRESPONSE']._serialized_end=2846
+  _globals['_EXPERIENCESERVICE']._serialized_start=3162
+  _globals['_EXPERIENCESERVICE']._serialized_end=3821
 # @@protoc_insertion_point(module_scope)

@@ -119,7 +119,7 @@ class RecordStreamResponse(_message.Message):
     def __init__(self, created_count: _Optional[int] = ..., updated_count: _Optional[int] = ..., consistency_tokens: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class OrchestrateRequest(_message.Message):
-    __slots__ = ("tenant", "question", "k", "strategy", "uncertainty_ratio", "bucketing", "search_mode", "mmr_lambda", "seed", "consistency_token")
+    __slots__ = ("tenant", "question", "k", "strategy", "uncertainty_ratio", "bucketing", "search_mode", "mmr_lambda", "seed", "consistency_token", "explain")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class OrchestrateRequest(_message.Message):
     MMR_LAMBDA_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     question: str
     k: int
@@ -140,17 +141,40 @@ class OrchestrateRequest(_message.Message):
     mmr_lambda: float
     seed: int
     consistency_token: str
-    def __init__(self, tenant: _Optional[str] = ..., question: _Optional[str] = ..., k: _Optional[int] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., uncertainty_ratio: _Optional[float] = ..., bucketing: _Optional[_Union[Bucketing, str]] = ..., search_mode: _Optional[_Union[SearchMode, str]] = ..., mmr_lambda: _Optional[float] = ..., seed: _Optional[int] = ..., consistency_token: _Optional[str] = ...) -> None: ...
+    explain: bool
+    def __init__(self, tenant: _Optional[str] = ..., question: _Optional[str] = ..., k: _Optional[int] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., uncertainty_ratio: _Optional[float] = ..., bucketing: _Optional[_Union[Bucketing, str]] = ..., search_mode: _Optional[_Union[SearchMode, str]] = ..., mmr_lambda: _Optional[float] = ..., seed: _Optional[int] = ..., consistency_token: _Optional[str] = ..., explain: _Optional[bool] = ...) -> None: ...
+
+class ChoiceReason(_message.Message):
+    __slots__ = ("bucket_similarity_min", "bucket_similarity_max", "bucket_size", "bucket_min_uncertainty", "uncertainty_bound", "uncertainty", "kept", "complexity_rank")
+    BUCKET_SIMILARITY_MIN_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_SIMILARITY_MAX_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_MIN_UNCERTAINTY_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAINTY_BOUND_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAINTY_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    COMPLEXITY_RANK_FIELD_NUMBER: _ClassVar[int]
+    bucket_similarity_min: float
+    bucket_similarity_max: float
+    bucket_size: int
+    bucket_min_uncertainty: float
+    uncertainty_bound: float
+    uncertainty: float
+    kept: int
+    complexity_rank: int
+    def __init__(self, bucket_similarity_min: _Optional[float] = ..., bucket_similarity_max: _Optional[float] = ..., bucket_size: _Optional[int] = ..., bucket_min_uncertainty: _Optional[float] = ..., uncertainty_bound: _Optional[float] = ..., uncertainty: _Optional[float] = ..., kept: _Optional[int] = ..., complexity_rank: _Optional[int] = ...) -> None: ...
 
 class Demonstration(_message.Message):
-    __slots__ = ("experience", "similarity", "bucket_index")
+    __slots__ = ("experience", "similarity", "bucket_index", "reason")
     EXPERIENCE_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     BUCKET_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     experience: Experience
     similarity: float
     bucket_index: int
-    def __init__(self, experience: _Optional[_Union[Experience, _Mapping]] = ..., similarity: _Optional[float] = ..., bucket_index: _Optional[int] = ...) -> None: ...
+    reason: ChoiceReason
+    def __init__(self, experience: _Optional[_Union[Experience, _Mapping]] = ..., similarity: _Optional[float] = ..., bucket_index: _Optional[int] = ..., reason: _Optional[_Union[ChoiceReason, _Mapping]] = ...) -> None: ...
 
 class OrchestrateResponse(_message.Message):
     __slots__ = ("demonstrations", "strategy", "bucketing", "search_mode", "uncertainty_ratio", "pool_size", "embedding_model", "view_age_ms", "load_wait_ms")
