@@ -18,6 +18,8 @@ from services.common.errors import Validator
 
 #: What a text with every word removed is read as: the classifiers take no empty text.
 EMPTY_TEXT_STAND_IN = "."
+#: Texts one Explain call takes at most: each costs a pass per word and per integrated-gradients step.
+MAX_EXPLAIN_TEXTS = 16
 DEFAULT_STEPS = 32
 MAX_STEPS = 256
 MIN_STEPS = 4

@@ -13,10 +13,11 @@ from rosemesh.multilabel.v1 import multilabel_pb2, multilabel_pb2_grpc
 from services.adapters.embedding_service import RemoteEmbedder
 from services.common.bundles import Bundle, BundleRequest, model_bundle, wait_for_bundle
 from services.common.errors import Validator
+from services.common.explain import MAX_EXPLAIN_TEXTS
 from services.multilabel.backends.model_store import DirectoryModelStore
 from services.multilabel.convert import POLICIES_BY_CODE, POLICY_CODES
 from services.multilabel.core.bundle import Policy, ServedModel, StoredMultiLabelModel
-from services.multilabel.core.explain import MAX_EXPLAIN_TEXTS, explain_multilabel
+from services.multilabel.core.explain import explain_multilabel
 from services.multilabel.core.ports import ModelStore, TextEmbedder
 from services.multilabel.core.scoring import apply_thresholds
 from services.runtime.config import ServiceSettings

@@ -14,6 +14,7 @@ from kernels import dispatch as kernels
 from kernels.exit_cascade import ExitRule, WirePolicy
 from services.common.errors import FailedPrecondition, Validator
 from services.common.explain import (
+    MAX_EXPLAIN_TEXTS,
     ExplainRequestOptions,
     Method,
     TextExplanation,
@@ -28,9 +29,6 @@ from services.earlyexit.core.classifier import EarlyExitClassifier, LoadedModel,
 from services.earlyexit.core.policy import ExitMode, ExitPolicy, ModelKind, entropy, policy_to_wire, softmax
 from services.earlyexit.core.ports import GradientAttributor
 from services.earlyexit.core.tenants import TenantClassifier
-
-#: Texts one Explain call takes at most: each costs a pass per word and per integrated-gradients step.
-MAX_EXPLAIN_TEXTS = 16
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ def plot_faithfulness(reports: dict[str, dict[str, Any]], path: Path) -> None:
             axis.set_xticks(np.arange(len(names)) + width * (len(reports) - 1) / 2, names, rotation=15)
             axis.set_title(f"{measure} (top {TOP_FRACTION:.0%} of words)")
     axes[0].set_ylabel("drop in the predicted label's probability")
-    axes[0].legend()
+    axes[0].legend(loc="lower left")
     axes[1].annotate("lower is better", xy=(0.02, 0.93), xycoords="axes fraction")
     axes[0].annotate("higher is better", xy=(0.02, 0.93), xycoords="axes fraction")
     figure.tight_layout()

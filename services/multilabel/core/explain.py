@@ -9,12 +9,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common.errors import FailedPrecondition, Validator
-from services.common.explain import Method, TextExplanation, check_options, occlude, pre_tokenized_words
+from services.common.explain import (
+    MAX_EXPLAIN_TEXTS,
+    Method,
+    TextExplanation,
+    check_options,
+    occlude,
+    pre_tokenized_words,
+)
 from services.multilabel.core.bundle import Policy, StoredMultiLabelModel
 from services.multilabel.core.ports import TextEmbedder
 from services.multilabel.core.scoring import apply_thresholds
-
-MAX_EXPLAIN_TEXTS = 16
 
 
 @dataclass(frozen=True)
