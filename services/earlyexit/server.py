@@ -7,7 +7,7 @@ import functools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 from prometheus_client import Counter, Histogram
@@ -22,7 +22,7 @@ from services.common.errors import InvalidInput, NotFound, Validator
 from services.common.model_versions import Generation, ModelVersions
 from services.earlyexit.adapt_face import AdaptFace
 from services.earlyexit.convert import policy_from_proto, policy_to_proto
-from services.earlyexit.core.adapters import StoredBackbone
+from services.earlyexit.core.adapters import StoredBackbone, TenantAdapter
 from services.earlyexit.core.bundle import StoredModel, list_models, models_root
 from services.earlyexit.core.classifier import (
     ClassifyLimits,
@@ -225,8 +225,9 @@ class EarlyExitServicer(earlyexit_pb2_grpc.EarlyExitServiceServicer):
             tenants = await self.service.tenants()
             try:
                 adapter, explained = await explain_task(
-                    tenants, texts, tenant, request.task, context.time_remaining(), methods, steps, target
-                )
+                    tenants, self.service.adapter_attributor, texts, tenant, request.task, context.time_remaining(),
+                    methods, steps, target,
+                )  # fmt: skip
             except ValueError as exc:
                 raise InvalidInput.single("task", str(exc)) from None
             manifest = adapter.manifest
@@ -354,6 +355,8 @@ class EarlyExitService(Service):
         self._tenants_lock = asyncio.Lock()
         self._attributors: dict[tuple[str, str], GradientAttributor] = {}
         self._attributors_lock = threading.Lock()
+        self._base_encoder: Any = None  # the torch base model adapters' gradients run on, once asked for
+        self._base_encoder_lock = threading.Lock()  # captum hooks the shared encoder: one at a time
 
     def attributor(self, model: LoadedModel) -> GradientAttributor:
         """The model's PyTorch copy for gradient attributions, loaded on first use (blocking)."""
@@ -367,6 +370,18 @@ class EarlyExitService(Service):
                     del self._attributors[stale]  # a reload moved the model on
                 self._attributors[key] = TorchAttributor.from_stored(model.stored)
             return self._attributors[key]
+
+    def adapter_attributor(self, adapter: TenantAdapter) -> GradientAttributor:
+        """A tenant adapter over the base model in PyTorch, for integrated gradients (blocking);
+        the base encoder is loaded once, each adapter's module is a view of its served arrays."""
+        from services.earlyexit.backends.torch_explain import AdapterModule, TorchAttributor
+
+        with self._attributors_lock:
+            if self._base_encoder is None:
+                from services.earlyexit.backends.torch_model import load_base_encoder
+
+                self._base_encoder = load_base_encoder()
+            return TorchAttributor(AdapterModule(self._base_encoder, adapter), lock=self._base_encoder_lock)
 
     async def _run_backbone(self, work: Callable[[BackboneGraphs], T], prepare: bool = False) -> T:
         """On whichever generation serves now: a reload builds a backend without the backbone."""

@@ -20,6 +20,8 @@ from rosemesh.explain.v1 import explain_pb2
 
 from services.common.tokens import TextEncoder, pad_batch
 from services.earlyexit.backends.onnx import OnnxBackbone
+from services.earlyexit.backends.torch_explain import AdapterModule, TorchAttributor
+from services.earlyexit.backends.torch_model import load_base_encoder
 from services.earlyexit.client import EarlyExitClient
 from services.earlyexit.core.adapters import (
     MANIFEST,
@@ -35,7 +37,7 @@ from services.earlyexit.core.adapters import (
 from services.earlyexit.core.jobs import AdaptSpec, JobState, JobStore
 from services.earlyexit.core.tenants import adapter_logits
 from services.earlyexit.offline.adapt import stratified_split
-from services.earlyexit.offline.backbone import load_encoder, publish_backbone
+from services.earlyexit.offline.backbone import publish_backbone
 from services.earlyexit.offline.lora import LoraClassifier, LoraTrainConfig, lora_weights
 from services.earlyexit.offline.lpt import LatePromptClassifier, LptConfig, adapter_weights
 from services.offline.datasets import rotten_tomatoes_splits
@@ -59,7 +61,7 @@ def random_adapter(directory: Path, backbone: StoredBackbone, config, labels: in
     published as a bundle, and its PyTorch model."""
     torch.manual_seed(seed)
     lpt = isinstance(config, LptConfig)
-    model = (LatePromptClassifier if lpt else LoraClassifier)(load_encoder(), labels, config).eval()
+    model = (LatePromptClassifier if lpt else LoraClassifier)(load_base_encoder(), labels, config).eval()
     with torch.no_grad():
         for parameter in model.trainable():
             parameter.normal_(0, 0.05)
@@ -93,6 +95,24 @@ def test_the_served_adapter_matches_its_pytorch_model(tmp_path: Path, backbone: 
         expected = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     served = np.stack(adapter_logits(OnnxBackbone(backbone), ids, mask, [adapter] * len(ids)))
     assert np.abs(served - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "config", [LptConfig(insertion_layer=3, prompt_length=4), LoraTrainConfig(rank=4, target_modules=("value",))], ids=["lpt", "lora"]
+)
+def test_the_adapter_explanations_differentiate_answers_as_served(
+    tmp_path: Path, backbone: StoredBackbone, texts: list[str], config
+) -> None:
+    adapter, _ = random_adapter(tmp_path / "a", backbone, config, 3, 2)
+    encoded = TextEncoder(backbone.tokenizer_path, 64).encode(texts[:6])
+    ids, mask = pad_batch(encoded)
+    served = np.stack(adapter_logits(OnnxBackbone(backbone), ids, mask, [adapter] * len(ids)))
+    module = AdapterModule(load_base_encoder(), adapter)
+    with torch.no_grad():
+        differentiated = module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    assert np.abs(served - differentiated).max() < 1e-4
+    pieces, delta = TorchAttributor(module).integrated_gradients(encoded[0].ids, 6, 0, steps=32)
+    assert pieces.shape == (len(encoded[0].ids),) and np.abs(pieces).sum() > 0 and delta < 0.05
 
 
 def test_a_rows_answer_does_not_depend_on_the_other_tenants_in_its_batch(
@@ -302,15 +322,22 @@ async def test_an_adapted_task_is_explained_by_occlusion_through_its_tenant_path
     assert explained.model == "reviews" and explained.model_version == classified.model_version
     for result, explanation, text in zip(classified.results, explained.explanations, texts, strict=True):
         assert explanation.classification.label == result.label
-        (attribution,) = explanation.attributions
-        assert attribution.method == explain_pb2.ATTRIBUTION_METHOD_OCCLUSION and attribution.target == result.label
-        assert [w.word for w in attribution.words] == [text[w.start : w.end] for w in attribution.words]
-        assert any(w.score != 0 for w in attribution.words)
+        occlusion, gradients = explanation.attributions
+        assert occlusion.method == explain_pb2.ATTRIBUTION_METHOD_OCCLUSION
+        assert gradients.method == explain_pb2.ATTRIBUTION_METHOD_INTEGRATED_GRADIENTS and gradients.convergence_delta < 0.1
+        for attribution in explanation.attributions:
+            assert attribution.target == result.label
+            assert [w.word for w in attribution.words] == [text[w.start : w.end] for w in attribution.words]
+            assert any(w.score != 0 for w in attribution.words)
         assert explanation.exit_trace.exit_layer == 6 and len(explanation.exit_trace.layers) == 1
-    gradients = explain_pb2.ExplainOptions(methods=[explain_pb2.ATTRIBUTION_METHOD_INTEGRATED_GRADIENTS])
+    lora = await acme.explain(pb.ExplainRequest(texts=texts[:1], task="reviews-lora"))
+    assert [a.method for a in lora.explanations[0].attributions] == [
+        explain_pb2.ATTRIBUTION_METHOD_OCCLUSION, explain_pb2.ATTRIBUTION_METHOD_INTEGRATED_GRADIENTS
+    ]
+    attention = explain_pb2.ExplainOptions(methods=[explain_pb2.ATTRIBUTION_METHOD_ATTENTION])
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await acme.explain(pb.ExplainRequest(texts=texts, task="reviews", options=gradients))
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "occlusion" in caught.value.details()
+        await acme.explain(pb.ExplainRequest(texts=texts, task="reviews", options=attention))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "attention" in caught.value.details()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await acme.explain(pb.ExplainRequest(texts=["fine"], task="no-such-task"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND

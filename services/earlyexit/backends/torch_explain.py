@@ -7,24 +7,64 @@ import threading
 
 import numpy as np
 import torch
+from torch import nn
 
 from services.earlyexit.backends.torch_model import (
+    Encoder,
     HashEEClassifier,
     MultiExitClassifier,
     key_bias_from_mask,
     load_classifier,
+    mean_pool,
 )
+from services.earlyexit.core.adapters import TenantAdapter
 from services.earlyexit.core.bundle import StoredModel
 
 PAD_ID = 0
 
 
+class AdapterModule(nn.Module):
+    """A served tenant adapter over the frozen base model in PyTorch, from the very arrays the
+    tenant path serves, so that gradients explain what Classify answers."""
+
+    def __init__(self, encoder: Encoder, adapter: TenantAdapter) -> None:
+        super().__init__()
+        self.encoder = encoder.eval()
+        self.adapter = adapter
+
+    def _lora(self, layer: int) -> tuple[torch.Tensor, ...] | None:
+        if not self.adapter.rank:
+            return None
+        return tuple(torch.from_numpy(np.asarray(part, dtype=np.float32)) for part in self.adapter.lora(layer))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        adapter = self.adapter
+        hidden = self.encoder.embeddings(input_ids)
+        tokens, mask = hidden.shape[1], attention_mask
+        for depth, layer in enumerate(self.encoder.layers, start=1):
+            if depth == adapter.insertion_layer:
+                pooled = mean_pool(hidden, attention_mask)
+                down = torch.tanh(pooled @ _tensor(adapter.down_w) + _tensor(adapter.down_b))
+                prompt = (down @ _tensor(adapter.up_w) + _tensor(adapter.up_b)).view(len(hidden), adapter.prompt_length, -1)
+                hidden = torch.cat([hidden, prompt + _tensor(adapter.static)], dim=1)
+                mask = torch.cat([attention_mask, attention_mask.new_ones(prompt.shape[:2])], dim=1)
+            hidden = layer(hidden, key_bias_from_mask(mask), row_lora=self._lora(depth))
+        summary = torch.tanh(mean_pool(hidden[:, :tokens], attention_mask) @ _tensor(adapter.pooler_w) + _tensor(adapter.pooler_b))
+        return summary @ _tensor(adapter.classifier_w) + _tensor(adapter.classifier_b)
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(array, dtype=np.float32))
+
+
 class TorchAttributor:
     """One model's differentiable copy; calls are serialised (captum hooks the shared module)."""
 
-    def __init__(self, model: MultiExitClassifier | HashEEClassifier) -> None:
+    def __init__(
+        self, model: MultiExitClassifier | HashEEClassifier | AdapterModule, lock: threading.Lock | None = None
+    ) -> None:
         self.model = model.eval()
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()
 
     @classmethod
     def from_stored(cls, stored: StoredModel) -> TorchAttributor:
@@ -71,13 +111,13 @@ class TorchAttributor:
         hook = layer.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
         with self._lock, torch.no_grad():
             try:
-                if isinstance(model, HashEEClassifier):
-                    model(inputs, mask)
-                else:
+                if isinstance(model, MultiExitClassifier):
                     self._exit_logits(inputs, mask, exit_layer)
+                else:
+                    model(inputs, mask)
             finally:
                 hook.remove()
-            hidden = captured[0]
+            hidden = captured[0]  # an adapter's prompt positions come after the tokens
             heads = layer.heads
             width = hidden.shape[-1]
 
@@ -85,5 +125,5 @@ class TorchAttributor:
                 return x.view(1, -1, heads, width // heads).transpose(1, 2)
 
             scores = split(layer.query(hidden)) @ split(layer.key(hidden)).transpose(-1, -2) / math.sqrt(width // heads)
-            weights = torch.softmax(scores + key_bias_from_mask(mask), dim=-1)  # (1, heads, queries, keys)
-        return weights.mean(dim=(0, 1, 2)).numpy().astype(np.float64)
+            weights = torch.softmax(scores, dim=-1)  # (1, heads, queries, keys); every position is real
+        return weights.mean(dim=(0, 1, 2))[: len(ids)].numpy().astype(np.float64)

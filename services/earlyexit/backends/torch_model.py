@@ -269,6 +269,16 @@ class Segment(nn.Module):
         return hidden, self.head(hidden, attention_mask)
 
 
+def load_base_encoder() -> Encoder:
+    """The frozen base model every tenant adapter shares, from its package."""
+    from services.common.base_model import source_model_dir
+
+    source = source_model_dir()
+    encoder = Encoder(json.loads((source / "config.json").read_text()))
+    encoder.load_bert(source)
+    return encoder.eval()
+
+
 def load_classifier(stored: StoredModel) -> nn.Module:
     """A published model's PyTorch module from the weights its bundle keeps, in eval mode."""
     from safetensors.torch import load_file

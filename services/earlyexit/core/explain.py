@@ -162,10 +162,7 @@ class EarlyExitExplainer:
                         )
                     )  # fmt: skip
         traces = await self._traces(model, resolved, texts, results)
-        ordered = [
-            TextExplanation(e.words, sorted(e.attributions, key=lambda a: options.methods.index(a.method)))
-            for e in explanations
-        ]
+        ordered = [_in_order(e, options) for e in explanations]
         return model, resolved, [Explained(r, e, t) for r, e, t in zip(results, ordered, traces, strict=True)]
 
     def _probabilities(self, model: LoadedModel, policy: ExitPolicy):
@@ -209,6 +206,7 @@ def _gradient_scores(
 
 async def explain_task(
     tenants: TenantClassifier,
+    gradients: Callable[[TenantAdapter], GradientAttributor],
     texts: Sequence[str],
     tenant: str,
     task: str,
@@ -217,30 +215,50 @@ async def explain_task(
     steps: int = 0,
     target: int | None = None,
 ) -> tuple[TenantAdapter, list[Explained]]:
-    """A tenant's adapted task, explained by occlusion through the tenant serving path (adapters
-    keep no PyTorch copy to differentiate)."""
+    """A tenant's adapted task: occlusion through the tenant serving path, and integrated
+    gradients through ``gradients`` (the adapter over the base model in PyTorch)."""
     check = Validator()
     check.check(
         len(texts) <= MAX_EXPLAIN_TEXTS, "texts", f"{len(texts)} texts; Explain takes at most {MAX_EXPLAIN_TEXTS}"
     )
-    unsupported = sorted(m.value for m in set(methods) - {Method.OCCLUSION})
     check.raise_if_any()
-    if unsupported:
-        raise FailedPrecondition(f"adapted tasks are explained by occlusion only; {', '.join(unsupported)} cannot run")
+    if Method.ATTENTION in methods:
+        raise FailedPrecondition("adapted tasks are explained by occlusion and integrated gradients; attention cannot run")
     adapter, encoded, logits = await tenants.classify(texts, tenant, task, deadline_s)
     depth = tenants.backbone.manifest.num_layers
-    options = check_options(check, methods, steps, target, len(adapter.manifest.labels), [Method.OCCLUSION])
+    defaults = [Method.OCCLUSION, Method.INTEGRATED_GRADIENTS]
+    options = check_options(check, methods, steps, target, len(adapter.manifest.labels), defaults)
     check.raise_if_any()
     results = [logits_result(values, text, depth) for values, text in zip(logits, encoded, strict=True)]
-
-    async def probabilities(variants: list[str]) -> np.ndarray:
-        _, _, variant_logits = await tenants.classify(variants, tenant, task, deadline_s)
-        return softmax(np.stack(variant_logits).astype(np.float64))
-
     words = [split_words(tenants.encoder.tokenizer, text) for text in texts]
-    targets = [[t] for t in targets_of(results, options)]
-    scored = await occlude(words, [r.probabilities for r in results], targets, probabilities)
+    targets = targets_of(results, options)
+    explanations = [TextExplanation(w) for w in words]
+    if Method.OCCLUSION in options.methods:
+
+        async def probabilities(variants: list[str]) -> np.ndarray:
+            _, _, variant_logits = await tenants.classify(variants, tenant, task, deadline_s)
+            return softmax(np.stack(variant_logits).astype(np.float64))
+
+        scored = await occlude(words, [r.probabilities for r in results], [[t] for t in targets], probabilities)
+        for explanation, (scores,) in zip(explanations, scored, strict=True):
+            explanation.attributions.append(scores)
+    if Method.INTEGRATED_GRADIENTS in options.methods:
+        attributor = await asyncio.to_thread(gradients, adapter)
+        for explanation, text, text_target in zip(explanations, encoded, targets, strict=True):
+            explanation.attributions.append(
+                await asyncio.to_thread(
+                    _gradient_scores, attributor, Method.INTEGRATED_GRADIENTS, text.ids, explanation.words, depth,
+                    text_target, options.steps,
+                )
+            )  # fmt: skip
+    ordered = [_in_order(e, options) for e in explanations]
     return adapter, [
-        Explained(result, TextExplanation(w, scores), single_exit_trace(result.logits, None, depth))
-        for result, w, scores in zip(results, words, scored, strict=True)
+        Explained(result, explanation, single_exit_trace(result.logits, None, depth))
+        for result, explanation in zip(results, ordered, strict=True)
     ]
+
+
+def _in_order(explanation: TextExplanation, options: ExplainRequestOptions) -> TextExplanation:
+    """Attributions in the order the request named their methods."""
+    ordered = sorted(explanation.attributions, key=lambda a: options.methods.index(a.method))
+    return TextExplanation(explanation.words, ordered)

@@ -138,7 +138,7 @@ class MethodTrainer:
 
 
 def method_trainer(spec: AdaptSpec, num_labels: int) -> MethodTrainer:
-    from services.earlyexit.offline.backbone import load_encoder
+    from services.earlyexit.backends.torch_model import load_base_encoder
 
     if spec.method is AdaptMethod.LPT:
         from services.earlyexit.offline.lpt import (
@@ -154,7 +154,7 @@ def method_trainer(spec: AdaptSpec, num_labels: int) -> MethodTrainer:
             generator_size=spec.generator_size,
             epochs=spec.epochs,
         )
-        prompted = LatePromptClassifier(load_encoder(), num_labels, lpt)
+        prompted = LatePromptClassifier(load_base_encoder(), num_labels, lpt)
         return MethodTrainer(
             prompted,
             lpt,
@@ -165,7 +165,7 @@ def method_trainer(spec: AdaptSpec, num_labels: int) -> MethodTrainer:
     from services.earlyexit.offline.lora import LoraClassifier, LoraTrainConfig, lora_weights, train_lora
 
     lora = LoraTrainConfig(rank=spec.rank, target_modules=tuple(spec.target_modules), epochs=spec.epochs)
-    low_rank = LoraClassifier(load_encoder(), num_labels, lora)
+    low_rank = LoraClassifier(load_base_encoder(), num_labels, lora)
     return MethodTrainer(
         low_rank,
         lora,

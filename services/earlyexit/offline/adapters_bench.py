@@ -174,8 +174,7 @@ def _train_in_fresh_process(method: str, dataset: str, examples: int, epochs: fl
 
     from services.common.base_model import source_model_dir
     from services.common.tokens import TextEncoder
-    from services.earlyexit.backends.torch_model import MultiExitClassifier
-    from services.earlyexit.offline.backbone import load_encoder
+    from services.earlyexit.backends.torch_model import MultiExitClassifier, load_base_encoder
     from services.earlyexit.offline.lora import LoraClassifier, train_lora
     from services.earlyexit.offline.lpt import LatePromptClassifier, train_late_prompt
     from services.earlyexit.offline.train import MAX_TOKENS, fine_tune
@@ -186,7 +185,7 @@ def _train_in_fresh_process(method: str, dataset: str, examples: int, epochs: fl
     rows = splits.train[:examples]
     encoded = TextEncoder(source_model_dir() / "tokenizer.json", MAX_TOKENS).encode([r.text for r in rows])
     labels = [index[r.label] for r in rows]
-    encoder = load_encoder()
+    encoder = load_base_encoder()
     baseline = memory.resident_bytes() or 0
     memory.reset_peak()
     began = time.perf_counter()

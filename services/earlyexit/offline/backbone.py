@@ -5,7 +5,6 @@ model; every adapter names the backbone version it was trained on."""
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from torch import nn
 
 from services.common.base_model import BASE_MODEL_NAME, source_model_dir
 from services.common.model_versions import ModelVersions
-from services.earlyexit.backends.torch_model import Encoder, key_bias_from_mask
+from services.earlyexit.backends.torch_model import key_bias_from_mask, load_base_encoder
 from services.earlyexit.core.adapters import (
     EMBEDDINGS_GRAPH,
     LORA_INPUTS,
@@ -71,13 +70,6 @@ def _export_lora_layer(layer: nn.Module, path: Path, hidden: torch.Tensor, mask:
     return float(np.abs(exported - module(hidden, mask, *updates).numpy()).max())
 
 
-def load_encoder() -> Encoder:
-    source = source_model_dir()
-    encoder = Encoder(json.loads((source / "config.json").read_text()))
-    encoder.load_bert(source)
-    return encoder.eval()
-
-
 def backbone_version() -> str:
     digest = hashlib.sha256(f"{BACKBONE_REVISION}:{MAX_TOKENS}".encode())
     with open(source_model_dir() / "model.safetensors", "rb") as weights:
@@ -96,7 +88,7 @@ def publish_backbone(models_dir: Path) -> StoredBackbone:
     import onnxruntime as ort
 
     source = source_model_dir()
-    encoder = load_encoder()
+    encoder = load_base_encoder()
     ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2307, 102, 0, 0, 0]])
     mask = (ids > 0).to(torch.int64)
     tokens = {0: "batch", 1: "tokens"}
