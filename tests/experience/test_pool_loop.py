@@ -151,7 +151,7 @@ def test_quarantined_rows_cost_no_copy() -> None:
         _, copy_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert size == 49_500 and len(chosen) == 8 and not {eid for eid, _, _ in chosen} & held
+    assert size == 49_500 and len(chosen) == 8 and not {eid for eid, *_ in chosen} & held
     assert copy_peak > 0.5 * pool_bytes  # the control sees a copy
     assert selection_peak < 0.01 * pool_bytes
 
