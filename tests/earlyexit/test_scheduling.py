@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.earlyexit.core.scheduling import CostModel, DeadlineBatcher, SchedulingConfig, Shape
-from services.earlyexit.core.tenants import FastPathConfig, FastPaths
+from services.earlyexit.core.tenants import RECENT_TENANTS_KEPT, FastPathConfig, FastPaths
 
 #: 1 ms a batch, 10 µs a position, 0.2 µs a position-rank (the attention term left out).
 COSTS = CostModel(np.array([1e-3, 1e-5, 0.0, 2e-7]))
@@ -143,6 +143,24 @@ async def test_a_hot_tenant_is_served_at_once_and_switched_to_its_fast_path_when
     await _settle()
     assert paths.ready(globex) == "merged globex" and paths.ready(acme) is None  # acme idle: out
     assert await asyncio.wait_for(paths.note_request(_Adapter(_Manifest("lpt"), rank=0)), 1) is None
+
+
+async def test_request_counts_of_idle_tenants_are_forgotten() -> None:
+    clock = Clock()
+
+    async def prepare(adapter: _Adapter) -> str:
+        return "merged"
+
+    paths = FastPaths(FastPathConfig(tenants=1, hot_after=3, hot_window_s=10), prepare, clock)
+    for index in range(RECENT_TENANTS_KEPT):
+        await paths.note_request(_Adapter(_Manifest(f"tenant{index}")))
+    clock.now += 11  # all of them idle past the window
+    await paths.note_request(_Adapter(_Manifest("busy")))
+    await paths.note_request(_Adapter(_Manifest("busy")))
+    assert len(paths._recent) == 1  # only the busy tenant's count is left
+    await paths.note_request(_Adapter(_Manifest("busy")))
+    await _settle()
+    assert paths.ready(_Adapter(_Manifest("busy"))) == "merged"  # and it still turns hot
 
 
 async def _settle() -> None:

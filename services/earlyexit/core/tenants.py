@@ -209,6 +209,10 @@ class FastPathConfig:
     wait: bool = False
 
 
+#: LoRA tenants whose recent requests are counted before the idle ones are forgotten.
+RECENT_TENANTS_KEPT = 1024
+
+
 def _key(adapter: TenantAdapter) -> tuple[str, str, str]:
     manifest = adapter.manifest
     return manifest.tenant, manifest.task, manifest.version
@@ -247,6 +251,8 @@ class FastPaths:
             return
         task = self._preparing.get(key)
         if task is None:
+            if key not in self._recent and len(self._recent) >= RECENT_TENANTS_KEPT:
+                self._forget_cold(now)
             recent = self._recent.setdefault(key, deque(maxlen=self.config.hot_after))
             recent.append(now)
             hot = len(recent) == self.config.hot_after and now - recent[0] <= self.config.hot_window_s
@@ -256,6 +262,12 @@ class FastPaths:
             task = self._preparing[key] = asyncio.create_task(self._make(key, adapter))
         if self.config.wait:
             await asyncio.shield(task)
+
+    def _forget_cold(self, now: float) -> None:
+        """Drop the request counts of tenants idle past the hot window: they cannot be hot."""
+        window = self.config.hot_window_s
+        for key in [k for k, times in self._recent.items() if now - times[-1] > window]:
+            del self._recent[key]
 
     def _room(self, now: float) -> bool:
         if len(self._ready) + len(self._preparing) < self.config.tenants:
