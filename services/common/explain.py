@@ -116,6 +116,12 @@ class TextExplanation:
     attributions: list[WordScores] = field(default_factory=list)
 
 
+def check_text_count(check: Validator, texts: Sequence[str]) -> None:
+    check.check(
+        len(texts) <= MAX_EXPLAIN_TEXTS, "texts", f"{len(texts)} texts; Explain takes at most {MAX_EXPLAIN_TEXTS}"
+    )
+
+
 def check_options(
     check: Validator,
     methods: Sequence[Method],

@@ -35,7 +35,7 @@ class AdapterModule(nn.Module):
     def _lora(self, layer: int) -> tuple[torch.Tensor, ...] | None:
         if not self.adapter.rank:
             return None
-        return tuple(torch.from_numpy(np.asarray(part, dtype=np.float32)) for part in self.adapter.lora(layer))
+        return tuple(_tensor(part) for part in self.adapter.lora(layer))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         adapter = self.adapter
@@ -111,19 +111,12 @@ class TorchAttributor:
         hook = layer.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
         with self._lock, torch.no_grad():
             try:
-                if isinstance(model, MultiExitClassifier):
-                    self._exit_logits(inputs, mask, exit_layer)
-                else:
-                    model(inputs, mask)
+                self._exit_logits(inputs, mask, exit_layer)
             finally:
                 hook.remove()
             hidden = captured[0]  # an adapter's prompt positions come after the tokens
-            heads = layer.heads
             width = hidden.shape[-1]
-
-            def split(x: torch.Tensor) -> torch.Tensor:
-                return x.view(1, -1, heads, width // heads).transpose(1, 2)
-
-            scores = split(layer.query(hidden)) @ split(layer.key(hidden)).transpose(-1, -2) / math.sqrt(width // heads)
+            queries, keys = layer._split_heads(layer.query(hidden)), layer._split_heads(layer.key(hidden))
+            scores = queries @ keys.transpose(-1, -2) / math.sqrt(width // layer.heads)
             weights = torch.softmax(scores, dim=-1)  # (1, heads, queries, keys); every position is real
         return weights.mean(dim=(0, 1, 2))[: len(ids)].numpy().astype(np.float64)

@@ -14,13 +14,13 @@ from kernels import dispatch as kernels
 from kernels.exit_cascade import ExitRule, WirePolicy
 from services.common.errors import FailedPrecondition, Validator
 from services.common.explain import (
-    MAX_EXPLAIN_TEXTS,
     ExplainRequestOptions,
     Method,
     TextExplanation,
     Words,
     WordScores,
     check_options,
+    check_text_count,
     occlude,
     split_words,
 )
@@ -113,9 +113,7 @@ class EarlyExitExplainer:
         self, texts: Sequence[str], model: LoadedModel, methods: Sequence[Method], steps: int, target: int | None
     ) -> ExplainRequestOptions:
         check = Validator()
-        check.check(
-            len(texts) <= MAX_EXPLAIN_TEXTS, "texts", f"{len(texts)} texts; Explain takes at most {MAX_EXPLAIN_TEXTS}"
-        )
+        check_text_count(check, texts)
         defaults = [Method.OCCLUSION, *([Method.INTEGRATED_GRADIENTS] if model.stored.has_torch_weights else [])]
         options = check_options(check, methods, steps, target, len(model.manifest.labels), defaults)
         check.raise_if_any()
@@ -218,9 +216,7 @@ async def explain_task(
     """A tenant's adapted task: occlusion through the tenant serving path, and integrated
     gradients through ``gradients`` (the adapter over the base model in PyTorch)."""
     check = Validator()
-    check.check(
-        len(texts) <= MAX_EXPLAIN_TEXTS, "texts", f"{len(texts)} texts; Explain takes at most {MAX_EXPLAIN_TEXTS}"
-    )
+    check_text_count(check, texts)
     check.raise_if_any()
     if Method.ATTENTION in methods:
         raise FailedPrecondition("adapted tasks are explained by occlusion and integrated gradients; attention cannot run")

@@ -665,6 +665,7 @@ def _select_exact(view: PoolView, vector: np.ndarray, query: OrchestrateQuery) -
     excluded = view.excluded
     if view.selectable == 0:
         return [], 0
+    reasons: dict[int, BucketReason] = {}  # RoSE with explain only
     if query.strategy == Strategy.ROSE:
         selection = kernels.select_buckets(
             view.vectors,
@@ -682,8 +683,6 @@ def _select_exact(view: PoolView, vector: np.ndarray, query: OrchestrateQuery) -
         picks = [algo.Pick(bucket, bucket) for bucket in range(len(rows))]
         if query.explain:
             reasons = _reasons(view, vector, query)
-            chosen = [(view.ids[rows[p.index]], float(similarity[p.index]), p.bucket, reasons.get(int(rows[p.index]))) for p in picks]
-            return chosen, view.selectable
     elif query.strategy in (Strategy.SIMILARITY_TOPK, Strategy.MMR):
         # Scored exactly: only the rows that can be among the most similar the strategy ranks.
         ranked = query.k if query.strategy == Strategy.SIMILARITY_TOPK else algo.mmr_fetch(query.k)
@@ -697,7 +696,7 @@ def _select_exact(view: PoolView, vector: np.ndarray, query: OrchestrateQuery) -
         rows = algo.random_rows(view.keys, query.k, seed, excluded)
         similarity = view.vectors[rows] @ vector
         picks = algo.similarity_top_k(similarity, view.keys[rows], query.k)  # all k, least similar first
-    chosen = [(view.ids[rows[p.index]], float(similarity[p.index]), p.bucket, None) for p in picks]
+    chosen = [(view.ids[rows[p.index]], float(similarity[p.index]), p.bucket, reasons.get(int(rows[p.index]))) for p in picks]
     return chosen, view.selectable
 
 

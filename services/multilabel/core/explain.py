@@ -10,7 +10,6 @@ import numpy as np
 
 from services.common.errors import FailedPrecondition, Validator
 from services.common.explain import (
-    MAX_EXPLAIN_TEXTS,
     Method,
     TextExplanation,
     check_options,
@@ -47,9 +46,6 @@ async def explain_multilabel(
     target: int | None = None,
 ) -> list[LabelledText]:
     check = Validator()
-    check.check(
-        len(texts) <= MAX_EXPLAIN_TEXTS, "texts", f"{len(texts)} texts; Explain takes at most {MAX_EXPLAIN_TEXTS}"
-    )
     options = check_options(check, methods, steps, target, len(model.manifest.labels), [Method.OCCLUSION])
     check.raise_if_any()
     unsupported = sorted(m.value for m in set(options.methods) - {Method.OCCLUSION})
