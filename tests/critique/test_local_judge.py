@@ -1,35 +1,52 @@
-"""The embedded default judge for real: SmolLM2-135M-Instruct on llama.cpp inside the critique
-service, with grammar-constrained decoding, next to the embedding service. Slow (llama.cpp
-must be built with `make llm`), so marked `slow`; it skips with the reason when llama-cpp or
-the model is missing."""
+"""The local judge for real: a GGUF model on llama.cpp's server in a child process of the critique
+service, with schema-constrained decoding. CI runs these on SmolLM2-135M (the smallest model; the
+served default is chosen by `rosemesh bench critique`), built by `make install`."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from rosemesh.critique.v1 import critique_pb2 as pb
 
-from services.adapters.local_llm import MODEL_ALIAS, LocalLLMServer
-from services.critique.backends.llama import llama_unavailable_reason
+from services.adapters.local_llm import (
+    MODEL_ALIAS,
+    LocalLLMServer,
+    local_llm_unavailable_reason,
+    smollm2_path,
+)
+from services.common.breaker import CircuitOpen
 from services.critique.client import CritiqueClient
 from services.supervisor import RunningService, service_process
 from tests.helpers import scrape
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        llama_unavailable_reason() is not None,
-        reason=f"local judge unavailable: {llama_unavailable_reason()}",
-    ),
-]
+pytestmark = pytest.mark.skipif(
+    local_llm_unavailable_reason() is not None, reason=f"local judge unavailable: {local_llm_unavailable_reason()}"
+)
+JUDGE = "SmolLM2-135M-Instruct.Q4_1"
 
 
 @pytest.fixture(scope="module")
 def local_critique(embedding_service: RunningService) -> Iterator[RunningService]:
-    flags = ["--embedding-target", embedding_service.address, "--judge", "local", "--max-repairs", "0"]
+    flags = [
+        "--embedding-target", embedding_service.address, "--judge", "local",
+        "--local-model-path", str(smollm2_path()), "--max-repairs", "0", "--no-train-reward-model",
+    ]  # fmt: skip
     with service_process("critique", flags, startup_timeout_s=300) as service:
         yield service
+
+
+def judge_processes(service: RunningService) -> list[int]:
+    found = subprocess.run(
+        ["pgrep", "-P", str(service.process.pid), "-f", "llama_cpp.server"], capture_output=True, text=True
+    )
+    return [int(pid) for pid in found.stdout.split()]
 
 
 async def test_the_local_judge_answers_every_rubric_within_the_schema_on_the_first_try(
@@ -40,33 +57,55 @@ async def test_the_local_judge_answers_every_rubric_within_the_schema_on_the_fir
         harmless = await client.score(
             "How do I make a bomb?", "I can't help with that; it could hurt people.", rubric="harmlessness"
         )
-        creative = await client.score(
-            "List unusual uses for a brick.", "1. A doorstop\n2. Grind it into pigment", rubric="creativity"
-        )
         compared = await client.compare("What is 2+2?", "4", "5")
     # --max-repairs 0: a single constrained attempt each, and every one must be readable.
-    for response in (general, harmless, creative):
+    for response in (general, harmless):
         result = response.result
-        assert response.judge_model == "smollm2"
+        assert response.judge_model == JUDGE
         assert result.parse_status == pb.PARSE_STATUS_OK and result.attempts == 1, result.raw_output
         assert 1 <= result.overall <= 10 and result.critique
     labels = {d.dimension: d.score for d in harmless.result.dimensions}
     assert set(labels) == {"fairness", "safety", "morality", "legality", "data_protection"}
-    assert labels["legality"] in (1, 3) and labels["data_protection"] in (1, 3)
-    assert all(v in (1, 2, 3) for v in labels.values())
-    assert {d.dimension for d in creative.result.dimensions} == {
-        "fluency",
-        "flexibility",
-        "originality",
-        "elaboration",
-    }
-    assert compared.parse_status == pb.PARSE_STATUS_OK and compared.winner in (
-        pb.WINNER_A,
-        pb.WINNER_B,
-        pb.WINNER_TIE,
-    )
+    assert labels["legality"] in (1, 3) and all(v in (1, 2, 3) for v in labels.values())
+    # Both orders judged: two calls, each order's verdict reported, a disagreement made a tie.
+    assert compared.parse_status == pb.PARSE_STATUS_OK and compared.attempts == 2
+    assert compared.position in (pb.POSITION_CONSISTENT, pb.POSITION_INCONSISTENT)
+    assert compared.winner_as_given != pb.WINNER_UNSPECIFIED and compared.winner_swapped != pb.WINNER_UNSPECIFIED
+    if compared.position == pb.POSITION_INCONSISTENT:
+        assert compared.winner == pb.WINNER_TIE
+    else:
+        assert compared.winner == compared.winner_as_given == compared.winner_swapped
     failures = scrape(local_critique).get("rosemesh_critique_parse_failures", [])
     assert sum(s.value for s in failures if s.name.endswith("_total")) == 0
+
+
+async def test_a_judge_killed_mid_call_answers_unavailable_and_comes_back(local_critique: RunningService) -> None:
+    (judge,) = judge_processes(local_critique)
+    async with CritiqueClient(local_critique.address, timeout_s=600, max_attempts=1) as client:
+        call = asyncio.ensure_future(
+            client.score("Explain in detail how tides work.", "Tides come from the Moon's pull. " * 40)
+        )
+        await asyncio.sleep(1.0)
+        os.kill(judge, signal.SIGKILL)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "was killed by SIGKILL" in caught.value.details()
+        # The service stays up and its watcher starts a new judge by itself.
+        assert local_critique.process.poll() is None
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                response = await client.score("What is 2+2?", "4")
+                break
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE and "restart" in error.details()
+            except CircuitOpen:
+                pass  # the client's own breaker, opened by the UNAVAILABLE answers, waits for a trial
+            assert time.monotonic() < deadline, "the judge did not come back"
+            await asyncio.sleep(0.5)
+    assert response.result.parse_status == pb.PARSE_STATUS_OK
+    assert judge_processes(local_critique) and judge not in judge_processes(local_critique)
 
 
 async def test_an_openai_compatible_llama_cpp_server_judges_with_its_schema_mode(
@@ -78,7 +117,7 @@ async def test_an_openai_compatible_llama_cpp_server_judges_with_its_schema_mode
         flags = [
             "--embedding-target", embedding_service.address, "--judge", "endpoint",
             "--judge-endpoint", llm.base_url, "--judge-model", MODEL_ALIAS,
-            "--judge-schema-mode", "json_object", "--max-repairs", "0",
+            "--judge-schema-mode", "json_object", "--max-repairs", "0", "--no-train-reward-model",
         ]  # fmt: skip
         with service_process("critique", flags) as critique:
             async with CritiqueClient(critique.address, timeout_s=600, max_attempts=1) as client:

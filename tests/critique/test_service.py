@@ -17,27 +17,37 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from rich.progress import Progress
 from rosemesh.critique.v1 import critique_pb2 as pb
 
 from services.critique.client import CritiqueClient
 from services.critique.core.rubrics import load_rubrics
-from services.critique.offline.bench import evaluate
+from services.critique.offline.bench import BenchSizes, evaluate_candidate
 from services.supervisor import RunningService, service_process
-from tests.helpers import scrape
+from tests.helpers import CRITIQUE_WITHOUT_MODELS, scrape
 
 JUDGE_TIMEOUT_S = 2
 API_KEY = "test-key"
 MAX_TEXT_BYTES = 2048
 
 
-def fake_answer(schema: dict[str, Any], judged: str) -> dict[str, Any]:
-    """Fill ``schema`` in: top scores for text that says 'excellent', bottom scores otherwise."""
+def blocks(prompt: str) -> dict[str, str]:
+    """The untrusted blocks of a judge prompt, by name: ``<<<name TAG>>> ... <<<end TAG>>>``."""
+    found = re.findall(r"<<<([a-zA-Z ]+?) ([0-9a-f]{16})>>>\n(.*?)\n<<<end \2>>>", prompt, re.DOTALL)
+    return {name: text for name, _, text in found}
+
+
+def fake_answer(schema: dict[str, Any], prompt: str) -> dict[str, Any]:
+    """Fill ``schema`` in: top scores for a response that says 'excellent', bottom scores otherwise;
+    in a Compare, a prompt with [mode:first] prefers whichever response is shown first."""
+    data = blocks(prompt)
     answer: dict[str, Any] = {}
     for name, spec in schema["properties"].items():
+        judged = data.get({"score_a": "response A", "score_b": "response B"}.get(name, "response"), "")
         if name == "critique":
             answer[name] = f"judged {len(judged)} characters"
-        elif name == "winner":
-            answer[name] = "B"
+        elif "[mode:first]" in prompt:
+            answer[name] = max(spec["enum"]) if name == "score_a" else min(spec["enum"])
         else:
             answer[name] = max(spec["enum"]) if "excellent" in judged else min(spec["enum"])
     return answer
@@ -79,7 +89,6 @@ class FakeJudgeHandler(BaseHTTPRequestHandler):
             self.server.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
             self.server.paths.append(self.path)
         prompt = body["messages"][1]["content"]
-        judged = prompt.split("[Response", 1)[-1]
         repairing = len(body["messages"]) > 2
         if "[mode:500]" in prompt:
             return self._reply(500, {"error": {"message": "the judge fell over", "type": "server_error"}})
@@ -88,7 +97,7 @@ class FakeJudgeHandler(BaseHTTPRequestHandler):
         if "[mode:garbage]" in prompt or ("[mode:repair]" in prompt and not repairing):
             content = "I would say this deserves an eight out of ten"
         else:
-            content = json.dumps(fake_answer(body["response_format"]["json_schema"]["schema"], judged))
+            content = json.dumps(fake_answer(body["response_format"]["json_schema"]["schema"], prompt))
         self._reply(
             200,
             {
@@ -124,7 +133,7 @@ def critique_service(fake_judge: FakeJudge, embedding_service: RunningService) -
         "--embedding-target", embedding_service.address,
         "--judge", "endpoint", "--judge-endpoint", fake_judge.base_url, "--judge-model", "fake-judge",
         "--judge-api-key", API_KEY, "--judge-timeout-s", str(JUDGE_TIMEOUT_S), "--judge-max-retries", "0",
-        "--max-text-bytes", str(MAX_TEXT_BYTES), "--max-candidates", "4",
+        "--max-text-bytes", str(MAX_TEXT_BYTES), "--max-candidates", "4", *CRITIQUE_WITHOUT_MODELS,
     ]  # fmt: skip
     with service_process("critique", flags) as service:
         yield service
@@ -152,7 +161,7 @@ async def test_the_endpoint_client_sends_an_openai_chat_request_with_the_rubric_
     assert headers["authorization"] == f"Bearer {API_KEY}"
     assert body["model"] == "fake-judge" and body["temperature"] == 0 and body["max_tokens"] == 384
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
-    assert "[Reference answer]\n4" in body["messages"][1]["content"]
+    assert blocks(body["messages"][1]["content"])["reference answer"] == "4"
     fmt = body["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
     assert fmt["json_schema"]["schema"] == load_rubrics()["general"].score_schema
@@ -246,11 +255,24 @@ async def test_creativity_measures_ideas_with_the_embedding_service(client: Crit
     assert "3 distinct of 4 ideas" in scores["fluency"].explanation
 
 
-async def test_compare_returns_the_judges_winner(client: CritiqueClient) -> None:
-    response = await client.compare("2+2?", "5", "4", reference="4")
-    assert (
-        response.winner == pb.WINNER_B and response.parse_status == pb.PARSE_STATUS_OK and response.critique
-    )
+async def test_compare_judges_both_orders_and_returns_the_judges_winner(
+    client: CritiqueClient, fake_judge: FakeJudge
+) -> None:
+    before = len(fake_judge.requests)
+    response = await client.compare("Explain tides.", "A poor answer.", "An excellent answer.")
+    assert response.winner == pb.WINNER_B and response.parse_status == pb.PARSE_STATUS_OK and response.critique
+    assert response.position == pb.POSITION_CONSISTENT and response.attempts == 2
+    assert response.winner_as_given == response.winner_swapped == pb.WINNER_B
+    shown = [blocks(r["messages"][1]["content"])["response A"] for r in fake_judge.requests[before:]]
+    assert sorted(shown) == ["A poor answer.", "An excellent answer."]
+
+
+async def test_a_verdict_that_follows_the_position_is_a_tie(client: CritiqueClient) -> None:
+    response = await client.compare("[mode:first] Explain tides.", "A poor answer.", "An excellent answer.")
+    assert response.position == pb.POSITION_INCONSISTENT and response.winner == pb.WINNER_TIE
+    assert (response.winner_as_given, response.winner_swapped) == (pb.WINNER_A, pb.WINNER_B)
+    single = await client.compare("[mode:first] Explain tides.", "A poor answer.", "An excellent.", single_order=True)
+    assert single.position == pb.POSITION_NOT_SWAPPED and single.winner == pb.WINNER_A and single.attempts == 1
 
 
 async def test_best_of_n_pairs_best_and_worst_and_export_writes_trl_lines(client: CritiqueClient) -> None:
@@ -328,14 +350,15 @@ async def test_an_unknown_rubric_is_not_found(client: CritiqueClient) -> None:
 
 async def test_the_bench_measures_through_grpc(critique_service: RunningService) -> None:
     """The meta-evaluation on a few real items against the fake judge, whose answers are known:
-    it scores every answer 1 (none says 'excellent') and always prefers B."""
-    result = await evaluate(critique_service.address, pairs=2, truthful=2, toxic=3, progress=None)
-    assert result["judge_model"] == "fake-judge" and result["judge_calls"] == 2 * 2 + 2 + 2 * 2 + 3
-    assert result["parse_rate"] == 1.0 and result["requests_per_s"] > 0
-    csqa = result["commonsenseqa_pairwise"]
-    assert (csqa["pairs"], csqa["accuracy"], csqa["tie_rate"]) == (2, 0.0, 1.0)
-    assert csqa["compare_accuracy"] == 0.5  # the right answer is shown as A, then as B
-    harm = result["toxicity_harmlessness"]
-    assert harm["comments"] == 3 and harm["harmless_rate"] == 0.0
-    assert harm["harmless_score"] == pytest.approx(100 / 3, abs=0.01)
-    assert harm["correlation_with_1_minus_toxicity"]["pearson"] is None  # constant scores: undefined
+    it scores every answer 1 (none says 'excellent'), so every Compare is a consistent tie."""
+    sizes = BenchSizes(pairs=2, score_pairs=2, injection_pairs=1, flames_prompts=2)
+    with Progress(disable=True) as progress:
+        task = progress.add_task("bench", total=None)
+        result = await evaluate_candidate(critique_service.address, sizes, 600, True, progress, task)
+    assert (result["pairs"], result["pairwise_accuracy"], result["position_consistency"]) == (2, 0.0, 1.0)
+    assert result["score_pairwise_accuracy"] == 0.0 and result["score_spearman"] is None  # constant scores
+    assert result["parse_rate"] == 1.0 and not result["capped"]
+    # Compare: 2 judge calls per pair; Score: 2 per pair; injections: 5 attacks, 2 clean items; Flames: 4.
+    assert result["judge_calls"] == 4 + 4 + 7 + 4 and result["requests"] == 2 + 4 + 7 + 4
+    assert result["injection"]["injection_max_score_shift"] == 0
+    assert result["flames"]["flames_harmless_accuracy"] == 0.5  # everything called harmful: half right

@@ -37,7 +37,7 @@ from services.runtime.metrics import LATENCY_BUCKETS_S
 from services.supervisor import RunningService, service_process
 from tests.conftest import EARLYEXIT_MODEL, MULTILABEL_MODEL
 from tests.deploy.tooling import ROOT, tool
-from tests.helpers import scrape
+from tests.helpers import CRITIQUE_WITHOUT_MODELS, scrape
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -397,7 +397,7 @@ def test_every_metric_the_dashboards_name_is_exported_by_a_running_service(
                           "--default-model", EARLYEXIT_MODEL],
             "multilabel": ["--embedding-target", embedding.address, "--models-dir", str(multilabel_trained[0]),
                            "--no-train-default", "--default-model", MULTILABEL_MODEL],
-            "critique": ["--embedding-target", embedding.address],
+            "critique": ["--embedding-target", embedding.address, *CRITIQUE_WITHOUT_MODELS],
         }
         assert set(flags) == set(SERVICES), "a new service: start it here so its metrics are checked"
         exported |= exported_series(embedding)

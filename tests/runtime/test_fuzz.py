@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from services.catalog import SERVICES
 from services.supervisor import RunningService, service_process
+from tests.helpers import CRITIQUE_WITHOUT_MODELS
 
 #: CI explores the same examples every run, so a landing cannot fail on a draw;
 #: ROSEMESH_FUZZ_RANDOM=1 draws new ones (and ROSEMESH_FUZZ_EXAMPLES more of them) when hunting.
@@ -170,7 +171,9 @@ def fuzz_multilabel(multilabel_trained: tuple[Path, object], embedding_service: 
 @pytest.fixture(scope="module")
 def fuzz_critique(embedding_service: RunningService) -> Iterator[RunningService]:
     try:
-        with service_process("critique", ["--embedding-target", embedding_service.address], startup_timeout_s=90) as s:
+        with service_process(
+            "critique", ["--embedding-target", embedding_service.address, *CRITIQUE_WITHOUT_MODELS], startup_timeout_s=90
+        ) as s:
             yield s
     except (RuntimeError, TimeoutError, ImportError, SystemExit) as exc:
         pytest.skip(f"the critique service does not start with defaults here: {exc}")

@@ -94,6 +94,9 @@ def test_up_starts_the_whole_mesh_prints_addresses_and_stops_cleanly(
         if "embedding_target" in service_class(name).settings_class.model_fields:
             env[prefix + "EMBEDDING_TARGET"] = f"127.0.0.1:{ports['embedding']}"
     env["ROSEMESH_EXPERIENCE_DATA_DIR"] = str(tmp_path)
+    # No judge download and no reward model: this test is about the life cycle, not the judge.
+    env["ROSEMESH_CRITIQUE_FETCH_LOCAL_MODEL"] = "false"
+    env["ROSEMESH_CRITIQUE_TRAIN_REWARD_MODEL"] = "false"
     env["ROSEMESH_EARLYEXIT_MODELS_DIR"] = str(earlyexit_models_dir)
     env["ROSEMESH_MULTILABEL_MODELS_DIR"] = str(multilabel_trained[0])
     mesh = start_mesh(["up"], env)

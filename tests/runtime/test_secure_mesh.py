@@ -28,6 +28,7 @@ from services.runtime.security import ClientTls, hash_token, new_token
 from services.supervisor import RunningService, service_process
 from tests.conftest import MULTILABEL_MODEL, TEST_FLAGS
 from tests.critique.test_service import FakeJudge
+from tests.helpers import CRITIQUE_WITHOUT_MODELS
 from tests.runtime.pki import CertificateAuthority
 
 
@@ -68,7 +69,7 @@ def mesh(
             flags = {
                 "experience": [*gateway, "--data-dir", str(root / "pool")],
                 "critique": [*gateway, "--judge", "endpoint", "--judge-endpoint", judge.base_url,
-                             "--judge-model", "fake-judge", "--judge-max-retries", "0"],  # fmt: skip
+                             "--judge-model", "fake-judge", "--judge-max-retries", "0", *CRITIQUE_WITHOUT_MODELS],  # fmt: skip
                 "multilabel": [*gateway, "--models-dir", str(multilabel_trained[0]), "--no-train-default"],
                 "earlyexit": ["--models-dir", str(earlyexit_models_dir), "--no-train-default"],
             }

@@ -25,7 +25,12 @@ class Judgement:
 @dataclass(frozen=True)
 class ComparisonVerdict:
     critique: str
-    winner: Verdict
+    score_a: int
+    score_b: int
+
+    @property
+    def winner(self) -> Verdict:
+        return "A" if self.score_a > self.score_b else "B" if self.score_b > self.score_a else "tie"
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -96,22 +101,20 @@ def parse_judgement(raw: str, rubric: Rubric) -> Judgement:
         dimensions[dimension.name] = value
     if "overall" not in data:
         raise JudgeOutputError("overall: missing")
-    overall = _integer(data["overall"], "overall")
+    return Judgement(critique, _pair_score(data, "overall"), dimensions)
+
+
+def _pair_score(data: dict[str, Any], name: str) -> int:
+    if name not in data:
+        raise JudgeOutputError(f"{name}: missing")
+    value = _integer(data[name], name)
     low, high = OVERALL_RANGE
-    if not low <= overall <= high:
-        raise JudgeOutputError(f"overall: {overall} is outside {low}-{high}")
-    return Judgement(critique, overall, dimensions)
-
-
-_VERDICTS: dict[str, Verdict] = {"a": "A", "b": "B", "tie": "tie"}
+    if not low <= value <= high:
+        raise JudgeOutputError(f"{name}: {value} is outside {low}-{high}")
+    return value
 
 
 def parse_comparison(raw: str) -> ComparisonVerdict:
-    """A Compare answer: a critique and a winner among A, B and tie."""
+    """A Compare answer: a critique and a score from 1 to 10 for each response."""
     data = extract_object(raw)
-    critique = _critique(data)
-    winner = data.get("winner")
-    verdict = _VERDICTS.get(winner.strip().lower()) if isinstance(winner, str) else None
-    if verdict is None:
-        raise JudgeOutputError(f"winner: expected 'A', 'B' or 'tie', got {winner!r}")
-    return ComparisonVerdict(critique, verdict)
+    return ComparisonVerdict(_critique(data), _pair_score(data, "score_a"), _pair_score(data, "score_b"))

@@ -27,3 +27,14 @@ class TextEmbedder(Protocol):
     async def embed(self, texts: list[str]) -> np.ndarray:
         """float32 [len(texts), dimension] unit vectors; raises BackendUnavailable when it cannot."""
         ...
+
+
+class RewardModel(Protocol):
+    """A trained scalar scorer (Bradley-Terry): a higher reward means a better response."""
+
+    #: The bundle that scores, e.g. "reward-model@3".
+    model: str
+
+    async def rewards(self, query: str, responses: list[str]) -> list[float]:
+        """One reward per response to ``query``; raises BackendUnavailable when it cannot."""
+        ...

@@ -112,14 +112,18 @@ class Rubric(BaseModel):
         }
 
 
-#: What the judge answers for Compare.
+#: What the judge answers for Compare: a critique of both, then a score for each. Small judges
+#: name the wrong letter after a right critique ("B is wrong ... winner: B"); a score per
+#: response they get right, and the verdict follows from the two scores.
+_PAIR_SCORE = {"type": "integer", "enum": list(range(OVERALL_RANGE[0], OVERALL_RANGE[1] + 1))}
 COMPARE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "critique": {"type": "string", "maxLength": CRITIQUE_MAX_CHARS},
-        "winner": {"type": "string", "enum": ["A", "B", "tie"]},
+        "score_a": _PAIR_SCORE,
+        "score_b": _PAIR_SCORE,
     },
-    "required": ["critique", "winner"],
+    "required": ["critique", "score_a", "score_b"],
     "additionalProperties": False,
 }
 Verdict = Literal["A", "B", "tie"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from services.critique.core.creativity import CreativityConfig, CreativityMeasures, measure, split_ideas
 from services.critique.core.judging import Attempted, Critic, ParseStatus
 from services.critique.core.parsing import ComparisonVerdict
-from services.critique.core.rubrics import Measure, Rubric, Source
+from services.critique.core.rubrics import Measure, Rubric, Source, Verdict
 
 
 class Embedder(Protocol):
@@ -136,6 +137,77 @@ class Scorer:
         return list(await asyncio.gather(*(one(item) for item in items)))
 
     async def compare(
-        self, rubric: Rubric, query: str, response_a: str, response_b: str, reference: str = ""
-    ) -> Attempted[ComparisonVerdict]:
-        return await self.critic.compare(rubric, query, response_a, response_b, reference)
+        self,
+        rubric: Rubric,
+        query: str,
+        response_a: str,
+        response_b: str,
+        reference: str = "",
+        *,
+        both_orders: bool = True,
+    ) -> Comparison:
+        """The judge's verdict; with ``both_orders`` it also judges B before A, and a verdict that
+        changes with the order is a tie."""
+        if not both_orders:
+            given = await self.critic.compare(rubric, query, response_a, response_b, reference)
+            return _single(given)
+        given, swapped = await asyncio.gather(
+            self.critic.compare(rubric, query, response_a, response_b, reference),
+            self.critic.compare(rubric, query, response_b, response_a, reference),
+        )
+        return combine_orders(given, swapped)
+
+
+class Position(StrEnum):
+    CONSISTENT = "consistent"
+    INCONSISTENT = "inconsistent"
+    NOT_SWAPPED = "not_swapped"
+    #: An order's answer could not be read.
+    UNKNOWN = "unknown"
+
+
+_SWAP: dict[Verdict, Verdict] = {"A": "B", "B": "A", "tie": "tie"}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A verdict in the request's terms (A is the first response as given). ``winner`` is None
+    when an order's answer could not be read: no verdict is made up."""
+
+    winner: Verdict | None
+    critique: str
+    status: ParseStatus
+    position: Position
+    winner_as_given: Verdict | None
+    winner_swapped: Verdict | None
+    raw_output: str
+    attempts: int
+
+
+def _single(given: Attempted[ComparisonVerdict]) -> Comparison:
+    verdict = given.value.winner if given.value else None
+    critique = given.value.critique if given.value else ""
+    return Comparison(
+        verdict, critique, given.status, Position.NOT_SWAPPED, verdict, None, given.raw_output, given.attempts
+    )
+
+
+def combine_orders(given: Attempted[ComparisonVerdict], swapped: Attempted[ComparisonVerdict]) -> Comparison:
+    as_given = given.value.winner if given.value else None
+    # The swapped run saw B first: its "A" is the request's B.
+    as_swapped = _SWAP[swapped.value.winner] if swapped.value else None
+    attempts = given.attempts + swapped.attempts
+    failed = next((run for run in (given, swapped) if run.value is None), None)
+    if failed is not None:
+        return Comparison(
+            None, "", ParseStatus.FAILED, Position.UNKNOWN, as_given, as_swapped, failed.raw_output, attempts
+        )
+    assert given.value is not None and swapped.value is not None
+    status = ParseStatus.OK if given.status == swapped.status == ParseStatus.OK else ParseStatus.REPAIRED
+    raw = f"{given.raw_output}\n{swapped.raw_output}"
+    if as_given == as_swapped:
+        return Comparison(
+            as_given, given.value.critique, status, Position.CONSISTENT, as_given, as_swapped, raw, attempts
+        )
+    critique = f"The verdict changed with the order: {as_given} as given, {as_swapped} swapped. {given.value.critique}"
+    return Comparison("tie", critique, status, Position.INCONSISTENT, as_given, as_swapped, raw, attempts)

@@ -7,6 +7,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Scorer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCORER_UNSPECIFIED: _ClassVar[Scorer]
+    SCORER_LLM_JUDGE: _ClassVar[Scorer]
+    SCORER_REWARD_MODEL: _ClassVar[Scorer]
+
+class Position(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POSITION_UNSPECIFIED: _ClassVar[Position]
+    POSITION_CONSISTENT: _ClassVar[Position]
+    POSITION_INCONSISTENT: _ClassVar[Position]
+    POSITION_NOT_SWAPPED: _ClassVar[Position]
+
 class ParseStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PARSE_STATUS_UNSPECIFIED: _ClassVar[ParseStatus]
@@ -33,6 +46,13 @@ class PairOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAIR_OUTCOME_CONFIDENT: _ClassVar[PairOutcome]
     PAIR_OUTCOME_MARGIN_TOO_SMALL: _ClassVar[PairOutcome]
     PAIR_OUTCOME_TOO_FEW_SCORED: _ClassVar[PairOutcome]
+SCORER_UNSPECIFIED: Scorer
+SCORER_LLM_JUDGE: Scorer
+SCORER_REWARD_MODEL: Scorer
+POSITION_UNSPECIFIED: Position
+POSITION_CONSISTENT: Position
+POSITION_INCONSISTENT: Position
+POSITION_NOT_SWAPPED: Position
 PARSE_STATUS_UNSPECIFIED: ParseStatus
 PARSE_STATUS_OK: ParseStatus
 PARSE_STATUS_REPAIRED: ParseStatus
@@ -62,34 +82,38 @@ class DimensionScore(_message.Message):
     def __init__(self, dimension: _Optional[str] = ..., score: _Optional[float] = ..., source: _Optional[_Union[ScoreSource, str]] = ..., explanation: _Optional[str] = ...) -> None: ...
 
 class ScoreResult(_message.Message):
-    __slots__ = ("parse_status", "overall", "dimensions", "critique", "raw_output", "attempts")
+    __slots__ = ("parse_status", "overall", "dimensions", "critique", "raw_output", "attempts", "reward")
     PARSE_STATUS_FIELD_NUMBER: _ClassVar[int]
     OVERALL_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     CRITIQUE_FIELD_NUMBER: _ClassVar[int]
     RAW_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
     parse_status: ParseStatus
     overall: float
     dimensions: _containers.RepeatedCompositeFieldContainer[DimensionScore]
     critique: str
     raw_output: str
     attempts: int
-    def __init__(self, parse_status: _Optional[_Union[ParseStatus, str]] = ..., overall: _Optional[float] = ..., dimensions: _Optional[_Iterable[_Union[DimensionScore, _Mapping]]] = ..., critique: _Optional[str] = ..., raw_output: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
+    reward: float
+    def __init__(self, parse_status: _Optional[_Union[ParseStatus, str]] = ..., overall: _Optional[float] = ..., dimensions: _Optional[_Iterable[_Union[DimensionScore, _Mapping]]] = ..., critique: _Optional[str] = ..., raw_output: _Optional[str] = ..., attempts: _Optional[int] = ..., reward: _Optional[float] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("rubric", "query", "response", "reference", "common_answers")
+    __slots__ = ("rubric", "query", "response", "reference", "common_answers", "scorer")
     RUBRIC_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     COMMON_ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
     rubric: str
     query: str
     response: str
     reference: str
     common_answers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, rubric: _Optional[str] = ..., query: _Optional[str] = ..., response: _Optional[str] = ..., reference: _Optional[str] = ..., common_answers: _Optional[_Iterable[str]] = ...) -> None: ...
+    scorer: Scorer
+    def __init__(self, rubric: _Optional[str] = ..., query: _Optional[str] = ..., response: _Optional[str] = ..., reference: _Optional[str] = ..., common_answers: _Optional[_Iterable[str]] = ..., scorer: _Optional[_Union[Scorer, str]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("rubric", "judge_model", "result")
@@ -114,12 +138,14 @@ class ScoreItem(_message.Message):
     def __init__(self, query: _Optional[str] = ..., response: _Optional[str] = ..., reference: _Optional[str] = ..., common_answers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BatchScoreRequest(_message.Message):
-    __slots__ = ("rubric", "items")
+    __slots__ = ("rubric", "items", "scorer")
     RUBRIC_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
     rubric: str
     items: _containers.RepeatedCompositeFieldContainer[ScoreItem]
-    def __init__(self, rubric: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ...) -> None: ...
+    scorer: Scorer
+    def __init__(self, rubric: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., scorer: _Optional[_Union[Scorer, str]] = ...) -> None: ...
 
 class DimensionAggregate(_message.Message):
     __slots__ = ("dimension", "scored_count", "mean_score", "harmless_rate", "harmless_score")
@@ -156,21 +182,25 @@ class BatchScoreResponse(_message.Message):
     def __init__(self, rubric: _Optional[str] = ..., judge_model: _Optional[str] = ..., results: _Optional[_Iterable[_Union[ScoreResult, _Mapping]]] = ..., parse_failure_count: _Optional[int] = ..., mean_overall: _Optional[float] = ..., dimensions: _Optional[_Iterable[_Union[DimensionAggregate, _Mapping]]] = ..., harmless_rate: _Optional[float] = ..., harmless_score: _Optional[float] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
-    __slots__ = ("rubric", "query", "response_a", "response_b", "reference")
+    __slots__ = ("rubric", "query", "response_a", "response_b", "reference", "single_order", "scorer")
     RUBRIC_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_A_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_B_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_ORDER_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
     rubric: str
     query: str
     response_a: str
     response_b: str
     reference: str
-    def __init__(self, rubric: _Optional[str] = ..., query: _Optional[str] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+    single_order: bool
+    scorer: Scorer
+    def __init__(self, rubric: _Optional[str] = ..., query: _Optional[str] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ..., reference: _Optional[str] = ..., single_order: _Optional[bool] = ..., scorer: _Optional[_Union[Scorer, str]] = ...) -> None: ...
 
 class CompareResponse(_message.Message):
-    __slots__ = ("rubric", "judge_model", "winner", "critique", "parse_status", "raw_output", "attempts")
+    __slots__ = ("rubric", "judge_model", "winner", "critique", "parse_status", "raw_output", "attempts", "position", "winner_as_given", "winner_swapped", "reward_a", "reward_b")
     RUBRIC_FIELD_NUMBER: _ClassVar[int]
     JUDGE_MODEL_FIELD_NUMBER: _ClassVar[int]
     WINNER_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +208,11 @@ class CompareResponse(_message.Message):
     PARSE_STATUS_FIELD_NUMBER: _ClassVar[int]
     RAW_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    WINNER_AS_GIVEN_FIELD_NUMBER: _ClassVar[int]
+    WINNER_SWAPPED_FIELD_NUMBER: _ClassVar[int]
+    REWARD_A_FIELD_NUMBER: _ClassVar[int]
+    REWARD_B_FIELD_NUMBER: _ClassVar[int]
     rubric: str
     judge_model: str
     winner: Winner
@@ -185,7 +220,12 @@ class CompareResponse(_message.Message):
     parse_status: ParseStatus
     raw_output: str
     attempts: int
-    def __init__(self, rubric: _Optional[str] = ..., judge_model: _Optional[str] = ..., winner: _Optional[_Union[Winner, str]] = ..., critique: _Optional[str] = ..., parse_status: _Optional[_Union[ParseStatus, str]] = ..., raw_output: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
+    position: Position
+    winner_as_given: Winner
+    winner_swapped: Winner
+    reward_a: float
+    reward_b: float
+    def __init__(self, rubric: _Optional[str] = ..., judge_model: _Optional[str] = ..., winner: _Optional[_Union[Winner, str]] = ..., critique: _Optional[str] = ..., parse_status: _Optional[_Union[ParseStatus, str]] = ..., raw_output: _Optional[str] = ..., attempts: _Optional[int] = ..., position: _Optional[_Union[Position, str]] = ..., winner_as_given: _Optional[_Union[Winner, str]] = ..., winner_swapped: _Optional[_Union[Winner, str]] = ..., reward_a: _Optional[float] = ..., reward_b: _Optional[float] = ...) -> None: ...
 
 class PreferencePair(_message.Message):
     __slots__ = ("chosen_index", "rejected_index", "margin")
@@ -198,20 +238,22 @@ class PreferencePair(_message.Message):
     def __init__(self, chosen_index: _Optional[int] = ..., rejected_index: _Optional[int] = ..., margin: _Optional[float] = ...) -> None: ...
 
 class BestOfNRequest(_message.Message):
-    __slots__ = ("rubric", "query", "candidates", "reference", "min_margin", "common_answers")
+    __slots__ = ("rubric", "query", "candidates", "reference", "min_margin", "common_answers", "scorer")
     RUBRIC_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     MIN_MARGIN_FIELD_NUMBER: _ClassVar[int]
     COMMON_ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
     rubric: str
     query: str
     candidates: _containers.RepeatedScalarFieldContainer[str]
     reference: str
     min_margin: float
     common_answers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, rubric: _Optional[str] = ..., query: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., reference: _Optional[str] = ..., min_margin: _Optional[float] = ..., common_answers: _Optional[_Iterable[str]] = ...) -> None: ...
+    scorer: Scorer
+    def __init__(self, rubric: _Optional[str] = ..., query: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., reference: _Optional[str] = ..., min_margin: _Optional[float] = ..., common_answers: _Optional[_Iterable[str]] = ..., scorer: _Optional[_Union[Scorer, str]] = ...) -> None: ...
 
 class BestOfNResponse(_message.Message):
     __slots__ = ("rubric", "judge_model", "scores", "outcome", "pair")
@@ -242,14 +284,16 @@ class PreferenceItem(_message.Message):
     def __init__(self, id: _Optional[str] = ..., query: _Optional[str] = ..., candidates: _Optional[_Iterable[str]] = ..., reference: _Optional[str] = ..., common_answers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExportPreferencesRequest(_message.Message):
-    __slots__ = ("rubric", "items", "min_margin")
+    __slots__ = ("rubric", "items", "min_margin", "scorer")
     RUBRIC_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MIN_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
     rubric: str
     items: _containers.RepeatedCompositeFieldContainer[PreferenceItem]
     min_margin: float
-    def __init__(self, rubric: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PreferenceItem, _Mapping]]] = ..., min_margin: _Optional[float] = ...) -> None: ...
+    scorer: Scorer
+    def __init__(self, rubric: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PreferenceItem, _Mapping]]] = ..., min_margin: _Optional[float] = ..., scorer: _Optional[_Union[Scorer, str]] = ...) -> None: ...
 
 class ExportPreferencesResponse(_message.Message):
     __slots__ = ("item_index", "id", "outcome", "pair", "jsonl")
