@@ -662,6 +662,22 @@ def fetch_judge_command(
     typer.echo(str(fetch_by_name(name, load_settings(CritiqueSettings).models_dir)))
 
 
+@bench_app.command("reward-model")
+def bench_reward_model(
+    as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    west_of_n_questions: Annotated[int, typer.Option(min=1, help="unlabelled prompts sampled for West-of-N")] = 240,
+    judges_pairs: Annotated[int, typer.Option(min=1, help="held-out pairs the LLM judges are measured on")] = 100,
+) -> None:
+    """The reward model alone: held-out accuracy trained on base pairs, then with West-of-N pairs."""
+    from services.critique.offline.bench import measure_reward_model_figures
+    from services.critique.server import CritiqueSettings
+    from services.runtime.config import load_settings
+
+    models_dir = load_settings(CritiqueSettings).models_dir
+    result = measure_reward_model_figures(models_dir, west_of_n_questions, judges_pairs, quiet=as_json)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 @bench_app.command("critique")
 def bench_critique(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,

@@ -17,10 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import TracebackType
-
-import requests
 
 from services.common.net import free_port
 
@@ -128,9 +128,10 @@ class LocalLLMServer:
             if (reason := self.exit_reason()) is not None:
                 raise RuntimeError(f"llama_cpp.server {reason}: {self.log_tail()}")
             try:
-                if requests.get(f"{self.base_url}/models", timeout=1).ok:
-                    return
-            except requests.RequestException:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
                 time.sleep(0.3)
         self.stop()
         raise TimeoutError(f"llama_cpp.server did not answer within {self.startup_timeout_s:.0f}s")

@@ -278,15 +278,24 @@ def run_benchmark(
         result["injection_max_score_shift"] = served["injection"]["injection_max_score_shift"]
         result["flames_harmless_accuracy"] = served["flames"]["flames_harmless_accuracy"]
     if reward_model:
-        from services.critique.offline.reward_bench import measure_reward_model
-
         assert models_dir is not None
-        figures = measure_reward_model(models_dir, quiet=quiet)
-        result["reward_model_accuracy_base"] = figures.pop("reward_model_accuracy_base")
-        result["reward_model_accuracy"] = figures.pop("reward_model_accuracy")
-        figures["published_accuracy_on_the_judges_pairs"] = same_pairs_accuracy(models_dir, held_out_pairs(sizes.pairs))
-        result["reward_model"] = figures
+        result |= measure_reward_model_figures(models_dir, judges_pairs=sizes.pairs, quiet=quiet)
     return result
+
+
+def measure_reward_model_figures(
+    models_dir: Path, west_of_n_questions: int = 240, judges_pairs: int = 100, quiet: bool = False
+) -> dict[str, Any]:
+    """Both reward models' held-out accuracy as plain numbers, and the rest of their figures."""
+    from services.critique.offline.reward_bench import measure_reward_model
+
+    figures = measure_reward_model(models_dir, west_of_n_queries=west_of_n_questions, quiet=quiet)
+    figures["published_accuracy_on_the_judges_pairs"] = same_pairs_accuracy(models_dir, held_out_pairs(judges_pairs))
+    return {
+        "reward_model_accuracy_base": figures.pop("reward_model_accuracy_base"),
+        "reward_model_accuracy": figures.pop("reward_model_accuracy"),
+        "reward_model": figures,
+    }
 
 
 def same_pairs_accuracy(models_dir: Path, pairs: Sequence[PreferencePair]) -> float:
