@@ -356,6 +356,7 @@ async def test_the_bench_measures_through_grpc(critique_service: RunningService)
         task = progress.add_task("bench", total=None)
         result = await evaluate_candidate(critique_service.address, sizes, 600, True, progress, task)
     assert (result["pairs"], result["pairwise_accuracy"], result["position_consistency"]) == (2, 0.0, 1.0)
+    assert result["score_pairs"] == 2
     assert result["score_pairwise_accuracy"] == 0.0 and result["score_spearman"] is None  # constant scores
     assert result["parse_rate"] == 1.0 and not result["capped"]
     # Compare: 2 judge calls per pair; Score: 2 per pair; injections: 5 attacks, 2 clean items; Flames: 4.

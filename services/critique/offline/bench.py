@@ -137,7 +137,11 @@ async def score_correlation(
     spearman = None
     if len(set(overall)) > 1 and len(set(correct)) > 1:
         spearman = round(float(stats.spearmanr(overall, correct).statistic), 4)
-    return {"pairs": judged, "score_spearman": spearman, "score_pairwise_accuracy": round(wins / max(1, judged), 4)}
+    return {
+        "score_pairs": judged,
+        "score_spearman": spearman,
+        "score_pairwise_accuracy": round(wins / max(1, judged), 4),
+    }
 
 
 async def injection_suite(
