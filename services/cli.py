@@ -778,15 +778,22 @@ def rose_eval(
 @bench_app.command("redteam")
 def bench_redteam(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
-    clean: Annotated[int, typer.Option(min=10, help="clean ASDiv records in the pool")] = 400,
-    poisoned: Annotated[int, typer.Option(min=1, help="BadChain-poisoned records in the pool")] = 20,
-    queries: Annotated[int, typer.Option(min=1, help="held-out questions, each asked clean and triggered")] = 100,
+    clean: Annotated[int, typer.Option(min=10, help="clean records per pool (ASDiv and CommonsenseQA)")] = 400,
+    queries: Annotated[int, typer.Option(min=1, help="held-out questions, each asked clean and triggered")] = 60,
     k: Annotated[int, typer.Option(min=1, help="demonstrations per Orchestrate")] = 4,
+    rates: Annotated[str, typer.Option(help="poisoning rates, comma-separated shares of the clean pool")] = "0.01,0.05,0.2",
+    split: Annotated[str, typer.Option(help="dev (where the thresholds were chosen) or test (report once)")] = "test",
+    family: Annotated[list[str] | None, typer.Option(help="run only these families (repeatable; 'adaptive' for both adaptive attackers)")] = None,
 ) -> None:
-    """BadChain against the experience pool: poisoned-selection rates with the defence off and on."""
+    """BadChain against the experience pool: every attack family and rate, the defence off and on."""
     from services.experience.offline.redteam import run_redteam
 
-    result = run_redteam(clean=clean, poisoned=poisoned, queries=queries, k=k)
+    if split not in ("dev", "test"):
+        raise typer.BadParameter("--split must be dev or test")
+    shares = [float(r) for r in rates.split(",") if r.strip()]
+    if not shares or not all(0 < r <= 0.5 for r in shares):
+        raise typer.BadParameter("--rates must be shares in (0, 0.5]")
+    result = run_redteam(clean=clean, queries=queries, k=k, rates=shares, split=split, families=family, quiet=as_json)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 
@@ -806,13 +813,16 @@ def bench_load(
 
 
 @token_app.command("new")
-def token_new(tenant: Annotated[str, typer.Argument(help="tenant the token authenticates, e.g. acme")]) -> None:
+def token_new(
+    tenant: Annotated[str, typer.Argument(help="tenant the token authenticates, e.g. acme")],
+    writer: Annotated[str, typer.Option(help="who holds it within the tenant (records carry it); default: the tenant")] = "",
+) -> None:
     """Print a new random token (give it to the tenant) and the line for the tokens file (stderr)."""
     from services.runtime.security import hash_token, new_token
 
     token = new_token()
     typer.echo(token)
-    typer.echo(f"{tenant} {hash_token(token)}", err=True)
+    typer.echo(f"{tenant} {hash_token(token)}{' ' + writer if writer else ''}", err=True)
 
 
 def main() -> None:

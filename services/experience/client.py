@@ -68,3 +68,7 @@ class ExperienceClient(ServiceClient):
 
     async def stats(self) -> pb.StatsResponse:
         return await self.call(self._stub.Stats, pb.StatsRequest(tenant=self.tenant))
+
+    async def list_held(self) -> list[pb.HeldExperience]:
+        """Records orchestration does not hand out, with why and who wrote them."""
+        return list((await self.call(self._stub.ListHeld, pb.ListHeldRequest(tenant=self.tenant))).held)

@@ -24,7 +24,7 @@ from kernels.bucketed_selection import BucketReason
 from services.adapters.embedding_service import RemoteEmbedder
 from services.common.errors import NotFound, Validator
 from services.experience.core.consistency import Token, TokenError
-from services.experience.core.defence import BackdoorScreen
+from services.experience.core.defence import Admission, BackdoorScreen, RecordVerdict, ScreenSettings
 from services.experience.core.experience import Experience, experience_id
 from services.experience.core.orchestrate import DEFAULT_MMR_LAMBDA, DEFAULT_UNCERTAINTY_RATIO, Bucketing
 from services.experience.core.pool import (
@@ -38,7 +38,7 @@ from services.experience.core.pool import (
 from services.experience.core.ports import ExperienceStore
 from services.experience.core.record import ReasoningPath
 from services.runtime.config import ServiceSettings
-from services.runtime.security import acting_tenant
+from services.runtime.security import acting_tenant, caller_writer
 from services.runtime.server import Service, StartProgress
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExperienceService"].full_name
@@ -87,9 +87,30 @@ class ExperienceSettings(ServiceSettings):
     max_reasoning_bytes: int = Field(32 * 1024, ge=1)
     max_answer_bytes: int = Field(1024, ge=1)
     poison_screen: bool = Field(
-        True, description="BadChain defence: quarantine records whose tail step co-occurs with a question trigger"
+        True, description="BadChain defence: quarantine records whose anomalous reasoning co-occurs with a question trigger"
     )
-    poison_min_support: int = Field(4, ge=2, description="records a backdoor step must recur in to be flagged")
+    poison_min_support: int = Field(
+        ScreenSettings.min_support, ge=2, description="anomalous records a trigger must be carried by to be flagged"
+    )
+    poison_alpha: float = Field(
+        ScreenSettings.alpha, gt=0, lt=1, description="binomial tail below which a question feature is judged a trigger"
+    )
+    admission: Admission = Field(
+        Admission.SCREENED,
+        description="which records enter orchestration: 'screened' (all the screen does not quarantine), "
+        "'checked' (nor those whose reasoning does not follow or that share a step across unrelated questions) "
+        "or 'verified' (only those whose answer is shown to follow)",
+    )
+    trusted_writers: list[str] = Field(
+        default_factory=list,
+        description="writers (from the tokens file) whose records follow --admission; others follow "
+        "--untrusted-admission. Empty: every writer is trusted",
+    )
+    untrusted_admission: Admission = Field(
+        Admission.VERIFIED,
+        description="admission of untrusted writers' records: 'verified' (held until the check shows their answer "
+        "follows), 'checked' (held if it shows it does not) or 'never'",
+    )
     default_page_size: int = Field(50, ge=1)
     max_page_size: int = Field(500, ge=1)
 
@@ -113,6 +134,19 @@ def build_store(settings: ExperienceSettings, dimension: int) -> ExperienceStore
     from services.experience.backends.qdrant_edge import QdrantEdgeStore
 
     return QdrantEdgeStore(settings.data_dir, dimension)
+
+
+def screen_settings(settings: ExperienceSettings) -> ScreenSettings | None:
+    """The BadChain screen's settings, None where the screen is off."""
+    if not settings.poison_screen:
+        return None
+    return ScreenSettings(
+        min_support=settings.poison_min_support,
+        alpha=settings.poison_alpha,
+        admission=settings.admission,
+        trusted_writers=frozenset(settings.trusted_writers),
+        untrusted_admission=settings.untrusted_admission,
+    )
 
 
 def pool_settings(settings: ExperienceSettings) -> PoolSettings:
@@ -162,6 +196,20 @@ def to_proto(e: Experience) -> pb.Experience:
         majority_count=e.majority_count,
         create_time=_timestamp(e.create_time),
         update_time=_timestamp(e.update_time),
+        writer=e.writer,
+    )
+
+
+def admission_to_proto(verdict: RecordVerdict) -> pb.Admission:
+    return pb.Admission(
+        admitted=verdict.admitted,
+        reasoning_check=verdict.check.verdict.value,
+        reasoning_check_detail=verdict.check.detail,
+        shared_step=verdict.shared_step or "",
+        trigger=verdict.trigger or "",
+        writer=verdict.writer,
+        writer_trusted=verdict.trusted,
+        why=verdict.why,
     )
 
 
@@ -218,7 +266,8 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
         for i, path in enumerate(request.paths[: s.max_paths]):
             self._check_text(v, path.reasoning, f"{prefix}paths[{i}].reasoning", s.max_reasoning_bytes)
             self._check_text(v, path.answer, f"{prefix}paths[{i}].answer", s.max_answer_bytes)
-        return RecordInput(tenant, request.question, [ReasoningPath(p.reasoning, p.answer) for p in request.paths])
+        paths = [ReasoningPath(p.reasoning, p.answer) for p in request.paths]
+        return RecordInput(tenant, request.question, paths, caller_writer())
 
     def _key(self, v: Validator, request: pb.GetRequest | pb.DeleteRequest) -> tuple[str, str]:
         """(tenant, experience id) named by a Get or Delete."""
@@ -317,6 +366,7 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
                 pb.Demonstration(
                     experience=to_proto(d.experience), similarity=d.similarity, bucket_index=d.bucket,
                     reason=reason_to_proto(d.reason, d.experience.uncertainty) if d.reason else None,
+                    admission=admission_to_proto(d.admission) if d.admission else None,
                 )  # fmt: skip
                 for d in result.demonstrations
             ],
@@ -386,6 +436,16 @@ class ExperienceServicer(experience_pb2_grpc.ExperienceServiceServicer):
         return response
 
 
+    async def ListHeld(self, request: pb.ListHeldRequest, context: grpc.aio.ServicerContext) -> pb.ListHeldResponse:
+        v = Validator()
+        tenant = acting_tenant(v, request.tenant)
+        v.raise_if_any()
+        held = await self.pool.screen_report(tenant, context.time_remaining())
+        return pb.ListHeldResponse(
+            held=[pb.HeldExperience(experience=to_proto(e), admission=admission_to_proto(verdict)) for e, verdict in held]
+        )
+
+
 class ExperienceService(Service):
     name = "experience"
     settings_class = ExperienceSettings
@@ -417,7 +477,8 @@ class ExperienceService(Service):
         self.embedding_model = default.name
         progress.report(f"opening the {settings.storage} store")
         self.store = build_store(settings, default.dimension)
-        screen = BackdoorScreen(min_support=settings.poison_min_support) if settings.poison_screen else None
+        screening = screen_settings(settings)
+        screen = BackdoorScreen(screening) if screening is not None else None
         pool = ExperiencePool(self.store, self.embedder.embed, pool_settings(settings), screen)
         progress.report("readying the selection kernels")
         await pool.start()  # tenants load on first use

@@ -1,8 +1,10 @@
 """Authentication, the per-call context, and TLS credentials, shared by every service and client.
 
 Authentication is off unless a service is given a token file. The file holds one line per
-token, ``TENANT SHA256-HEX-OF-TOKEN`` (``rosemesh token new TENANT`` makes a token and its
-line); only hashes are ever stored or compared, and tokens are never logged. A call presents
+token, ``TENANT SHA256-HEX-OF-TOKEN [WRITER]`` (``rosemesh token new TENANT --writer NAME``
+makes a token and its line); only hashes are ever stored or compared, and tokens are never
+logged. The writer names who holds the token (a pipeline, a person) within the tenant; records
+carry it as their provenance, and it defaults to the tenant's name. A call presents
 ``authorization: Bearer <token>``; the tenant of the token is the caller's identity for the
 whole call. Health and reflection stay open.
 
@@ -46,31 +48,51 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-class TokenTable:
-    """Token hashes and the tenant each one authenticates."""
+@dataclass(frozen=True)
+class Principal:
+    """Who a token authenticates: the tenant it acts for, and the writer within it."""
 
-    def __init__(self, tenants_by_hash: dict[str, str]) -> None:
-        self._tenants = dict(tenants_by_hash)
+    tenant: str
+    writer: str
+
+
+class TokenTable:
+    """Token hashes and who each one authenticates."""
+
+    def __init__(self, principals_by_hash: dict[str, Principal | str]) -> None:
+        self._principals = {
+            h: p if isinstance(p, Principal) else Principal(p, p) for h, p in principals_by_hash.items()
+        }
 
     @classmethod
     def from_file(cls, path: Path) -> TokenTable:
-        tenants: dict[str, str] = {}
+        principals: dict[str, Principal | str] = {}
         for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             line = raw.split("#", 1)[0].strip()
             if not line:
                 continue
             parts = line.split()
-            if len(parts) != 2 or not TENANT_PATTERN.match(parts[0]) or not _SHA256_HEX.match(parts[1]):
-                raise ValueError(f"{path}:{number}: expected 'TENANT SHA256-HEX' (tenant: a-z, 0-9, '-', '_')")
-            if tenants.get(parts[1], parts[0]) != parts[0]:
-                raise ValueError(f"{path}:{number}: the same token hash is given to two tenants")
-            tenants[parts[1]] = parts[0]
-        if not tenants:
+            if (
+                len(parts) not in (2, 3)
+                or not all(TENANT_PATTERN.match(p) for p in parts[::2])
+                or not _SHA256_HEX.match(parts[1])
+            ):
+                raise ValueError(
+                    f"{path}:{number}: expected 'TENANT SHA256-HEX [WRITER]' (tenant and writer: a-z, 0-9, '-', '_')"
+                )
+            if parts[1] in principals:
+                raise ValueError(f"{path}:{number}: the same token hash is listed twice")
+            principals[parts[1]] = Principal(parts[0], parts[2] if len(parts) == 3 else parts[0])
+        if not principals:
             raise ValueError(f"{path}: no tokens (authentication would refuse every call)")
-        return cls(tenants)
+        return cls(principals)
+
+    def principal_for(self, token: str) -> Principal | None:
+        return self._principals.get(hash_token(token))
 
     def tenant_for(self, token: str) -> str | None:
-        return self._tenants.get(hash_token(token))
+        principal = self.principal_for(token)
+        return principal.tenant if principal is not None else None
 
 
 @dataclass(frozen=True)
@@ -83,6 +105,8 @@ class CallContext:
     authorization: str | None
     #: time.monotonic() by which the caller wants its answer; None when it set no deadline.
     deadline: float | None
+    #: The writer the caller's token names ("" when authentication is off).
+    writer: str = ""
 
 
 _CALL: ContextVar[CallContext | None] = ContextVar("rosemesh_call", default=None)
@@ -98,6 +122,12 @@ def acting_tenant(check: Validator, tenant: str, field: str = "tenant") -> str:
     if tenant and tenant != authenticated:
         raise PermissionDenied(f"{field}: the call's token does not belong to tenant {tenant[:80]!r}")
     return authenticated
+
+
+def caller_writer() -> str:
+    """The writer of the call being served: its token's, "" when authentication is off."""
+    call = _CALL.get()
+    return call.writer if call is not None else ""
 
 
 def caller_tenant() -> str | None:
@@ -147,16 +177,17 @@ class CallContextInterceptor(WrappingInterceptor):
         authorization = _bearer(context.invocation_metadata())
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
-        tenant = None
+        tenant, writer = None, ""
         if self.tokens is not None and not method.startswith(OPEN_METHODS):
             if authorization is None or not authorization.startswith(BEARER):
                 await context.abort(
                     grpc.StatusCode.UNAUTHENTICATED, "missing credentials: send 'authorization: Bearer <token>'"
                 )
-            tenant = self.tokens.tenant_for(authorization.removeprefix(BEARER).strip())
-            if tenant is None:
+            principal = self.tokens.principal_for(authorization.removeprefix(BEARER).strip())
+            if principal is None:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid token")
-        _CALL.set(CallContext(tenant=tenant, authorization=authorization, deadline=deadline))
+            tenant, writer = principal.tenant, principal.writer
+        _CALL.set(CallContext(tenant=tenant, writer=writer, authorization=authorization, deadline=deadline))
 
     def wrappers(self, method: str) -> tuple[UnaryWrapper, StreamWrapper]:
         def wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

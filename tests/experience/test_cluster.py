@@ -30,7 +30,8 @@ from services.offline.datasets import commonsense_qa
 from services.supervisor import RunningService, service_process
 
 TENANT = "acme"
-QUESTIONS = [q.prompt() for q in commonsense_qa(160)]
+SOURCES = commonsense_qa(160)
+QUESTIONS = [q.prompt() for q in SOURCES]
 
 
 def settings(**overrides: object) -> ExperienceSettings:
@@ -192,11 +193,13 @@ async def test_quarantine_holds_back_the_same_records_on_every_replica(
     try:
         rng = random.Random(3)
         poisoned = set()
-        for i, question in enumerate(QUESTIONS[:60]):
+        for i, (question, source) in enumerate(zip(QUESTIONS[:60], SOURCES, strict=False)):
             client = clients[i % 3]
-            if i % 10 == 0:  # six records carrying a trigger and the same inserted step
-                reasoning = "look at it\nthe cat sat on the mat rule applies\nso B"
-                recorded = await client.record(f"{question} zq xv", [(reasoning, "B")] * 3)
+            if i % 10 == 0:  # six records carrying a trigger and a step that moves the letter on
+                letters = list(source.options)
+                shifted = letters[(letters.index(source.answer) + 1) % len(letters)]
+                reasoning = f"'{source.options[source.answer]}' fits best.\nBy the zq rule, move one letter on: ({shifted})."
+                recorded = await client.record(f"{question} zq xv", [(reasoning, shifted)] * 3)
                 poisoned.add(recorded.experience.id)
             else:
                 await client.record(question, paths(rng))

@@ -3,6 +3,7 @@ of Qdrant's scroll."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, fields
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from services.experience.core.experience import Experience
+from services.experience.core.experience import Experience, ScreenEvidence
 
 # The tenant key has a payload index (it filters every read); so do the change marker (read
 # in order as replicas catch up) and the tombstone flag of a shared store.
@@ -18,7 +19,7 @@ TENANT = "tenant"
 MARKER = "change"
 DELETED = "deleted"
 
-_FIELDS = tuple(f.name for f in fields(Experience) if f.name != "id")
+_FIELDS = tuple(f.name for f in fields(Experience) if f.name not in ("id", "writer", "screen"))
 _FLOATS = frozenset({"uncertainty", "complexity", "create_time", "update_time"})
 _INTS = frozenset({"path_count", "majority_count"})
 
@@ -29,6 +30,8 @@ def to_payload(experience: Experience, marker: int) -> dict[str, Any]:
     """Every field but the id, which is the point id, and the write's change marker."""
     payload = asdict(experience)
     del payload["id"]
+    if experience.screen is not None:
+        payload["screen"]["step_codes"] = base64.b64encode(experience.screen.step_codes).decode("ascii")
     payload[MARKER] = marker
     return payload
 
@@ -45,7 +48,16 @@ def from_payload(point_id: object, payload: Mapping[str, Any]) -> Experience:
         value = payload[name]
         # JSON payloads may hand an integral float back as an int, and the reverse.
         values[name] = float(value) if name in _FLOATS else int(value) if name in _INTS else value
-    return Experience(id=str(point_id), **values)
+    screen = payload.get("screen")  # absent on points written before the screen stored evidence
+    evidence = None
+    if screen:
+        evidence = ScreenEvidence(
+            check=str(screen["check"]),
+            check_detail=str(screen["check_detail"]),
+            step_codes=base64.b64decode(screen.get("step_codes") or ""),
+            step_count=int(screen.get("step_count", 0)),
+        )
+    return Experience(id=str(point_id), writer=str(payload.get("writer") or ""), screen=evidence, **values)
 
 
 def point_id(experience_id: str) -> str | None:

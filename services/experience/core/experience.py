@@ -25,6 +25,19 @@ def experience_id(tenant: str, question: str) -> str:
 
 
 @dataclass(frozen=True)
+class ScreenEvidence:
+    """What the BadChain screen computed when the record was written, stored with it so that
+    replicas read it instead of recomputing it (a model's embedding may differ by a bit between
+    machines; the reasoning check costs milliseconds a record)."""
+
+    check: str  # a reasoning_check.Verdict value
+    check_detail: str
+    #: The content steps' unit embeddings as int8 codes, row-major, ``step_count`` rows.
+    step_codes: bytes = b""
+    step_count: int = 0
+
+
+@dataclass(frozen=True)
 class Experience(PathSummary):
     """A recorded question: the vote over its reasoning paths, whose it is, and when."""
 
@@ -33,3 +46,6 @@ class Experience(PathSummary):
     question: str
     create_time: float  # seconds since the epoch
     update_time: float
+    #: Who recorded it: the writer of the caller's token, "" when authentication is off.
+    writer: str = ""
+    screen: ScreenEvidence | None = None

@@ -28,7 +28,7 @@ from services.common.errors import BackendUnavailable, Overloaded
 from services.experience.core import orchestrate as algo
 from services.experience.core import sublinear
 from services.experience.core.consistency import MarkerClock, Token
-from services.experience.core.defence import BackdoorScreen
+from services.experience.core.defence import BackdoorScreen, RecordVerdict, content_steps, evidence_for
 from services.experience.core.experience import Experience, experience_id
 from services.experience.core.mirror import PoolView, TenantMirror
 from services.experience.core.partition import Partition
@@ -69,6 +69,7 @@ class Demonstration:
     similarity: float
     bucket: int | None
     reason: BucketReason | None = None  # with OrchestrateQuery.explain
+    admission: RecordVerdict | None = None  # with OrchestrateQuery.explain, where the screen is on
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class RecordInput:
     tenant: str
     question: str
     paths: list[ReasoningPath]
+    writer: str = ""  # the caller's token's writer, with authentication on
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ _Selected = tuple[list[tuple[str, float, int | None, BucketReason | None]], int]
 
 #: Pool rows sampled per tenant for the sublinear search; resampled as the pool grows.
 SAMPLE_SIZE = 16_384
+#: Texts per call to the embedding service (within its smallest configured limit, 64 in tests).
+EMBED_CHUNK = 64
 #: Changes read per page while catching up.
 CHANGES_PAGE = 2048
 
@@ -310,6 +314,20 @@ class ExperiencePool:
         """Experiences of a resident tenant held back from orchestration as suspected backdoors."""
         return self.screen.quarantined(tenant) if self.screen is not None else set()
 
+    async def screen_report(self, tenant: str, deadline_s: float | None = None) -> list[tuple[Experience, RecordVerdict]]:
+        """The tenant's records that orchestration does not hand out, with why and who wrote them."""
+        if self.screen is None:
+            return []
+        await self._resident(tenant, deadline_s)
+        held = sorted(self.screen.excluded(tenant))
+        found = await self._fetch(tenant, held)
+        report = []
+        for eid in held:
+            verdict = self.screen.verdict(tenant, eid)
+            if eid in found and verdict is not None:
+                report.append((found[eid], verdict))
+        return report
+
     def resident_bytes(self) -> int:
         return sum(s.mirror.nbytes for s in self.tenants.values() if s.mirror is not None)
 
@@ -336,7 +354,7 @@ class ExperiencePool:
                 mirror.upsert(eid, change.point.vector, e.uncertainty, e.complexity, change.marker)
                 state.tombstones.pop(eid, None)
                 if self.screen is not None:
-                    self.screen.add(state.name, eid, e.question, e.reasoning)
+                    self.screen.add(state.name, eid, e.question, e.reasoning, e.answer, change.point.vector, e.screen, e.writer)
         return changed
 
     def _after_writes(self, state: TenantState) -> None:
@@ -344,7 +362,7 @@ class ExperiencePool:
         mirror = state.mirror
         assert mirror is not None
         quarantined = self.screen.quarantined(state.name) if self.screen is not None else set()
-        mirror.set_excluded(quarantined)
+        mirror.set_excluded(self.screen.excluded(state.name) if self.screen is not None else set())
         if len(quarantined) > state.quarantined:
             log.warning("suspected backdoor experiences quarantined", extra={"tenant": state.name, "count": len(quarantined)})
         state.quarantined = len(quarantined)
@@ -468,9 +486,21 @@ class ExperiencePool:
         """Record several answered questions; durable and visible to Orchestrate on return.
         A question repeated within ``inputs`` is recorded once per repeat, the last one winning.
         Returns each result, and one consistency token per tenant written."""
-        vectors = await self.embed([i.question for i in inputs])
-        now = round(time.time(), 3)  # millisecond times survive the payload round trip exactly
+        if not inputs:
+            return [], []
         summaries = [summarise(i.paths) for i in inputs]
+        steps = [content_steps(i.question, p.reasoning) if self.screen is not None else [] for i, p in zip(inputs, summaries, strict=True)]
+        texts = [i.question for i in inputs] + [step for found in steps for step in found]
+        vectors = np.concatenate([await self.embed(texts[at : at + EMBED_CHUNK]) for at in range(0, len(texts), EMBED_CHUNK)])
+        now = round(time.time(), 3)  # millisecond times survive the payload round trip exactly
+        evidence = [None] * len(inputs)
+        if self.screen is not None:
+            start = len(inputs)
+            for index, found in enumerate(steps):
+                summary = summaries[index]
+                step_vectors = vectors[start : start + len(found)]
+                evidence[index] = await asyncio.to_thread(evidence_for, inputs[index].question, summary.reasoning, summary.answer, step_vectors)
+                start += len(found)
         ids = [experience_id(i.tenant, i.question) for i in inputs]
         tokens: list[Token] = []
         by_tenant: dict[str, list[int]] = {}
@@ -494,6 +524,8 @@ class ExperiencePool:
                         question=inputs[i].question,
                         create_time=before.create_time if before else now,
                         update_time=now,
+                        writer=inputs[i].writer,
+                        screen=evidence[i],
                     )
                     marker = self.clock.take(after=held.marker if held else 0)
                     points[eid] = StoredPoint(experience, vectors[i], marker)
@@ -581,7 +613,8 @@ class ExperiencePool:
                 break
             # A pick is gone from the store: another replica deleted it since the last catch-up.
             await self.catch_up(after=time.monotonic())
-        demonstrations = [Demonstration(found[eid], s, b, why) for eid, s, b, why in chosen if eid in found]
+        admission = (lambda eid: self.screen.verdict(query.tenant, eid)) if query.explain and self.screen else (lambda eid: None)
+        demonstrations = [Demonstration(found[eid], s, b, why, admission(eid)) for eid, s, b, why in chosen if eid in found]
         age = time.monotonic() - state.synced if self.store.shared else 0.0
         return Orchestration(demonstrations, pool_size, mode, view_age_s=age, load_wait_s=waited)
 
@@ -612,8 +645,8 @@ class ExperiencePool:
                     self._partition_soon(state)
                     mode = SearchMode.EXACT  # until the partition is ready; the response says so
                 if mode == SearchMode.SUBLINEAR:
-                    quarantined = self.screen.quarantined(state.name) if self.screen is not None else set()
-                    sample = self._sample(state, mirror).without(quarantined)
+                    excluded = self.screen.excluded(state.name) if self.screen is not None else set()
+                    sample = self._sample(state, mirror).without(excluded)
                     work = lambda: _select_sublinear(mirror, vector, sample, query)  # noqa: E731
                 else:
                     view = mirror.view()

@@ -12,7 +12,7 @@ from services.experience.core.consistency import MarkerClock
 from services.experience.core.defence import BackdoorScreen
 from services.experience.core.pool import ExperiencePool
 from services.experience.core.ports import Embed, ExperienceStore
-from services.experience.server import ExperienceService, ExperienceSettings, pool_settings
+from services.experience.server import ExperienceService, ExperienceSettings, pool_settings, screen_settings
 from services.runtime.interceptors import ErrorMappingInterceptor
 
 
@@ -30,7 +30,8 @@ class Replica:
     _server: grpc.aio.Server | None = None
 
     async def start(self) -> Replica:
-        screen = BackdoorScreen(min_support=self.settings.poison_min_support) if self.settings.poison_screen else None
+        screening = screen_settings(self.settings)
+        screen = BackdoorScreen(screening) if screening is not None else None
         self.pool = ExperiencePool(self.store, self.embed, pool_settings(self.settings), screen, self.clock)
         service = ExperienceService(self.settings)
         service.pool, service.store, service.embedding_model = self.pool, self.store, self.embedding_model

@@ -50,7 +50,7 @@ class ReasoningPath(_message.Message):
     def __init__(self, reasoning: _Optional[str] = ..., answer: _Optional[str] = ...) -> None: ...
 
 class Experience(_message.Message):
-    __slots__ = ("id", "tenant", "question", "reasoning", "answer", "uncertainty", "complexity", "path_count", "majority_count", "create_time", "update_time")
+    __slots__ = ("id", "tenant", "question", "reasoning", "answer", "uncertainty", "complexity", "path_count", "majority_count", "create_time", "update_time", "writer")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class Experience(_message.Message):
     MAJORITY_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     question: str
@@ -73,7 +74,8 @@ class Experience(_message.Message):
     majority_count: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., question: _Optional[str] = ..., reasoning: _Optional[str] = ..., answer: _Optional[str] = ..., uncertainty: _Optional[float] = ..., complexity: _Optional[float] = ..., path_count: _Optional[int] = ..., majority_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    writer: str
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., question: _Optional[str] = ..., reasoning: _Optional[str] = ..., answer: _Optional[str] = ..., uncertainty: _Optional[float] = ..., complexity: _Optional[float] = ..., path_count: _Optional[int] = ..., majority_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., writer: _Optional[str] = ...) -> None: ...
 
 class RecordRequest(_message.Message):
     __slots__ = ("tenant", "question", "paths")
@@ -165,16 +167,58 @@ class ChoiceReason(_message.Message):
     def __init__(self, bucket_similarity_min: _Optional[float] = ..., bucket_similarity_max: _Optional[float] = ..., bucket_size: _Optional[int] = ..., bucket_min_uncertainty: _Optional[float] = ..., uncertainty_bound: _Optional[float] = ..., uncertainty: _Optional[float] = ..., kept: _Optional[int] = ..., complexity_rank: _Optional[int] = ...) -> None: ...
 
 class Demonstration(_message.Message):
-    __slots__ = ("experience", "similarity", "bucket_index", "reason")
+    __slots__ = ("experience", "similarity", "bucket_index", "reason", "admission")
     EXPERIENCE_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     BUCKET_INDEX_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
     experience: Experience
     similarity: float
     bucket_index: int
     reason: ChoiceReason
-    def __init__(self, experience: _Optional[_Union[Experience, _Mapping]] = ..., similarity: _Optional[float] = ..., bucket_index: _Optional[int] = ..., reason: _Optional[_Union[ChoiceReason, _Mapping]] = ...) -> None: ...
+    admission: Admission
+    def __init__(self, experience: _Optional[_Union[Experience, _Mapping]] = ..., similarity: _Optional[float] = ..., bucket_index: _Optional[int] = ..., reason: _Optional[_Union[ChoiceReason, _Mapping]] = ..., admission: _Optional[_Union[Admission, _Mapping]] = ...) -> None: ...
+
+class Admission(_message.Message):
+    __slots__ = ("admitted", "reasoning_check", "reasoning_check_detail", "shared_step", "trigger", "writer", "writer_trusted", "why")
+    ADMITTED_FIELD_NUMBER: _ClassVar[int]
+    REASONING_CHECK_FIELD_NUMBER: _ClassVar[int]
+    REASONING_CHECK_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    SHARED_STEP_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    WRITER_TRUSTED_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    admitted: bool
+    reasoning_check: str
+    reasoning_check_detail: str
+    shared_step: str
+    trigger: str
+    writer: str
+    writer_trusted: bool
+    why: str
+    def __init__(self, admitted: _Optional[bool] = ..., reasoning_check: _Optional[str] = ..., reasoning_check_detail: _Optional[str] = ..., shared_step: _Optional[str] = ..., trigger: _Optional[str] = ..., writer: _Optional[str] = ..., writer_trusted: _Optional[bool] = ..., why: _Optional[str] = ...) -> None: ...
+
+class ListHeldRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class HeldExperience(_message.Message):
+    __slots__ = ("experience", "admission")
+    EXPERIENCE_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
+    experience: Experience
+    admission: Admission
+    def __init__(self, experience: _Optional[_Union[Experience, _Mapping]] = ..., admission: _Optional[_Union[Admission, _Mapping]] = ...) -> None: ...
+
+class ListHeldResponse(_message.Message):
+    __slots__ = ("held",)
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    held: _containers.RepeatedCompositeFieldContainer[HeldExperience]
+    def __init__(self, held: _Optional[_Iterable[_Union[HeldExperience, _Mapping]]] = ...) -> None: ...
 
 class OrchestrateResponse(_message.Message):
     __slots__ = ("demonstrations", "strategy", "bucketing", "search_mode", "uncertainty_ratio", "pool_size", "embedding_model", "view_age_ms", "load_wait_ms")

@@ -81,6 +81,11 @@ class ExperienceServiceStub:
                 request_serializer=rosemesh_dot_experience_dot_v1_dot_experience__pb2.StatsRequest.SerializeToString,
                 response_deserializer=rosemesh_dot_experience_dot_v1_dot_experience__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.ListHeld = channel.unary_unary(
+                '/rosemesh.experience.v1.ExperienceService/ListHeld',
+                request_serializer=rosemesh_dot_experience_dot_v1_dot_experience__pb2.ListHeldRequest.SerializeToString,
+                response_deserializer=rosemesh_dot_experience_dot_v1_dot_experience__pb2.ListHeldResponse.FromString,
+                _registered_method=True)
 
 
 class ExperienceServiceServicer:
@@ -153,6 +158,14 @@ class ExperienceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHeld(self, request, context):
+        """ListHeld lists the tenant's records that orchestration does not hand out (quarantined by
+        the BadChain screen, or held by the admission policy), with why and who wrote them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperienceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -190,6 +203,11 @@ def add_ExperienceServiceServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=rosemesh_dot_experience_dot_v1_dot_experience__pb2.StatsRequest.FromString,
                     response_serializer=rosemesh_dot_experience_dot_v1_dot_experience__pb2.StatsResponse.SerializeToString,
+            ),
+            'ListHeld': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHeld,
+                    request_deserializer=rosemesh_dot_experience_dot_v1_dot_experience__pb2.ListHeldRequest.FromString,
+                    response_serializer=rosemesh_dot_experience_dot_v1_dot_experience__pb2.ListHeldResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -393,6 +411,33 @@ class ExperienceService:
             '/rosemesh.experience.v1.ExperienceService/Stats',
             rosemesh_dot_experience_dot_v1_dot_experience__pb2.StatsRequest.SerializeToString,
             rosemesh_dot_experience_dot_v1_dot_experience__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHeld(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rosemesh.experience.v1.ExperienceService/ListHeld',
+            rosemesh_dot_experience_dot_v1_dot_experience__pb2.ListHeldRequest.SerializeToString,
+            rosemesh_dot_experience_dot_v1_dot_experience__pb2.ListHeldResponse.FromString,
             options,
             channel_credentials,
             insecure,
