@@ -718,6 +718,25 @@ def bench_critique(
     typer.echo(text)
 
 
+@experience_app.command("held")
+def experience_held(
+    target: Annotated[str, typer.Option(envvar="ROSEMESH_EXPERIENCE_TARGET")] = "127.0.0.1:50052",
+    tenant: Annotated[str, typer.Option(help="the tenant (with authentication on, the token's)")] = "",
+    token: Annotated[str, typer.Option(envvar="ROSEMESH_TOKEN", help="API token, with authentication on")] = "",
+) -> None:
+    """Records the BadChain screen or the admission policy keeps from orchestration: one JSON line each."""
+    from google.protobuf.json_format import MessageToDict
+
+    from services.experience.client import ExperienceClient
+
+    async def call() -> None:
+        async with ExperienceClient(target, tenant, token=token or None) as client:
+            for held in await client.list_held():
+                typer.echo(json.dumps(MessageToDict(held)))
+
+    asyncio.run(call())
+
+
 @experience_app.command("loop")
 def rose_run(
     question: Annotated[str, typer.Argument(help="the question to answer")],
@@ -784,8 +803,15 @@ def bench_redteam(
     rates: Annotated[str, typer.Option(help="poisoning rates, comma-separated shares of the clean pool")] = "0.01,0.05,0.2",
     split: Annotated[str, typer.Option(help="dev (where the thresholds were chosen) or test (report once)")] = "test",
     family: Annotated[list[str] | None, typer.Option(help="run only these families (repeatable; 'adaptive' for both adaptive attackers)")] = None,
+    local_llm: Annotated[bool, typer.Option("--local-llm", help="also screen clean pools of SmolLM2's own chains (llama.cpp from make install)")] = False,
+    endpoint: Annotated[str, typer.Option(help="or: an OpenAI-compatible endpoint whose chains to screen")] = "",
+    model: Annotated[str, typer.Option(help="the endpoint's model")] = "",
+    llm_chains: Annotated[int, typer.Option(min=1, help="LLM chains per data set (cached after the first run)")] = 120,
 ) -> None:
     """BadChain against the experience pool: every attack family and rate, the defence off and on."""
+    from contextlib import nullcontext
+
+    from services.adapters.local_llm import MODEL_ALIAS, LocalLLMServer
     from services.experience.offline.redteam import run_redteam
 
     if split not in ("dev", "test"):
@@ -793,7 +819,11 @@ def bench_redteam(
     shares = [float(r) for r in rates.split(",") if r.strip()]
     if not shares or not all(0 < r <= 0.5 for r in shares):
         raise typer.BadParameter("--rates must be shares in (0, 0.5]")
-    result = run_redteam(clean=clean, queries=queries, k=k, rates=shares, split=split, families=family, quiet=as_json)
+    with LocalLLMServer() if local_llm else nullcontext() as server:
+        if server is not None:
+            endpoint, model = server.base_url, MODEL_ALIAS
+        llm = (endpoint, model or "default", llm_chains) if endpoint else None
+        result = run_redteam(clean=clean, queries=queries, k=k, rates=shares, split=split, families=family, quiet=as_json, llm=llm)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

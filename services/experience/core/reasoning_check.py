@@ -164,11 +164,11 @@ def check_arithmetic(question: str, reasoning: str, answer: str) -> ReasoningChe
                 tainted.append((value, foreign[0]))
             else:
                 derived.append(value)
-    if any(_close(target, d) for d in derived):
-        return ReasoningCheck(Verdict.FOLLOWS, f"{target:g} is derived from the question's numbers")
-    for value, foreign in tainted:
+    for value, foreign in tainted:  # first: a chain that computes its answer from nowhere does not follow
         if _close(target, value):
             return ReasoningCheck(Verdict.DOES_NOT_FOLLOW, f"{target:g} rests on {foreign:g}, which neither the question gives nor the chain derives")
+    if any(_close(target, d) for d in derived):
+        return ReasoningCheck(Verdict.FOLLOWS, f"{target:g} is derived from the question's numbers")
     reached = round(target, 4) in reachable(given)
     if reached:
         return ReasoningCheck(Verdict.FOLLOWS, f"{target:g} is reachable from the question's numbers")
