@@ -322,7 +322,10 @@ class BackdoorScreen:
             carriers = s.by_feature[feature]
             left = (carriers & anomalous) - explained
             tail = self._tail(len(left), len(carriers - explained), len(anomalous - explained), len(s.entries) - len(explained))
-            if len(left) < cfg.min_support or tail > cfg.alpha:
+            # A feature whose anomalies a stronger one explained is a trigger too when most of its
+            # carriers are anomalous: a trigger's other tokens, not a common word beside it.
+            alike = len(carriers & anomalous) >= cfg.min_support and len(carriers & anomalous) >= 0.5 * len(carriers)
+            if not (len(left) >= cfg.min_support and tail <= cfg.alpha) and not alike:
                 continue
             markers.add(feature)
             explained |= carriers & anomalous
