@@ -322,9 +322,13 @@ class BackdoorScreen:
             carriers = s.by_feature[feature]
             left = (carriers & anomalous) - explained
             tail = self._tail(len(left), len(carriers - explained), len(anomalous - explained), len(s.entries) - len(explained))
-            # A feature whose anomalies a stronger one explained is a trigger too when most of its
-            # carriers are anomalous: a trigger's other tokens, not a common word beside it.
-            alike = len(carriers & anomalous) >= cfg.min_support and len(carriers & anomalous) >= 0.5 * len(carriers)
+            # A feature whose anomalies a stronger one explained is a trigger too when it is carried
+            # by nearly the same records as a trigger, or mostly by anomalous ones: a trigger's
+            # other tokens, not a common word beside it.
+            alike = len(carriers & anomalous) >= cfg.min_support and (
+                len(carriers & anomalous) >= 0.5 * len(carriers)
+                or any(len(carriers & s.by_feature[m]) >= 0.8 * len(carriers | s.by_feature[m]) for m in markers)
+            )
             if not (len(left) >= cfg.min_support and tail <= cfg.alpha) and not alike:
                 continue
             markers.add(feature)
