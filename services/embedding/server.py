@@ -13,11 +13,11 @@ from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 
 from services.common.batching import BatchingConfig
 from services.common.bundles import Bundle, BundleRequest, wait_for_bundle
-from services.common.errors import Validator
 from services.common.tokens import TextEncoder
 from services.embedding.bundle import INT8_SUFFIX, MODEL_NAME, exported_model
 from services.embedding.core.embedder import Embedder
 from services.embedding.core.ports import EmbeddingBackend
+from services.embedding.validation import select_embedder
 from services.runtime.config import ServiceSettings
 from services.runtime.server import Service, StartProgress
 
@@ -60,37 +60,14 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         self.default = default
 
     def _validate(self, request: embedding_pb2.EmbedRequest) -> Embedder:
-        v = Validator()
-        limit = self.settings.max_texts
-        v.check(len(request.texts) > 0, "texts", "must contain at least one text")
-        v.check(
-            len(request.texts) <= limit,
-            "texts",
-            f"{len(request.texts)} texts exceed the limit of {limit} per request; split the batch",
-        )
-        for i, text in enumerate(request.texts[: limit + 1]):
-            size = len(text.encode("utf-8"))
-            if not v.check(bool(text.strip()), f"texts[{i}]", "must not be empty or only whitespace"):
-                continue
-            v.check(
-                size <= self.settings.max_text_bytes,
-                f"texts[{i}]",
-                f"{size} bytes exceed the limit of {self.settings.max_text_bytes} bytes per text",
-            )
-        name = request.model or self.default
-        v.check(
-            name in self.embedders,
-            "model",
-            f"unknown model {name!r}; available: {', '.join(sorted(self.embedders))}",
-        )
-        v.raise_if_any()
-        return self.embedders[name]
+        return select_embedder(self.settings, self.embedders, self.default, list(request.texts), request.model)
 
     async def Embed(
         self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.EmbedResponse:
         embedder = self._validate(request)
-        embedded = await embedder.embed(list(request.texts))
+        result = await embedder.embed(list(request.texts))
+        embedded = result.texts
         return embedding_pb2.EmbedResponse(
             model=embedder.name,
             dimension=embedder.dimension,

@@ -108,3 +108,17 @@ def test_every_caller_gets_its_own_results_in_order(requests: list[list[int]]) -
             await batcher.stop()
 
     assert asyncio.run(scenario()) == [[x * 10 for x in r] for r in requests]
+
+
+async def test_size_budget_cuts_batches_by_padded_size() -> None:
+    run = Recorder()
+    config = BatchingConfig(max_batch_size=8, max_wait_s=0.0, max_batch_size_units=12)
+    batcher = MicroBatcher("t", run, config, size_of=lambda x: x)
+    batcher.start()
+    try:
+        items = [5, 1, 2, 20, 3, 3, 2]
+        assert await batcher.submit(items) == [x * 10 for x in items]
+    finally:
+        await batcher.stop()
+    # Sorted 1 2 2 3 3 5 20: rows times the widest stay within 12; a longer lone item still runs.
+    assert run.batches == [[1, 2, 2, 3], [3, 5], [20]]

@@ -24,25 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%rosemesh/embedding/v1/embedding.proto\x12\x15rosemesh.embedding.v1\",\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\"C\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x13\n\x0btoken_count\x18\x03 \x01(\r\"g\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x34\n\nembeddings\x18\x03 \x03(\x0b\x32 .rosemesh.embedding.v1.Embedding\"\x13\n\x11ListModelsRequest\"x\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\x12\n\nis_default\x18\x06 \x01(\x08\"F\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .rosemesh.embedding.v1.ModelInfo2\xc9\x01\n\x10\x45mbeddingService\x12R\n\x05\x45mbed\x12#.rosemesh.embedding.v1.EmbedRequest\x1a$.rosemesh.embedding.v1.EmbedResponse\x12\x61\n\nListModels\x12(.rosemesh.embedding.v1.ListModelsRequest\x1a).rosemesh.embedding.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%rosemesh/embedding/v1/embedding.proto\x12\x15rosemesh.embedding.v1\"e\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x37\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32%.rosemesh.embedding.v1.VectorEncoding\"C\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x13\n\x0btoken_count\x18\x03 \x01(\r\"w\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x34\n\nembeddings\x18\x03 \x03(\x0b\x32 .rosemesh.embedding.v1.Embedding\x12\x0e\n\x06packed\x18\x04 \x01(\x0c\"\x13\n\x11ListModelsRequest\"\xab\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x0c\n\x04tier\x18\x07 \x01(\t\x12\x0e\n\x06parity\x18\x08 \x01(\x01\x12\x18\n\x10parity_reference\x18\t \x01(\t\x12\x10\n\x08\x63pu_path\x18\n \x01(\t\x12\x1d\n\x15max_texts_per_request\x18\x0b \x01(\r\x12\x16\n\x0emax_text_bytes\x18\x0c \x01(\r\x12\x16\n\x0emax_batch_size\x18\r \x01(\r\x12\x18\n\x10max_batch_tokens\x18\x0e \x01(\r\"u\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .rosemesh.embedding.v1.ModelInfo\x12\x14\n\x0c\x63pu_features\x18\x02 \x03(\t\x12\x17\n\x0fplain_cpu_paths\x18\x03 \x01(\x08*Q\n\x0eVectorEncoding\x12\x1f\n\x1bVECTOR_ENCODING_UNSPECIFIED\x10\x00\x12\x1e\n\x1aVECTOR_ENCODING_PACKED_F32\x10\x01\x32\xc9\x01\n\x10\x45mbeddingService\x12R\n\x05\x45mbed\x12#.rosemesh.embedding.v1.EmbedRequest\x1a$.rosemesh.embedding.v1.EmbedResponse\x12\x61\n\nListModels\x12(.rosemesh.embedding.v1.ListModelsRequest\x1a).rosemesh.embedding.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rosemesh.embedding.v1.embedding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_VECTORENCODING']._serialized_start=799
+  _globals['_VECTORENCODING']._serialized_end=880
   _globals['_EMBEDREQUEST']._serialized_start=64
-  _globals['_EMBEDREQUEST']._serialized_end=108
-  _globals['_EMBEDDING']._serialized_start=110
-  _globals['_EMBEDDING']._serialized_end=177
-  _globals['_EMBEDRESPONSE']._serialized_start=179
-  _globals['_EMBEDRESPONSE']._serialized_end=282
-  _globals['_LISTMODELSREQUEST']._serialized_start=284
-  _globals['_LISTMODELSREQUEST']._serialized_end=303
-  _globals['_MODELINFO']._serialized_start=305
-  _globals['_MODELINFO']._serialized_end=425
-  _globals['_LISTMODELSRESPONSE']._serialized_start=427
-  _globals['_LISTMODELSRESPONSE']._serialized_end=497
-  _globals['_EMBEDDINGSERVICE']._serialized_start=500
-  _globals['_EMBEDDINGSERVICE']._serialized_end=701
+  _globals['_EMBEDREQUEST']._serialized_end=165
+  _globals['_EMBEDDING']._serialized_start=167
+  _globals['_EMBEDDING']._serialized_end=234
+  _globals['_EMBEDRESPONSE']._serialized_start=236
+  _globals['_EMBEDRESPONSE']._serialized_end=355
+  _globals['_LISTMODELSREQUEST']._serialized_start=357
+  _globals['_LISTMODELSREQUEST']._serialized_end=376
+  _globals['_MODELINFO']._serialized_start=379
+  _globals['_MODELINFO']._serialized_end=678
+  _globals['_LISTMODELSRESPONSE']._serialized_start=680
+  _globals['_LISTMODELSRESPONSE']._serialized_end=797
+  _globals['_EMBEDDINGSERVICE']._serialized_start=883
+  _globals['_EMBEDDINGSERVICE']._serialized_end=1084
 # @@protoc_insertion_point(module_scope)
