@@ -353,13 +353,13 @@ def models_point(
 
 @export_app.command("embedding")
 def export_embedding(force: Annotated[bool, typer.Option(help="export again even if present")] = False) -> None:
-    """Export all-MiniLM-L6-v2 to ONNX (fp32, and int8 unless ROSEMESH_EMBEDDING_INT8=false)."""
+    """Export all-MiniLM-L6-v2: fp32 ONNX, and the fast tier unless ROSEMESH_EMBEDDING_FAST=false."""
     from services.embedding.offline.export import ensure_exported
     from services.embedding.server import EmbeddingSettings
     from services.runtime.config import load_settings
 
-    settings = load_settings(EmbeddingSettings)  # ROSEMESH_EMBEDDING_MODELS_DIR, ROSEMESH_EMBEDDING_INT8
-    model = ensure_exported(settings.models_dir, int8=settings.int8, force=force)
+    settings = load_settings(EmbeddingSettings)  # ROSEMESH_EMBEDDING_MODELS_DIR, ROSEMESH_EMBEDDING_FAST
+    model = ensure_exported(settings.models_dir, fast=settings.fast, force=force)
     typer.echo(str(model.directory))
 
 
@@ -598,7 +598,7 @@ def train_multilabel_command(
     if dataset not in MULTILABEL_DATASETS:
         raise typer.BadParameter(f"unknown data set {dataset!r}; known: {sorted(MULTILABEL_DATASETS)}")
     settings = load_settings(MultiLabelSettings)
-    with service_process("embedding", ["--no-int8"]) if embedding_target is None else nullcontext() as embedding:
+    with service_process("embedding", ["--no-fast"]) if embedding_target is None else nullcontext() as embedding:
         target = embedding.address if embedding is not None else embedding_target
         # A service of its own for the run is plain; the mesh's is called as the service would.
         security = settings.client_security() if embedding is None else None

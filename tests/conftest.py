@@ -38,7 +38,7 @@ class TritonEndpoint:
 @pytest.fixture(scope="session")
 def embedding_model() -> ExportedModel:
     """The fp32 export, in the shared models cache so every test and run reuses it."""
-    return ensure_exported(default_models_dir(), int8=False)
+    return ensure_exported(default_models_dir(), fast=False)
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ def main() -> None:
     queries = [q.prompt() for q in commonsense_qa()[-HELD_OUT:]][: args.queries]
     runs: dict[str, list[dict[str, float]]] = {"base": [], "new": []}
     with tempfile.TemporaryDirectory(prefix="rosemesh-base-") as scratch, service_process(
-        "embedding", ["--no-int8"]
+        "embedding", ["--no-fast"]
     ) as embedding:
         worktree = Path(scratch) / "base"
         subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.base], cwd=ROOT, check=True,

@@ -10,14 +10,15 @@ from pathlib import Path
 from services.common.base_model import BASE_MODEL_NAME
 
 MODEL_NAME = BASE_MODEL_NAME
-INT8_SUFFIX = "-int8"
+#: The fast tier's model name is the exact one's plus this.
+FAST_SUFFIX = "-fast"
 DIMENSION = 384
 # sentence-transformers' max_seq_length for this model; the position table allows 512.
 MAX_TOKENS = 256
 ONNX_INPUTS = ("input_ids", "attention_mask")
 ONNX_OUTPUT = "embeddings"
 #: Recorded in the manifest; an export made with another graph recipe is redone.
-GRAPH = "bert-fused"
+GRAPH = "bert-fused+openvino"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,16 @@ class ExportedModel:
         return self.directory / "model.int8.onnx"
 
     @property
+    def openvino_path(self) -> Path:
+        """The fp32 graph as OpenVINO IR (weights beside it in model.bin), for bf16 on AMX."""
+        return self.directory / "model.xml"
+
+    @property
+    def parity_sentences_path(self) -> Path:
+        """Dev sentences the server embeds at start to measure the fast tier against fp32."""
+        return self.directory / "parity_sentences.json"
+
+    @property
     def tokenizer_path(self) -> Path:
         return self.directory / "tokenizer.json"
 
@@ -45,18 +56,23 @@ class ExportedModel:
 
     def graph(self) -> str | None:
         """The graph recipe of the export in place, if any (the manifest is written last)."""
-        try:
-            return json.loads(self.manifest_path.read_text()).get("graph")
-        except (OSError, ValueError):
-            return None
+        graph = self.manifest().get("graph")
+        return str(graph) if graph is not None else None
 
-    def missing(self, *, int8: bool) -> list[str]:
-        """The export steps still to run ("fp32", "int8") for a current export."""
+    def manifest(self) -> dict[str, object]:
+        try:
+            return dict(json.loads(self.manifest_path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def missing(self, *, fast: bool) -> list[str]:
+        """The export steps still to run ("fp32", "fast") for a current export."""
         steps = []
         if not self.fp32_path.exists() or not self.tokenizer_path.exists() or self.graph() != GRAPH:
             steps.append("fp32")
-        if int8 and ("fp32" in steps or not self.int8_path.exists()):
-            steps.append("int8")
+        fast_files = (self.int8_path, self.openvino_path, self.parity_sentences_path)
+        if fast and ("fp32" in steps or not all(path.exists() for path in fast_files)):
+            steps.append("fast")
         return steps
 
 

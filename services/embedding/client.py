@@ -24,12 +24,15 @@ class EmbeddingClient(ServiceClient):
         self._stub = self.stub(embedding_pb2_grpc.EmbeddingServiceStub)
 
     async def embed(self, texts: list[str], model: str = "", timeout_s: float | None = None) -> Embeddings:
-        response = await self.call(
-            self._stub.Embed, embedding_pb2.EmbedRequest(texts=texts, model=model), timeout_s=timeout_s
+        request = embedding_pb2.EmbedRequest(
+            texts=texts, model=model, encoding=embedding_pb2.VECTOR_ENCODING_PACKED_F32
         )
-        vectors = np.array([e.values for e in response.embeddings], dtype=np.float32).reshape(
-            len(response.embeddings), response.dimension
-        )
+        response = await self.call(self._stub.Embed, request, timeout_s=timeout_s)
+        shape = (len(response.embeddings), response.dimension)
+        if response.packed:
+            vectors = np.frombuffer(response.packed, dtype="<f4").astype(np.float32).reshape(shape)
+        else:  # a server from before packed replies
+            vectors = np.array([e.values for e in response.embeddings], dtype=np.float32).reshape(shape)
         return Embeddings(
             model=response.model,
             vectors=vectors,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import grpc
+import numpy as np
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
@@ -14,14 +19,17 @@ from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.batching import BatchingConfig
 from services.common.bundles import Bundle, BundleRequest, wait_for_bundle
 from services.common.tokens import TextEncoder
-from services.embedding.bundle import INT8_SUFFIX, MODEL_NAME, exported_model
-from services.embedding.core.embedder import Embedder
+from services.embedding.backends.cpu import cpu_features, exact_path, fast_path
+from services.embedding.bundle import FAST_SUFFIX, MODEL_NAME, ExportedModel, exported_model
+from services.embedding.core.embedder import Embedder, EmbedResult, Timing
 from services.embedding.core.ports import EmbeddingBackend
 from services.embedding.validation import select_embedder
 from services.runtime.config import ServiceSettings
 from services.runtime.server import Service, StartProgress
 
 SERVICE_NAME = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddingSettings(ServiceSettings):
@@ -32,8 +40,12 @@ class EmbeddingSettings(ServiceSettings):
     backend: Literal["onnx", "triton"] = Field("onnx", description="runtime for the fp32 model")
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address, for --backend triton")
     triton_model: str = Field("embedding_minilm", description="model name in the Triton repository")
-    int8: bool = Field(True, description="also serve the int8 dynamic-quantized model (ONNX Runtime)")
+    fast: bool = Field(True, description=f"also serve the fast tier ({MODEL_NAME}{FAST_SUFFIX}: bf16 on AMX, else int8)")
+    plain_cpu_paths: bool = Field(False, description="take the plain paths: no AMX bf16, no VNNI-specific choice")
     max_batch_size: int = Field(32, ge=1, le=1024, description="texts per inference batch")
+    max_batch_tokens: int = Field(
+        512, ge=0, description="padded tokens (rows times the longest) per inference batch; 0: no limit"
+    )
     max_wait_ms: float = Field(
         0.0, ge=0, le=1000, description="how long a lone request waits for company (requests that come during a batch share the next)"
     )
@@ -53,11 +65,57 @@ def build_backend(settings: EmbeddingSettings, onnx_path: Path) -> EmbeddingBack
     return OnnxRuntimeBackend(onnx_path, intra_op_threads=settings.intra_op_threads)
 
 
+def timing_metadata(timing: Timing, total_s: float) -> tuple[tuple[str, str], ...]:
+    """Where the call's time went, in milliseconds, under TEI's header names."""
+    spent = {
+        "x-tokenization-time": timing.tokenization_s,
+        "x-queue-time": timing.queue_s,
+        "x-inference-time": timing.inference_s,
+        "x-total-time": total_s,
+    }
+    return tuple((name, f"{seconds * 1000:.3f}") for name, seconds in spent.items())
+
+
+def embed_response(embedder: Embedder, result: EmbedResult, *, packed: bool) -> embedding_pb2.EmbedResponse:
+    if packed:  # one bytes copy of the whole matrix, no per-float work on either side
+        embeddings = [embedding_pb2.Embedding(truncated=e.truncated, token_count=e.token_count) for e in result.texts]
+        return embedding_pb2.EmbedResponse(
+            model=embedder.name,
+            dimension=embedder.dimension,
+            embeddings=embeddings,
+            packed=result.matrix().astype("<f4", copy=False).tobytes(),
+        )
+    return embedding_pb2.EmbedResponse(
+        model=embedder.name,
+        dimension=embedder.dimension,
+        embeddings=[
+            embedding_pb2.Embedding(values=e.vector.tolist(), truncated=e.truncated, token_count=e.token_count)
+            for e in result.texts
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Parity:
+    cosine: float
+    reference: str
+    cpu_path: str
+
+
 class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
-    def __init__(self, settings: EmbeddingSettings, embedders: dict[str, Embedder], default: str) -> None:
+    def __init__(
+        self,
+        settings: EmbeddingSettings,
+        embedders: dict[str, Embedder],
+        default: str,
+        parity: dict[str, Parity],
+        features: list[str],
+    ) -> None:
         self.settings = settings
         self.embedders = embedders
         self.default = default
+        self.parity = parity
+        self.cpu_features = features
 
     def _validate(self, request: embedding_pb2.EmbedRequest) -> Embedder:
         return select_embedder(self.settings, self.embedders, self.default, list(request.texts), request.model)
@@ -65,17 +123,11 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
     async def Embed(
         self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.EmbedResponse:
+        began = time.perf_counter()
         embedder = self._validate(request)
         result = await embedder.embed(list(request.texts))
-        embedded = result.texts
-        return embedding_pb2.EmbedResponse(
-            model=embedder.name,
-            dimension=embedder.dimension,
-            embeddings=[
-                embedding_pb2.Embedding(values=e.vector.tolist(), truncated=e.truncated, token_count=e.token_count)
-                for e in embedded
-            ],
-        )
+        context.set_trailing_metadata(timing_metadata(result.timing, time.perf_counter() - began))
+        return embed_response(embedder, result, packed=request.encoding == embedding_pb2.VECTOR_ENCODING_PACKED_F32)
 
     async def ListModels(
         self, request: embedding_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -89,10 +141,36 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
                     backend=e.backend.runtime,
                     precision=e.precision,
                     is_default=e.name == self.default,
+                    tier=e.tier,
+                    parity=self.parity[e.name].cosine,
+                    parity_reference=self.parity[e.name].reference,
+                    cpu_path=self.parity[e.name].cpu_path,
+                    max_texts_per_request=self.settings.max_texts,
+                    max_text_bytes=self.settings.max_text_bytes,
+                    max_batch_size=self.settings.max_batch_size,
+                    max_batch_tokens=self.settings.max_batch_tokens,
                 )
                 for e in self.embedders.values()
-            ]
+            ],
+            cpu_features=self.cpu_features,
+            plain_cpu_paths=self.settings.plain_cpu_paths,
         )
+
+
+def build_fast_backend(settings: EmbeddingSettings, model: ExportedModel, features: list[str]) -> tuple[EmbeddingBackend, str, str]:
+    """The fast tier's runtime for this CPU: (backend, precision, cpu path)."""
+    path = fast_path(features, plain=settings.plain_cpu_paths)
+    if path.runtime == "openvino":
+        from services.embedding.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(model.openvino_path, precision=path.precision, threads=settings.intra_op_threads), path.precision, path.cpu_path
+    from services.embedding.backends.onnx import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(model.int8_path, intra_op_threads=settings.intra_op_threads), path.precision, path.cpu_path
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
 
 
 class EmbeddingService(Service):
@@ -104,12 +182,14 @@ class EmbeddingService(Service):
         super().__init__(settings)
         self.model = exported_model(settings.models_dir)
         self.embedders: dict[str, Embedder] = {}
+        self.parity: dict[str, Parity] = {}
+        self.cpu_features = cpu_features()
 
     def _export(self) -> Bundle:
         return Bundle(
             f"the {MODEL_NAME} export",
             self.model.directory,
-            lambda: not self.model.missing(int8=self.settings.int8),
+            lambda: not self.model.missing(fast=self.settings.fast),
             hint="run `rosemesh export embedding`",
         )
 
@@ -119,16 +199,16 @@ class EmbeddingService(Service):
             return ()
         env = {
             "ROSEMESH_EMBEDDING_MODELS_DIR": str(self.settings.models_dir),
-            "ROSEMESH_EMBEDDING_INT8": str(self.settings.int8).lower(),
+            "ROSEMESH_EMBEDDING_FAST": str(self.settings.fast).lower(),
         }
-        return [BundleRequest(export, ["export", "embedding"], minutes=1, env=env)]
+        return [BundleRequest(export, ["export", "embedding"], minutes=2, env=env)]
 
     @property
     def service_names(self) -> Sequence[str]:
         return [SERVICE_NAME]
 
     def register(self, server: grpc.aio.Server) -> None:
-        servicer = EmbeddingServicer(self.settings, self.embedders, default=self.model.name)
+        servicer = EmbeddingServicer(self.settings, self.embedders, self.model.name, self.parity, self.cpu_features)
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(servicer, server)
 
     async def load(self, progress: StartProgress) -> None:
@@ -140,21 +220,39 @@ class EmbeddingService(Service):
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue,
+            max_batch_size_units=settings.max_batch_tokens,
         )
-        embedders = {
-            model.name: Embedder(
-                model.name, encoder, build_backend(settings, model.fp32_path), model.dimension, "fp32", batching
-            )
-        }
-        if settings.int8:
-            from services.embedding.backends.onnx import OnnxRuntimeBackend
-
-            int8_name = model.name + INT8_SUFFIX
-            int8_backend = OnnxRuntimeBackend(model.int8_path, intra_op_threads=settings.intra_op_threads)
-            embedders[int8_name] = Embedder(int8_name, encoder, int8_backend, model.dimension, "int8", batching)
+        exact = Embedder(model.name, encoder, build_backend(settings, model.fp32_path), model.dimension, "fp32", batching)
+        embedders = {model.name: exact}
+        manifest = model.manifest()
+        self.parity[model.name] = Parity(
+            float(manifest.get("exact_parity", 0.0)),  # type: ignore[arg-type]
+            str(manifest.get("parity_reference", "")),
+            exact_path(self.cpu_features) if settings.backend == "onnx" else "triton",
+        )
+        if settings.fast:
+            backend, precision, cpu_path = build_fast_backend(settings, model, self.cpu_features)
+            fast_name = model.name + FAST_SUFFIX
+            embedders[fast_name] = Embedder(fast_name, encoder, backend, model.dimension, precision, batching, tier="fast")
+            self.parity[fast_name] = Parity(0.0, f"{model.name} fp32, {model.parity_sentences_path.name}", cpu_path)
         for embedder in embedders.values():
             await embedder.start()
+        if settings.fast:
+            progress.report("measuring the fast tier's parity")
+            self.parity[fast_name] = await self._fast_parity(exact, embedders[fast_name], self.parity[fast_name])
         self.embedders.update(embedders)
+        for name, parity in self.parity.items():
+            log.info(
+                "tier",
+                extra={"model": name, "runtime": embedders[name].backend.runtime, "precision": embedders[name].precision,
+                       "cpu_path": parity.cpu_path, "parity_min_cosine": parity.cosine, "against": parity.reference,
+                       "cpu_features": self.cpu_features, "plain_cpu_paths": settings.plain_cpu_paths},
+            )
+
+    async def _fast_parity(self, exact: Embedder, fast: Embedder, parity: Parity) -> Parity:
+        texts = json.loads(self.model.parity_sentences_path.read_text())
+        exact_vectors, fast_vectors = (await exact.embed(texts)).matrix(), (await fast.embed(texts)).matrix()
+        return Parity(round(_min_cosine(exact_vectors, fast_vectors), 7), parity.reference, parity.cpu_path)
 
     async def stop(self) -> None:
         for embedder in self.embedders.values():

@@ -233,7 +233,7 @@ def _multilabel_reports(
     splits = MULTILABEL_DATASETS[dataset]()
     texts = [row.text for row in splits.test]
     noisy = perturbed_sets(texts, severity, seed)
-    with service_process("embedding", ["--no-int8"]) as embedding:
+    with service_process("embedding", ["--no-fast"]) as embedding:
         versions = ModelVersions(models_root(models_dir))
         current = versions.current(dataset)
         stored = (

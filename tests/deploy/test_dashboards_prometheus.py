@@ -230,7 +230,7 @@ class LoadRun:
 def load_run(embedding_model: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadRun]:
     directory = tmp_path_factory.mktemp("prometheus")
     with (
-        service_process("embedding", ["--no-int8", "--max-texts", "64"]) as embedding,
+        service_process("embedding", ["--no-fast", "--max-texts", "64"]) as embedding,
         service_process(
             "experience", ["--embedding-target", embedding.address, "--data-dir", str(directory / "pool")]
         ) as experience,
@@ -389,7 +389,7 @@ def test_every_metric_the_dashboards_name_is_exported_by_a_running_service(
     named = {expr: metric_names(expr) for expr in queries}
     assert all(named.values()), [q for q, names in named.items() if not names]
     exported: set[str] = set()
-    with service_process("embedding", ["--no-int8"]) as embedding:
+    with service_process("embedding", ["--no-fast"]) as embedding:
         flags = {
             "embedding": None,
             "experience": ["--embedding-target", embedding.address, "--data-dir", str(tmp_path / "pool")],

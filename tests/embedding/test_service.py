@@ -17,7 +17,7 @@ from grpc_status import rpc_status
 from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
 
 from services.common.base_model import source_model_dir
-from services.embedding.bundle import INT8_SUFFIX, MAX_TOKENS, MODEL_NAME
+from services.embedding.bundle import FAST_SUFFIX, MAX_TOKENS, MODEL_NAME
 from services.embedding.client import EmbeddingClient
 from services.offline.datasets import rotten_tomatoes
 from services.supervisor import RunningService, service_process
@@ -62,16 +62,36 @@ async def test_fp32_matches_sentence_transformers_on_real_sentences(
     assert similarity.min() >= 0.9999
 
 
-async def test_int8_parity_is_measured_and_close(
+async def test_fast_tier_stays_within_its_parity_floor(
     embedding_client: EmbeddingClient, sentences: list[str], reference_vectors: np.ndarray
 ) -> None:
-    int8 = MODEL_NAME + INT8_SUFFIX
+    fast = MODEL_NAME + FAST_SUFFIX
     vectors = np.concatenate(
-        [(await embedding_client.embed(sentences[i : i + 32], model=int8)).vectors for i in range(0, len(sentences), 32)]
+        [(await embedding_client.embed(sentences[i : i + 32], model=fast)).vectors for i in range(0, len(sentences), 32)]
     )
     similarity = cosines(vectors, reference_vectors)
-    print(f"int8 parity over {len(sentences)} sentences: min {similarity.min():.4f}, mean {similarity.mean():.4f}")
-    assert similarity.mean() >= 0.98 and similarity.min() >= 0.9
+    print(f"fast tier parity over {len(sentences)} sentences: min {similarity.min():.4f}, mean {similarity.mean():.4f}")
+    assert similarity.min() >= 0.99
+
+
+async def test_packed_and_float_replies_carry_the_same_vectors(
+    embedding_client: EmbeddingClient, sentences: list[str]
+) -> None:
+    stub = embedding_pb2_grpc.EmbeddingServiceStub(embedding_client.channel)
+    texts = sentences[:8]
+    floats = await stub.Embed(embedding_pb2.EmbedRequest(texts=texts), timeout=30)
+    call = stub.Embed(
+        embedding_pb2.EmbedRequest(texts=texts, encoding=embedding_pb2.VECTOR_ENCODING_PACKED_F32), timeout=30
+    )
+    packed = await call
+    assert not packed.embeddings[0].values and len(packed.packed) == 8 * 384 * 4
+    from_floats = np.array([e.values for e in floats.embeddings], dtype=np.float32)
+    assert np.array_equal(np.frombuffer(packed.packed, dtype="<f4").reshape(8, 384), from_floats)
+    assert [e.token_count for e in packed.embeddings] == [e.token_count for e in floats.embeddings]
+    timing = {key: float(value) for key, value in await call.trailing_metadata()}
+    assert {"x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time"} <= set(timing)
+    assert all(ms >= 0 for ms in timing.values())
+    assert timing["x-inference-time"] <= timing["x-total-time"]
 
 
 async def test_a_batch_equals_single_calls(embedding_client: EmbeddingClient, sentences: list[str]) -> None:
@@ -88,12 +108,34 @@ async def test_long_text_is_truncated_and_says_so(embedding_client: EmbeddingCli
     assert result.token_counts[1] == MAX_TOKENS
 
 
-async def test_list_models_names_both_precisions(embedding_client: EmbeddingClient) -> None:
-    models = {m.name: m for m in await embedding_client.list_models()}
-    assert models[MODEL_NAME].is_default and models[MODEL_NAME].precision == "fp32"
-    assert models[MODEL_NAME + INT8_SUFFIX].precision == "int8"
+async def test_list_models_names_tiers_parity_and_limits(embedding_client: EmbeddingClient) -> None:
+    response = await embedding_pb2_grpc.EmbeddingServiceStub(embedding_client.channel).ListModels(
+        embedding_pb2.ListModelsRequest(), timeout=30
+    )
+    models = {m.name: m for m in response.models}
+    exact, fast = models[MODEL_NAME], models[MODEL_NAME + FAST_SUFFIX]
+    assert exact.is_default and exact.precision == "fp32" and exact.tier == "exact"
+    assert exact.backend == "onnxruntime" and exact.max_tokens == MAX_TOKENS
+    assert exact.parity >= 0.9999 and "sentence-transformers" in exact.parity_reference
+    assert fast.tier == "fast" and fast.precision in {"bf16", "int8"} and fast.parity >= 0.99
+    expected_runtime = "openvino" if fast.precision == "bf16" else "onnxruntime"
+    assert fast.backend == expected_runtime and fast.cpu_path
     assert {m.dimension for m in models.values()} == {384}
-    assert models[MODEL_NAME].backend == "onnxruntime" and models[MODEL_NAME].max_tokens == MAX_TOKENS
+    assert exact.max_texts_per_request == TEST_MAX_TEXTS and exact.max_batch_tokens > 0
+    assert not response.plain_cpu_paths
+
+
+async def test_plain_cpu_paths_take_int8_on_onnx_runtime(embedding_model: object) -> None:
+    with service_process("embedding", ["--plain-cpu-paths"]) as service:
+        async with EmbeddingClient(service.address, timeout_s=60) as client:
+            response = await embedding_pb2_grpc.EmbeddingServiceStub(client.channel).ListModels(
+                embedding_pb2.ListModelsRequest(), timeout=30
+            )
+            fast = next(m for m in response.models if m.tier == "fast")
+            assert response.plain_cpu_paths
+            assert (fast.backend, fast.precision) == ("onnxruntime", "int8")
+            assert "no VNNI or AMX" in fast.cpu_path and fast.parity >= 0.99
+            assert (await client.embed(["plain"], model=fast.name)).vectors.shape == (1, 384)
 
 
 BAD_REQUESTS = {
@@ -132,7 +174,7 @@ async def test_bad_input_is_invalid_argument_naming_the_field(
 
 
 async def test_overload_answers_resource_exhausted_and_recovers(embedding_model: object) -> None:
-    flags = ["--max-queue", "40", "--max-batch-size", "8", "--no-int8"]
+    flags = ["--max-queue", "40", "--max-batch-size", "8", "--no-fast"]
     with service_process("embedding", flags) as service:
         async with EmbeddingClient(service.address, timeout_s=60, max_attempts=1) as client:
             texts = ["a fairly ordinary sentence about a film"] * 30

@@ -117,7 +117,7 @@ async def test_embedding_service_answers_through_triton_with_the_same_vectors(
     triton_embedding: TritonEndpoint, embedding_client: EmbeddingClient
 ) -> None:
     flags = ["--backend", "triton", "--triton-url", triton_embedding.url, "--triton-model", triton_embedding.model_name]
-    with service_process("embedding", [*flags, "--no-int8"]) as service:
+    with service_process("embedding", [*flags, "--no-fast"]) as service:
         async with EmbeddingClient(service.address, timeout_s=60) as client:
             models = await client.list_models()
             through_triton = await client.embed(SENTENCES)

@@ -342,7 +342,7 @@ async def test_kill_9_during_a_write_burst_loses_no_acknowledged_write(
 
 
 async def test_embedding_outage_answers_unavailable(tmp_path: Path, embedding_model: object) -> None:
-    with service_process("embedding", ["--no-int8"]) as embedding:
+    with service_process("embedding", ["--no-fast"]) as embedding:
         with service_process("experience", experience_flags(embedding, tmp_path)) as experience:
             embedding.process.send_signal(signal.SIGKILL)
             embedding.process.wait()

@@ -42,7 +42,7 @@ def stop_mesh(mesh: subprocess.Popen[str], timeout_s: float) -> tuple[str, str]:
 
 async def test_sigterm_under_load_drains_in_flight_calls_and_exits_0(embedding_model: object) -> None:
     grace_s = 20.0
-    with service_process("embedding", ["--grace-period-s", str(grace_s), "--no-int8"]) as service:
+    with service_process("embedding", ["--grace-period-s", str(grace_s), "--no-fast"]) as service:
         async with EmbeddingClient(service.address, timeout_s=60, max_attempts=1) as client:
             texts = [f"sentence number {i} about a film that runs long" for i in range(32)]
             calls = [asyncio.create_task(client.embed(texts)) for _ in range(24)]

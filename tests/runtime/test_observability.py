@@ -97,7 +97,7 @@ async def test_one_trace_spans_the_client_and_the_server_process(
     # spans are not exported, synchronously and with retries, to a sink that has gone
     request.addfinalizer(provider.shutdown)
 
-    with service_process("embedding", ["--no-int8"]) as service:
+    with service_process("embedding", ["--no-fast"]) as service:
         async with EmbeddingClient(service.address) as client:
             with provider.get_tracer("test").start_as_current_span("checkout") as root:
                 await client.embed(["trace me"])

@@ -178,7 +178,7 @@ def test_serve_makes_a_missing_export_itself_and_serves_once_it_is_published(tmp
     port = free_port()
     address = f"127.0.0.1:{port}"
     flags = ["--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(free_port())]
-    flags += ["--models-dir", str(models_dir), "--no-int8"]
+    flags += ["--models-dir", str(models_dir), "--no-fast"]
     process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "embedding", *flags])
     try:
         seen: set[str] = set()
@@ -203,7 +203,7 @@ def test_serve_makes_a_missing_export_itself_and_serves_once_it_is_published(tmp
             )
         assert response.dimension == 384 and len(response.embeddings) == 1
         bundle = exported_model(models_dir)
-        assert bundle.missing(int8=False) == []
+        assert bundle.missing(fast=False) == []
         gone = time.monotonic() + 60  # the maker clears its progress file as it exits
         while progress_file(bundle.directory).exists() and time.monotonic() < gone:
             time.sleep(0.2)

@@ -252,7 +252,7 @@ def run_benchmark(
     console = Console(stderr=True, quiet=quiet)
     table: dict[str, dict[str, Any]] = {}
     with ExitStack() as stack:
-        embedding = stack.enter_context(service_process("embedding", ["--no-int8"]))
+        embedding = stack.enter_context(service_process("embedding", ["--no-fast"]))
         with Progress(console=console, transient=True) as progress:
             for name in candidates:
                 extras = name == DEFAULT_JUDGE

@@ -16,7 +16,7 @@ import numpy as np
 from rich.console import Console
 
 from services.common.base_model import source_model_dir
-from services.embedding.bundle import INT8_SUFFIX, MODEL_NAME
+from services.embedding.bundle import FAST_SUFFIX, MODEL_NAME
 from services.embedding.client import EmbeddingClient
 from services.offline.datasets import rotten_tomatoes
 from services.supervisor import service_process
@@ -76,7 +76,7 @@ def run_benchmark(
                 service_rates.append(len(texts) / seconds)
             with console.status(f"round {round_index + 1}/{rounds}: gRPC int8"):
                 served_int8, seconds = asyncio.run(
-                    _embed_through_grpc(service.address, texts, batch_size, concurrency, MODEL_NAME + INT8_SUFFIX)
+                    _embed_through_grpc(service.address, texts, batch_size, concurrency, MODEL_NAME + FAST_SUFFIX)
                 )
                 int8_rates.append(len(texts) / seconds)
             with console.status(f"round {round_index + 1}/{rounds}: sentence-transformers"):

@@ -158,7 +158,7 @@ def run_benchmark(
     sources = [q.prompt() for q in commonsense_qa()[:-HELD_OUT]] + [f"{a.passage} {a.question}" for a in asdiv()]
     held_out = [q.prompt() for q in commonsense_qa()[-HELD_OUT:]][:queries]
     results = []
-    with service_process("embedding", ["--no-int8"]) as embedding:
+    with service_process("embedding", ["--no-fast"]) as embedding:
         with console.status(f"embedding {len(sources)} source and {len(held_out)} query questions"):
             source_vectors = asyncio.run(_embed_all(embedding.address, sources))
         for size in sizes:

@@ -236,5 +236,5 @@ def run_benchmark(
     operations: int = 600, large_size: int = 1_000_000, qdrant_url: str | None = None, quiet: bool = False
 ) -> dict[str, Any]:
     console = Console(stderr=True, quiet=quiet)
-    with service_process("embedding", ["--no-int8"]) as embedding:
+    with service_process("embedding", ["--no-fast"]) as embedding:
         return asyncio.run(_run(operations, large_size, qdrant_url, embedding.address, console))

@@ -78,7 +78,7 @@ def run_evaluation(
 ) -> dict[str, Any]:
     console = Console(stderr=True, quiet=quiet)
     config = LoopConfig(model=model, k=k, paths=paths, max_tokens=max_tokens)
-    with service_process("embedding", ["--no-int8"]) as embedding, tempfile.TemporaryDirectory() as data_dir:
+    with service_process("embedding", ["--no-fast"]) as embedding, tempfile.TemporaryDirectory() as data_dir:
         flags = ["--embedding-target", embedding.address, "--data-dir", str(Path(data_dir))]
         with service_process("experience", flags) as experience:
             return asyncio.run(_run(endpoint, api_key, config, limit, window, experience.address, console))

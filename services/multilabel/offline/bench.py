@@ -72,7 +72,7 @@ def run_benchmark(
     runs: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="rosemesh-bench-multilabel-") as scratch:
         models_dir = Path(scratch)
-        with service_process("embedding", ["--no-int8"]) as embedding:
+        with service_process("embedding", ["--no-fast"]) as embedding:
             for seed in range(seeds):
                 console.rule(f"seed {seed + 1} of {seeds}")
                 stored = train_multilabel(
