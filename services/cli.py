@@ -367,16 +367,21 @@ def export_embedding(force: Annotated[bool, typer.Option(help="export again even
 def bench_embedding(
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
     sentences: Annotated[int, typer.Option(help="real sentences per round")] = 512,
-    batch_size: Annotated[int, typer.Option(help="texts per request and per baseline batch")] = 32,
-    rounds: Annotated[int, typer.Option(help="alternating rounds of each side")] = 3,
-    concurrency: Annotated[int, typer.Option(help="requests in flight through gRPC")] = 16,
+    batch_size: Annotated[int, typer.Option(help="texts per request and per peer batch")] = 32,
+    rounds: Annotated[int, typer.Option(help="interleaved rounds of every side")] = 3,
+    concurrency: Annotated[int, typer.Option(help="requests in flight through gRPC")] = 4,
+    threads: Annotated[int, typer.Option(help="threads for every side (0: one per core)")] = 0,
+    plain: Annotated[bool, typer.Option("--plain", help="force the service's plain CPU paths (no VNNI, no AMX)")] = False,
+    peers: Annotated[bool, typer.Option(help="also run the peers (.venv-peers, installed on first use)")] = True,
 ) -> None:
-    """gRPC embedding service against sentence-transformers in process, same sentences, one run."""
+    """The service's exact and fast tiers against sentence-transformers (PyTorch, ONNX, OpenVINO)
+    and fastembed: same sentences, batch size and threads, interleaved rounds, one run."""
     from services.embedding.offline.bench import run_benchmark
 
     result = run_benchmark(
-        sentences=sentences, batch_size=batch_size, rounds=rounds, concurrency=concurrency, quiet=as_json
-    )
+        sentences=sentences, batch_size=batch_size, rounds=rounds, concurrency=concurrency,
+        threads=threads, plain=plain, peers=peers, quiet=as_json,
+    )  # fmt: skip
     typer.echo(json.dumps(result, indent=None if as_json else 2))
 
 

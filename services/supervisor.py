@@ -145,6 +145,8 @@ def service_process(
 ) -> Iterator[RunningService]:
     """A service on free 127.0.0.1 ports for the length of the block (tests and benchmarks)."""
     ports = ["--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", str(free_port())]
+    if "http_port" in service_class(name).settings_class.model_fields:
+        ports += ["--http-port", str(free_port())]
     service = spawn_service(name, [*ports, *flags], startup_timeout_s)
     try:
         yield service

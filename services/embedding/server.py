@@ -21,9 +21,10 @@ from services.common.bundles import Bundle, BundleRequest, wait_for_bundle
 from services.common.tokens import TextEncoder
 from services.embedding.backends.cpu import cpu_features, exact_path, fast_path
 from services.embedding.bundle import FAST_SUFFIX, MODEL_NAME, ExportedModel, exported_model
-from services.embedding.core.embedder import Embedder, EmbedResult, Timing
+from services.embedding.core.embedder import Embedder, EmbedResult
 from services.embedding.core.ports import EmbeddingBackend
-from services.embedding.validation import select_embedder
+from services.embedding.faces import select_embedder, timing_headers
+from services.embedding.openai_http import OpenAIHttpApi
 from services.runtime.config import ServiceSettings
 from services.runtime.server import Service, StartProgress
 
@@ -53,6 +54,10 @@ class EmbeddingSettings(ServiceSettings):
     max_texts: int = Field(512, ge=1, description="texts per request at most")
     max_text_bytes: int = Field(32 * 1024, ge=1, description="UTF-8 bytes per text at most")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads (0: one per core)")
+    http: bool = Field(True, description="serve the OpenAI-compatible HTTP API")
+    http_port: int = Field(
+        8088, ge=0, le=65535, description="OpenAI-compatible HTTP API (POST /v1/embeddings); 0 picks a free port"
+    )
 
 
 def build_backend(settings: EmbeddingSettings, onnx_path: Path) -> EmbeddingBackend:
@@ -63,17 +68,6 @@ def build_backend(settings: EmbeddingSettings, onnx_path: Path) -> EmbeddingBack
     from services.embedding.backends.onnx import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(onnx_path, intra_op_threads=settings.intra_op_threads)
-
-
-def timing_metadata(timing: Timing, total_s: float) -> tuple[tuple[str, str], ...]:
-    """Where the call's time went, in milliseconds, under TEI's header names."""
-    spent = {
-        "x-tokenization-time": timing.tokenization_s,
-        "x-queue-time": timing.queue_s,
-        "x-inference-time": timing.inference_s,
-        "x-total-time": total_s,
-    }
-    return tuple((name, f"{seconds * 1000:.3f}") for name, seconds in spent.items())
 
 
 def embed_response(embedder: Embedder, result: EmbedResult, *, packed: bool) -> embedding_pb2.EmbedResponse:
@@ -126,7 +120,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         began = time.perf_counter()
         embedder = self._validate(request)
         result = await embedder.embed(list(request.texts))
-        context.set_trailing_metadata(timing_metadata(result.timing, time.perf_counter() - began))
+        context.set_trailing_metadata(tuple(timing_headers(result.timing, time.perf_counter() - began).items()))
         return embed_response(embedder, result, packed=request.encoding == embedding_pb2.VECTOR_ENCODING_PACKED_F32)
 
     async def ListModels(
@@ -183,7 +177,8 @@ class EmbeddingService(Service):
         self.model = exported_model(settings.models_dir)
         self.embedders: dict[str, Embedder] = {}
         self.parity: dict[str, Parity] = {}
-        self.cpu_features = cpu_features()
+        self.cpu_features: list[str] = []
+        self.http_api = OpenAIHttpApi(settings, self.embedders, self.model.name) if settings.http else None
 
     def _export(self) -> Bundle:
         return Bundle(
@@ -213,6 +208,7 @@ class EmbeddingService(Service):
 
     async def load(self, progress: StartProgress) -> None:
         settings, model = self.settings, self.model
+        self.cpu_features[:] = cpu_features()
         await wait_for_bundle(self._export(), progress.report)
         progress.report(f"loading {MODEL_NAME}")
         encoder = TextEncoder(model.tokenizer_path, model.max_tokens)
@@ -248,6 +244,8 @@ class EmbeddingService(Service):
                        "cpu_path": parity.cpu_path, "parity_min_cosine": parity.cosine, "against": parity.reference,
                        "cpu_features": self.cpu_features, "plain_cpu_paths": settings.plain_cpu_paths},
             )
+        if self.http_api is not None:
+            await self.http_api.start()
 
     async def _fast_parity(self, exact: Embedder, fast: Embedder, parity: Parity) -> Parity:
         texts = json.loads(self.model.parity_sentences_path.read_text())
@@ -255,5 +253,7 @@ class EmbeddingService(Service):
         return Parity(round(_min_cosine(exact_vectors, fast_vectors), 7), parity.reference, parity.cpu_path)
 
     async def stop(self) -> None:
+        if self.http_api is not None:  # first: its in-flight requests need the embedders
+            await self.http_api.stop()
         for embedder in self.embedders.values():
             await embedder.stop()

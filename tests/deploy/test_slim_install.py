@@ -69,7 +69,7 @@ def slim_serving(slim: Path, service: str, flags: list[str], work: Path) -> Iter
 def slim_service(slim: Path, embedding_model: ExportedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The slim install serving the bundle the full install exported (the session's)."""
     models_dir = embedding_model.directory.parents[1]
-    flags = ["--models-dir", str(models_dir), "--no-fast"]
+    flags = ["--models-dir", str(models_dir), "--no-fast", "--http-port", str(free_port())]
     with slim_serving(slim, "embedding", flags, tmp_path_factory.mktemp("slim-embedding")) as address:
         yield address
 

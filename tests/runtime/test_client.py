@@ -15,7 +15,7 @@ from services.embedding.client import EmbeddingClient
 
 async def test_client_retries_until_a_late_service_comes_up(embedding_model: object) -> None:
     port, metrics_port = free_port(), free_port()
-    flags = ["--port", str(port), "--metrics-port", str(metrics_port), "--no-fast"]
+    flags = ["--port", str(port), "--metrics-port", str(metrics_port), "--no-fast", "--no-http"]
     # The call starts before the server process does; only retries can make it succeed.
     server = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "embedding", *flags])
     try:

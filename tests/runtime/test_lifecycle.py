@@ -91,6 +91,8 @@ def test_up_starts_the_whole_mesh_prints_addresses_and_stops_cleanly(
         prefix = f"ROSEMESH_{name.upper()}_"
         env[prefix + "PORT"] = str(ports[name])
         env[prefix + "METRICS_PORT"] = str(free_port())
+        if "http_port" in service_class(name).settings_class.model_fields:
+            env[prefix + "HTTP_PORT"] = str(free_port())
         if "embedding_target" in service_class(name).settings_class.model_fields:
             env[prefix + "EMBEDDING_TARGET"] = f"127.0.0.1:{ports['embedding']}"
     env["ROSEMESH_EXPERIENCE_DATA_DIR"] = str(tmp_path)

@@ -178,7 +178,7 @@ def test_serve_makes_a_missing_export_itself_and_serves_once_it_is_published(tmp
     port = free_port()
     address = f"127.0.0.1:{port}"
     flags = ["--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(free_port())]
-    flags += ["--models-dir", str(models_dir), "--no-fast"]
+    flags += ["--models-dir", str(models_dir), "--no-fast", "--no-http"]
     process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "embedding", *flags])
     try:
         seen: set[str] = set()

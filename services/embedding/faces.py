@@ -1,11 +1,12 @@
-"""Request checks both faces of the embedding service share (gRPC and the OpenAI-style HTTP API)."""
+"""What both faces of the embedding service share (gRPC and the OpenAI-style HTTP API):
+request checks and the timing report."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
 from services.common.errors import Validator
-from services.embedding.core.embedder import Embedder
+from services.embedding.core.embedder import Embedder, Timing
 
 
 class EmbedLimits(Protocol):
@@ -35,3 +36,14 @@ def select_embedder(
     v.check(name in embedders, "model", f"unknown model {name!r}; available: {', '.join(sorted(embedders))}")
     v.raise_if_any()
     return embedders[name]
+
+
+def timing_headers(timing: Timing, total_s: float) -> dict[str, str]:
+    """Where the call's time went, in milliseconds, under Hugging Face TEI's header names."""
+    spent = {
+        "x-tokenization-time": timing.tokenization_s,
+        "x-queue-time": timing.queue_s,
+        "x-inference-time": timing.inference_s,
+        "x-total-time": total_s,
+    }
+    return {name: f"{seconds * 1000:.3f}" for name, seconds in spent.items()}
