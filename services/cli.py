@@ -369,7 +369,7 @@ def bench_embedding(
     sentences: Annotated[int, typer.Option(help="real sentences per round")] = 512,
     batch_size: Annotated[int, typer.Option(help="texts per request and per peer batch")] = 32,
     rounds: Annotated[int, typer.Option(help="interleaved rounds of every side")] = 3,
-    concurrency: Annotated[int, typer.Option(help="requests in flight through gRPC")] = 4,
+    concurrency: Annotated[int, typer.Option(help="requests in flight through gRPC")] = 16,
     threads: Annotated[int, typer.Option(help="threads for every side (0: one per core)")] = 0,
     plain: Annotated[bool, typer.Option("--plain", help="force the service's plain CPU paths (no VNNI, no AMX)")] = False,
     peers: Annotated[bool, typer.Option(help="also run the peers (.venv-peers, installed on first use)")] = True,

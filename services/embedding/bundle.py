@@ -38,7 +38,8 @@ class ExportedModel:
 
     @property
     def openvino_path(self) -> Path:
-        """The fp32 graph as OpenVINO IR (weights beside it in model.bin), for bf16 on AMX."""
+        """The fp32 graph as OpenVINO IR (weights beside it in model.bin): the exact tier, and the
+        fast tier as bf16 where the CPU computes it."""
         return self.directory / "model.xml"
 
     @property
@@ -68,9 +69,10 @@ class ExportedModel:
     def missing(self, *, fast: bool) -> list[str]:
         """The export steps still to run ("fp32", "fast") for a current export."""
         steps = []
-        if not self.fp32_path.exists() or not self.tokenizer_path.exists() or self.graph() != GRAPH:
+        fp32_files = (self.fp32_path, self.openvino_path, self.tokenizer_path)
+        if not all(path.exists() for path in fp32_files) or self.graph() != GRAPH:
             steps.append("fp32")
-        fast_files = (self.int8_path, self.openvino_path, self.parity_sentences_path)
+        fast_files = (self.int8_path, self.parity_sentences_path)
         if fast and ("fp32" in steps or not all(path.exists() for path in fast_files)):
             steps.append("fast")
         return steps

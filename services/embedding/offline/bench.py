@@ -81,7 +81,7 @@ def run_benchmark(
     sentences: int = 512,
     batch_size: int = 32,
     rounds: int = 3,
-    concurrency: int = 4,
+    concurrency: int = 16,
     threads: int = 0,
     plain: bool = False,
     peers: bool = True,
@@ -113,7 +113,7 @@ def run_benchmark(
         embedded = baseline.encode(texts, batch_size=batch_size, convert_to_numpy=True)
         return embedded, time.perf_counter() - began
 
-    flags = ["--backend", "onnx", "--intra-op-threads", str(threads), *(["--plain-cpu-paths"] if plain else [])]
+    flags = ["--intra-op-threads", str(threads), *(["--plain-cpu-paths"] if plain else [])]
     with tempfile.TemporaryDirectory() as scratch, service_process("embedding", flags) as service:
         texts_path = Path(scratch) / "texts.json"
         texts_path.write_text(json.dumps(texts))

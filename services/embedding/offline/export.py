@@ -198,8 +198,7 @@ def ensure_exported(models_dir: Path, *, fast: bool = True, force: bool = False)
     if not fast:
         steps = [step for step in steps if step != "fast"]
     if "fp32" in steps and "fast" not in steps:
-        for path in (model.int8_path, model.openvino_path, model.openvino_path.with_suffix(".bin")):
-            path.unlink(missing_ok=True)  # made from the graph being replaced
+        model.int8_path.unlink(missing_ok=True)  # quantized from the graph being replaced
     if not steps:
         return model
 
@@ -215,6 +214,8 @@ def ensure_exported(models_dir: Path, *, fast: bool = True, force: bool = False)
         if "fp32" in steps:
             progress.update(task, description=f"{MODEL_NAME}: torch → ONNX (fp32)")
             _atomic_write(model.fp32_path, lambda tmp: _export_fp32(module, tmp))
+            progress.update(task, description=f"{MODEL_NAME}: torch → OpenVINO IR (fp32)")
+            _export_openvino(module, model.openvino_path)
             shutil.copyfile(source / "tokenizer.json", model.tokenizer_path)
             progress.advance(task)
         progress.update(task, description=f"{MODEL_NAME}: parity with sentence-transformers on dev sentences")
@@ -223,8 +224,7 @@ def ensure_exported(models_dir: Path, *, fast: bool = True, force: bool = False)
         manifest["exact_parity"] = round(_min_cosine(exact, _reference_vectors(source, texts)), 7)
         progress.advance(task)
         if "fast" in steps:
-            progress.update(task, description=f"{MODEL_NAME}: OpenVINO IR, int8 layers chosen on dev")
-            _export_openvino(module, model.openvino_path)
+            progress.update(task, description=f"{MODEL_NAME}: int8 layers chosen on dev")
             manifest["int8"] = _choose_int8(model, texts, exact)
             model.parity_sentences_path.write_text(json.dumps(texts[:64]))
             progress.advance(task)
