@@ -40,6 +40,9 @@ class BatchingConfig:
     #: Padded size (longest item's size times rows) a batch may reach, 0 for no limit. Short
     #: batches of like-sized items stay in cache; measured for MiniLM in `rosemesh bench embedding`.
     max_batch_size_units: int = 0
+    #: Batches run at once: above 1 for a runtime with that many independent streams, each on
+    #: its own cores, so that one batch's tail does not leave the others idle.
+    concurrent_batches: int = 1
 
 
 class BatchLoop(Generic[ItemT, ResultT]):
@@ -141,14 +144,30 @@ class MicroBatcher(BatchLoop[ItemT, ResultT]):
         return taken
 
     async def _work(self) -> None:
-        while True:
-            taken = await self._collect()
-            live = [(item, future) for item, future in taken if not future.done()]
-            self._pending -= len(taken) - len(live)
-            if self._size_of is not None:
-                live.sort(key=lambda pair: self._size_of(pair[0]))  # type: ignore[misc]
-            for batch in self._cut(live):
+        slots = asyncio.Semaphore(self.config.concurrent_batches)
+        running: set[asyncio.Task[None]] = set()
+
+        async def run_in_slot(batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
+            try:
                 await self._run(batch)
+            finally:
+                slots.release()
+
+        try:
+            while True:
+                taken = await self._collect()
+                live = [(item, future) for item, future in taken if not future.done()]
+                self._pending -= len(taken) - len(live)
+                if self._size_of is not None:
+                    live.sort(key=lambda pair: self._size_of(pair[0]))  # type: ignore[misc]
+                for batch in self._cut(live):
+                    await slots.acquire()
+                    task = asyncio.create_task(run_in_slot(batch))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+        finally:
+            for task in running:
+                task.cancel()
 
     def _cut(self, live: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> list[list[tuple[ItemT, asyncio.Future[ResultT]]]]:
         """Cut sorted items into batches of at most max_batch_size rows and, with a size

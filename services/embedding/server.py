@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -38,7 +39,7 @@ class EmbeddingSettings(ServiceSettings):
     port: int = Field(50051, ge=0, le=65535)
     metrics_port: int = Field(9464, ge=0, le=65535)
     backend: Literal["openvino", "onnx", "triton"] = Field(
-        "openvino", description="runtime for the exact (fp32) tier; OpenVINO measured fastest on CPUs here"
+        "openvino", description="runtime for the exact (fp32) tier: openvino (batches; small ones on ONNX Runtime), onnx or triton"
     )
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address, for --backend triton")
     triton_model: str = Field("embedding_minilm", description="model name in the Triton repository")
@@ -49,8 +50,13 @@ class EmbeddingSettings(ServiceSettings):
         512, ge=0, description="padded tokens (rows times the longest) per exact-tier batch; 0: no limit"
     )
     fast_max_batch_tokens: int = Field(
-        2048, ge=0, description="the same for the fast tier (AMX's tiles pay off on larger batches)"
+        1024, ge=0, description="the same for the fast tier (AMX's tiles pay off on larger batches)"
     )
+    exact_small_batch_rows: int = Field(
+        2, ge=0, description="--backend openvino: batches of at most this many texts run on ONNX Runtime (1.3 ms less per lone question here)"
+    )
+    exact_streams: int = Field(1, ge=1, le=64, description="OpenVINO streams of the exact tier (1: a lone request gets every core)")
+    fast_streams: int = Field(2, ge=1, le=64, description="OpenVINO streams of the fast tier, each on its own cores")
     max_wait_ms: float = Field(
         0.0, ge=0, le=1000, description="how long a lone request waits for company (requests that come during a batch share the next)"
     )
@@ -69,13 +75,17 @@ def build_backend(settings: EmbeddingSettings, model: ExportedModel) -> Embeddin
         from services.embedding.backends.triton import TritonBackend
 
         return TritonBackend(settings.triton_url, settings.triton_model)
-    if settings.backend == "openvino":
-        from services.embedding.backends.openvino import OpenVinoBackend
-
-        return OpenVinoBackend(model.openvino_path, precision="f32", threads=settings.intra_op_threads)
     from services.embedding.backends.onnx import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(model.fp32_path, intra_op_threads=settings.intra_op_threads)
+    onnx = OnnxRuntimeBackend(model.fp32_path, intra_op_threads=settings.intra_op_threads)
+    if settings.backend == "onnx":
+        return onnx
+    from services.embedding.backends.openvino import OpenVinoBackend
+    from services.embedding.backends.routed import RoutedBySize
+
+    streams = min(settings.exact_streams, os.cpu_count() or 1)
+    openvino = OpenVinoBackend(model.openvino_path, precision="f32", threads=settings.intra_op_threads, streams=streams)
+    return RoutedBySize(onnx, openvino, settings.exact_small_batch_rows) if settings.exact_small_batch_rows else openvino
 
 
 def embed_response(embedder: Embedder, result: EmbedResult, *, packed: bool) -> embedding_pb2.EmbedResponse:
@@ -165,7 +175,9 @@ def build_fast_backend(settings: EmbeddingSettings, model: ExportedModel, featur
     if path.runtime == "openvino":
         from services.embedding.backends.openvino import OpenVinoBackend
 
-        return OpenVinoBackend(model.openvino_path, precision=path.precision, threads=settings.intra_op_threads), path.precision, path.cpu_path
+        streams = min(settings.fast_streams, os.cpu_count() or 1)
+        backend = OpenVinoBackend(model.openvino_path, precision=path.precision, threads=settings.intra_op_threads, streams=streams)
+        return backend, path.precision, path.cpu_path
     from services.embedding.backends.onnx import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(model.int8_path, intra_op_threads=settings.intra_op_threads), path.precision, path.cpu_path

@@ -115,7 +115,7 @@ async def test_list_models_names_tiers_parity_and_limits(embedding_client: Embed
     models = {m.name: m for m in response.models}
     exact, fast = models[MODEL_NAME], models[MODEL_NAME + FAST_SUFFIX]
     assert exact.is_default and exact.precision == "fp32" and exact.tier == "exact"
-    assert exact.backend == "openvino" and exact.max_tokens == MAX_TOKENS
+    assert exact.backend == "openvino+onnxruntime" and exact.max_tokens == MAX_TOKENS
     assert exact.parity >= 0.9999 and "sentence-transformers" in exact.parity_reference
     assert fast.tier == "fast" and fast.precision in {"bf16", "int8"} and fast.parity >= 0.99
     expected_runtime = "openvino" if fast.precision == "bf16" else "onnxruntime"

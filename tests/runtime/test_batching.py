@@ -122,3 +122,24 @@ async def test_size_budget_cuts_batches_by_padded_size() -> None:
         await batcher.stop()
     # Sorted 1 2 2 3 3 5 20: rows times the widest stay within 12; a longer lone item still runs.
     assert run.batches == [[1, 2, 2, 3], [3, 5], [20]]
+
+
+async def test_concurrent_batches_overlap_up_to_the_limit() -> None:
+    running, peak = 0, 0
+
+    async def run(batch: list[int]) -> list[int]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+        return batch
+
+    config = BatchingConfig(max_batch_size=2, max_wait_s=0.0, concurrent_batches=2)
+    batcher = MicroBatcher("t", run, config)
+    batcher.start()
+    try:
+        assert await batcher.submit(list(range(8))) == list(range(8))
+    finally:
+        await batcher.stop()
+    assert peak == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,22 +17,30 @@ from services.embedding.core.ports import EmbeddingBackend
 class OpenVinoBackend(EmbeddingBackend):
     runtime = "openvino"
 
-    def __init__(self, model_path: Path, *, precision: str, threads: int = 0) -> None:
+    def __init__(self, model_path: Path, *, precision: str, threads: int = 0, streams: int = 1) -> None:
         import openvino as ov
 
-        config = {
+        config: dict[str, object] = {
             "INFERENCE_PRECISION_HINT": precision,
             "INFERENCE_NUM_THREADS": threads or (os.cpu_count() or 1),
-            "PERFORMANCE_HINT": "LATENCY",
         }
+        # One stream answers a lone request with every core; several keep each core on its own batch.
+        config |= {"NUM_STREAMS": streams} if streams > 1 else {"PERFORMANCE_HINT": "LATENCY"}
         compiled = ov.Core().compile_model(str(model_path), "CPU", config)
-        self._request = compiled.create_infer_request()
-        # One inference at a time: the request reuses its output buffer, and uses every core.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openvino")
+        self.concurrency = streams
+        self._requests: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
+        for _ in range(streams):
+            self._requests.put(compiled.create_infer_request())
+        self._executor = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="openvino")
 
     def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        outputs = self._request.infer(dict(zip(ONNX_INPUTS, (input_ids, attention_mask), strict=True)))
-        return np.array(outputs[0], dtype=np.float32)  # a copy: the buffer is reused
+        request = self._requests.get()
+        try:
+            inputs = dict(zip(ONNX_INPUTS, (input_ids, attention_mask), strict=True))
+            outputs = request.infer(inputs, share_inputs=True, share_outputs=True)
+            return np.array(outputs[0], dtype=np.float32)  # a copy: the request reuses its buffer
+        finally:
+            self._requests.put(request)
 
     async def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -69,8 +69,9 @@ class Embedder:
         self.backend = backend
         self.dimension = dimension
         self.precision = precision
+        config = replace(batching, concurrent_batches=backend.concurrency)
         self.batcher: MicroBatcher[EncodedText, _BatchRow] = MicroBatcher(
-            f"embedding:{name}", self._embed_batch, batching, size_of=lambda e: len(e.ids)
+            f"embedding:{name}", self._embed_batch, config, size_of=lambda e: len(e.ids)
         )
 
     @property

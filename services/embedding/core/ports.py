@@ -12,6 +12,8 @@ class EmbeddingBackend(ABC):
 
     #: Runtime name reported by ListModels, e.g. "onnxruntime" or "triton".
     runtime: str
+    #: Batches it can run at once (independent streams).
+    concurrency: int = 1
 
     async def start(self) -> None:
         """Connect or load; raise BackendUnavailable when the runtime cannot be reached."""
