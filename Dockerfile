@@ -41,7 +41,7 @@ ENV PATH=/opt/rosemesh/bin:$PATH \
     NUMBA_CACHE_DIR=/var/cache/rosemesh/numba \
     HF_HUB_OFFLINE=1
 USER 10001:10001
-EXPOSE 50051 50052 50053 50054 50055 9464 9465 9466 9467 9468
+EXPOSE 50051 50052 50053 50054 50055 9464 9465 9466 9467 9468 8088
 # grpc.health.v1 on the service's own port (Kubernetes uses its gRPC probes instead).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
   CMD ["rosemesh", "health", "--check", "rosemesh.liveness"]

@@ -142,7 +142,8 @@ def test_each_service_has_its_service_account_ports_disruption_budget_and_autosc
         assert pod["containers"][0]["args"] == ["serve", name]
         assert name in SERVICES
         ports = {p["name"]: p["port"] for p in service_object(docs, "Service", name)["spec"]["ports"]}
-        assert ports == {"grpc": spec["port"], "metrics": spec["metricsPort"]}
+        http = {"http": spec["httpPort"]} if "httpPort" in spec else {}
+        assert ports == {"grpc": spec["port"], "metrics": spec["metricsPort"], **http}
         selector = deployment["spec"]["selector"]["matchLabels"]
         assert service_object(docs, "Service", name)["spec"]["selector"] == selector
         assert service_object(docs, "PodDisruptionBudget", name)["spec"]["selector"]["matchLabels"] == selector
@@ -253,7 +254,8 @@ def test_network_policy_admits_the_mesh_ingress_monitoring_and_limits_egress(
     mesh, ingress, monitoring = spec["ingress"]
     assert mesh == {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE}}}]}
     assert ingress["from"] == values["networkPolicy"]["ingressFrom"]
-    assert {p["port"] for p in ingress["ports"]} == {s["port"] for s in values["services"].values()}
+    served = {s["port"] for s in values["services"].values()} | {s["httpPort"] for s in values["services"].values() if "httpPort" in s}
+    assert {p["port"] for p in ingress["ports"]} == served
     assert monitoring["from"] == values["networkPolicy"]["metricsFrom"]
     assert {p["port"] for p in monitoring["ports"]} == {s["metricsPort"] for s in values["services"].values()} | {8002}
 

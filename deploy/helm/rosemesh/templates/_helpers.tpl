@@ -48,6 +48,9 @@ as {SETTING: value}. A service's own `config` overrides them.
 {{- $root := .root -}}
 {{- $spec := index $root.Values.services .component -}}
 {{- $wired := dict "host" "0.0.0.0" "port" $spec.port "metrics_port" $spec.metricsPort "models_dir" "/var/cache/rosemesh/models" -}}
+{{- with $spec.httpPort -}}
+{{- $_ := set $wired "http_port" . -}}
+{{- end -}}
 {{- if has .component (list "experience" "multilabel" "critique") -}}
 {{- $_ := set $wired "embedding_target" (printf "dns:///%s:%v" (include "rosemesh.componentName" (dict "root" $root "component" "embedding")) $root.Values.services.embedding.port) -}}
 {{- end -}}
