@@ -18,7 +18,7 @@ MAX_TOKENS = 256
 ONNX_INPUTS = ("input_ids", "attention_mask")
 ONNX_OUTPUT = "embeddings"
 #: Recorded in the manifest; an export made with another graph recipe is redone.
-GRAPH = "bert-fused+openvino"
+GRAPH = "bert-fused+openvino+static-int8"
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class ExportedModel:
 
     @property
     def int8_path(self) -> Path:
-        return self.directory / "model.int8.onnx"
+        return self.directory / "model.int8.xml"
 
     @property
     def openvino_path(self) -> Path:

@@ -171,16 +171,16 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
 
 def build_fast_backend(settings: EmbeddingSettings, model: ExportedModel, features: list[str]) -> tuple[EmbeddingBackend, str, str]:
     """The fast tier's runtime for this CPU: (backend, precision, cpu path)."""
+    from services.embedding.backends.openvino import OpenVinoBackend
+
     path = fast_path(features, plain=settings.plain_cpu_paths)
-    if path.runtime == "openvino":
-        from services.embedding.backends.openvino import OpenVinoBackend
-
-        streams = min(settings.fast_streams, os.cpu_count() or 1)
-        backend = OpenVinoBackend(model.openvino_path, precision=path.precision, threads=settings.intra_op_threads, streams=streams)
-        return backend, path.precision, path.cpu_path
-    from services.embedding.backends.onnx import OnnxRuntimeBackend
-
-    return OnnxRuntimeBackend(model.int8_path, intra_op_threads=settings.intra_op_threads), path.precision, path.cpu_path
+    streams = min(settings.fast_streams, os.cpu_count() or 1)
+    if path.precision == "bf16":
+        graph, hint = model.openvino_path, "bf16"
+    else:  # int8 layers; the rest stays fp32 (never bf16 on the plain path)
+        graph, hint = model.int8_path, "f32"
+    backend = OpenVinoBackend(graph, precision=hint, threads=settings.intra_op_threads, streams=streams)
+    return backend, path.precision, path.cpu_path
 
 
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -118,14 +118,13 @@ async def test_list_models_names_tiers_parity_and_limits(embedding_client: Embed
     assert exact.backend == "openvino+onnxruntime" and exact.max_tokens == MAX_TOKENS
     assert exact.parity >= 0.9999 and "sentence-transformers" in exact.parity_reference
     assert fast.tier == "fast" and fast.precision in {"bf16", "int8"} and fast.parity >= 0.99
-    expected_runtime = "openvino" if fast.precision == "bf16" else "onnxruntime"
-    assert fast.backend == expected_runtime and fast.cpu_path
+    assert fast.backend == "openvino" and fast.cpu_path
     assert {m.dimension for m in models.values()} == {384}
     assert exact.max_texts_per_request == TEST_MAX_TEXTS and exact.max_batch_tokens > 0
     assert not response.plain_cpu_paths
 
 
-async def test_plain_cpu_paths_take_int8_on_onnx_runtime(embedding_model: object) -> None:
+async def test_plain_cpu_paths_take_int8(embedding_model: object) -> None:
     with service_process("embedding", ["--plain-cpu-paths"]) as service:
         async with EmbeddingClient(service.address, timeout_s=60) as client:
             response = await embedding_pb2_grpc.EmbeddingServiceStub(client.channel).ListModels(
@@ -133,7 +132,7 @@ async def test_plain_cpu_paths_take_int8_on_onnx_runtime(embedding_model: object
             )
             fast = next(m for m in response.models if m.tier == "fast")
             assert response.plain_cpu_paths
-            assert (fast.backend, fast.precision) == ("onnxruntime", "int8")
+            assert (fast.backend, fast.precision) == ("openvino", "int8")
             assert "no VNNI or AMX" in fast.cpu_path and fast.parity >= 0.99
             assert (await client.embed(["plain"], model=fast.name)).vectors.shape == (1, 384)
 

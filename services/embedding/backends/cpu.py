@@ -21,22 +21,21 @@ def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
 
 @dataclass(frozen=True)
 class FastPath:
-    runtime: str  # "openvino" or "onnxruntime"
-    precision: str  # "bf16" or "int8"
+    precision: str  # "bf16" or "int8"; both run on OpenVINO
     cpu_path: str  # what ListModels and the logs say, e.g. "AMX bf16"
 
 
 def fast_path(features: list[str], *, plain: bool) -> FastPath:
-    """bf16 through OpenVINO where the CPU computes bf16 natively (AMX, AVX-512 BF16): near
-    fp32 parity at the fast tier's speed. Elsewhere, or when plain paths are forced, ONNX
-    Runtime's int8 with the layers the export chose."""
+    """bf16 where the CPU computes bf16 natively (AMX, AVX-512 BF16): near fp32 parity at the
+    fast tier's speed. Elsewhere, or when plain paths are forced, the static int8 graph whose
+    layers the export chose on dev sentences."""
     if not plain and "amx_bf16" in features:
-        return FastPath("openvino", "bf16", "AMX bf16")
+        return FastPath("bf16", "AMX bf16")
     if not plain and "avx512_bf16" in features:
-        return FastPath("openvino", "bf16", "AVX-512 BF16")
+        return FastPath("bf16", "AVX-512 BF16")
     if not plain and ("avx512_vnni" in features or "avx_vnni" in features):
-        return FastPath("onnxruntime", "int8", "VNNI int8")
-    return FastPath("onnxruntime", "int8", "int8 (no VNNI or AMX chosen)")
+        return FastPath("int8", "VNNI int8")
+    return FastPath("int8", "int8 (no VNNI or AMX chosen)")
 
 
 def exact_path(features: list[str]) -> str:
