@@ -35,7 +35,7 @@ from services.common.errors import (
 )
 from services.embedding.core.embedder import Embedder, EmbedResult
 from services.embedding.faces import EmbedLimits, select_embedder, timing_headers
-from services.runtime.security import BEARER, TokenTable
+from services.runtime.security import TokenTable
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +116,7 @@ def bearer_auth(tokens: TokenTable) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in OPEN_PATHS:
-            authorization = request.headers.get("Authorization", "")
-            if not authorization.startswith(BEARER):
-                raise Unauthenticated("missing credentials: send 'Authorization: Bearer <token>'")
-            if tokens.principal_for(authorization.removeprefix(BEARER).strip()) is None:
-                raise Unauthenticated("invalid token")
+            tokens.authenticate(request.headers.get("Authorization"))
         return await handler(request)
 
     return authenticate

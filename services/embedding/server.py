@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import grpc
-import numpy as np
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from rosemesh.embedding.v1 import embedding_pb2, embedding_pb2_grpc
@@ -22,6 +21,7 @@ from services.common.tokens import TextEncoder
 from services.embedding.backends.cpu import cpu_features, exact_path, fast_path
 from services.embedding.bundle import FAST_SUFFIX, MODEL_NAME, ExportedModel, exported_model
 from services.embedding.core.embedder import Embedder, EmbedResult
+from services.embedding.core.parity import min_cosine
 from services.embedding.core.ports import EmbeddingBackend
 from services.embedding.faces import select_embedder, timing_headers
 from services.embedding.openai_http import OpenAIHttpApi
@@ -183,10 +183,6 @@ def build_fast_backend(settings: EmbeddingSettings, model: ExportedModel, featur
     return backend, path.precision, path.cpu_path
 
 
-def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
-
-
 class EmbeddingService(Service):
     name = "embedding"
     settings_class = EmbeddingSettings
@@ -271,7 +267,7 @@ class EmbeddingService(Service):
     async def _fast_parity(self, exact: Embedder, fast: Embedder, parity: Parity) -> Parity:
         texts = json.loads(self.model.parity_sentences_path.read_text())
         exact_vectors, fast_vectors = (await exact.embed(texts)).matrix(), (await fast.embed(texts)).matrix()
-        return Parity(round(_min_cosine(exact_vectors, fast_vectors), 7), parity.reference, parity.cpu_path)
+        return Parity(round(min_cosine(exact_vectors, fast_vectors), 7), parity.reference, parity.cpu_path)
 
     async def stop(self) -> None:
         if self.http_api is not None:  # first: its in-flight requests need the embedders

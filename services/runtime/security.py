@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from services.common.errors import DeadlineExceeded, PermissionDenied, Validator
+from services.common.errors import DeadlineExceeded, PermissionDenied, Unauthenticated, Validator
 from services.common.tenants import TENANT_PATTERN, TENANT_RULE
 from services.runtime.interceptors import StreamWrapper, UnaryWrapper, WrappingInterceptor
 
@@ -89,6 +89,15 @@ class TokenTable:
 
     def principal_for(self, token: str) -> Principal | None:
         return self._principals.get(hash_token(token))
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """Who an ``authorization`` value ("Bearer <token>") authenticates; raises Unauthenticated."""
+        if authorization is None or not authorization.startswith(BEARER):
+            raise Unauthenticated("missing credentials: send 'authorization: Bearer <token>'")
+        principal = self.principal_for(authorization.removeprefix(BEARER).strip())
+        if principal is None:
+            raise Unauthenticated("invalid token")
+        return principal
 
     def tenant_for(self, token: str) -> str | None:
         principal = self.principal_for(token)
@@ -179,13 +188,10 @@ class CallContextInterceptor(WrappingInterceptor):
         deadline = time.monotonic() + remaining if remaining is not None else None
         tenant, writer = None, ""
         if self.tokens is not None and not method.startswith(OPEN_METHODS):
-            if authorization is None or not authorization.startswith(BEARER):
-                await context.abort(
-                    grpc.StatusCode.UNAUTHENTICATED, "missing credentials: send 'authorization: Bearer <token>'"
-                )
-            principal = self.tokens.principal_for(authorization.removeprefix(BEARER).strip())
-            if principal is None:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid token")
+            try:
+                principal = self.tokens.authenticate(authorization)
+            except Unauthenticated as refused:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(refused))
             tenant, writer = principal.tenant, principal.writer
         _CALL.set(CallContext(tenant=tenant, writer=writer, authorization=authorization, deadline=deadline))
 

@@ -1,4 +1,4 @@
-"""OpenVINO in process: the fast tier where the CPU computes bf16 natively."""
+"""OpenVINO in process: the exact tier's batches, and the fast tier (bf16 or static int8)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from services.common.base_model import source_model_dir
 from services.embedding.backends.cpu import cpu_features
 from services.embedding.bundle import DIMENSION, FAST_SUFFIX, MODEL_NAME
 from services.embedding.client import EmbeddingClient
+from services.embedding.core.parity import min_cosine
 from services.embedding.offline.peers import PEERS, PeerProcess, ensure_peers_env
 from services.offline.datasets import rotten_tomatoes_splits
 from services.supervisor import service_process
@@ -69,12 +70,6 @@ async def _list_models(address: str) -> tuple[dict[str, Any], list[str], bool]:
         for m in response.models
     }
     return models, list(response.cpu_features), response.plain_cpu_paths
-
-
-def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return float((a * b).sum(axis=1).min())
 
 
 def run_benchmark(

@@ -12,9 +12,11 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from services.common.base_model import source_model_dir
@@ -29,6 +31,7 @@ from services.embedding.bundle import (
     ExportedModel,
     exported_model,
 )
+from services.embedding.core.parity import min_cosine
 
 OPSET = 17
 HEADS = 12
@@ -135,7 +138,6 @@ INT8_VARIANTS: dict[str, str] = {
 def _quantize_int8(model: ExportedModel, variant: str, calibration: list[str]) -> None:
     """Static int8 of the chosen layers with NNCF, activations calibrated on dev sentences."""
     import nncf
-    import numpy as np
     import openvino as ov
 
     from services.common.tokens import TextEncoder
@@ -155,43 +157,35 @@ def _quantize_int8(model: ExportedModel, variant: str, calibration: list[str]) -
     _save_openvino(quantized, model.int8_path)
 
 
-def _embed_openvino(path: Path, tokenizer: Path, texts: list[str]) -> object:
-    import numpy as np
+def _embed(run: Callable[[dict[str, object]], object], tokenizer: Path, texts: list[str]) -> np.ndarray:
+    """Embed ``texts`` in batches of 32 through ``run`` (graph inputs in, vectors out)."""
+    from services.common.tokens import TextEncoder, pad_batch
+
+    encoded = TextEncoder(tokenizer, MAX_TOKENS).encode(texts)
+    batches = [dict(zip(ONNX_INPUTS, pad_batch(encoded[i : i + 32]), strict=True)) for i in range(0, len(encoded), 32)]
+    return np.concatenate([np.array(run(batch)) for batch in batches])
+
+
+def _embed_openvino(path: Path, tokenizer: Path, texts: list[str]) -> np.ndarray:
     import openvino as ov
 
-    from services.common.tokens import TextEncoder, pad_batch
-
     request = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
-    encoded = TextEncoder(tokenizer, MAX_TOKENS).encode(texts)
-    batches = [dict(zip(ONNX_INPUTS, pad_batch(encoded[i : i + 32]), strict=True)) for i in range(0, len(encoded), 32)]
-    return np.concatenate([np.array(request.infer(batch)[0]) for batch in batches])
+    return _embed(lambda batch: request.infer(batch)[0], tokenizer, texts)
 
 
-def _embed_onnx(path: Path, tokenizer: Path, texts: list[str]) -> object:
-    import numpy as np
+def _embed_onnx(path: Path, tokenizer: Path, texts: list[str]) -> np.ndarray:
     import onnxruntime as ort
 
-    from services.common.tokens import TextEncoder, pad_batch
-
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    encoded = TextEncoder(tokenizer, MAX_TOKENS).encode(texts)
-    batches = [dict(zip(ONNX_INPUTS, pad_batch(encoded[i : i + 32]), strict=True)) for i in range(0, len(encoded), 32)]
-    return np.concatenate([session.run(None, batch)[0] for batch in batches])
+    return _embed(lambda batch: session.run(None, batch)[0], tokenizer, texts)
 
 
-def _min_cosine(a: object, b: object) -> float:
-    import numpy as np
-
-    a, b = np.asarray(a), np.asarray(b)
-    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
-
-
-def _choose_int8(model: ExportedModel, texts: list[str], exact: object, calibration: list[str]) -> dict[str, object]:
+def _choose_int8(model: ExportedModel, texts: list[str], exact: np.ndarray, calibration: list[str]) -> dict[str, object]:
     """Quantize the fastest variant whose dev parity clears FAST_MIN_COSINE (the last otherwise)."""
     tried: dict[str, float] = {}
     for variant in INT8_VARIANTS:
         _quantize_int8(model, variant, calibration)
-        tried[variant] = round(_min_cosine(_embed_openvino(model.int8_path, model.tokenizer_path, texts), exact), 6)
+        tried[variant] = round(min_cosine(_embed_openvino(model.int8_path, model.tokenizer_path, texts), exact), 6)
         if tried[variant] >= FAST_MIN_COSINE:
             break
     return {"variant": variant, "dev_min_cosine": tried, "floor": FAST_MIN_COSINE}
@@ -203,7 +197,7 @@ def _dev_sentences() -> list[str]:
     return [row.text for row in rotten_tomatoes_splits().dev[: 2 * PARITY_SENTENCES]]
 
 
-def _reference_vectors(source: Path, texts: list[str]) -> object:
+def _reference_vectors(source: Path, texts: list[str]) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(source), device="cpu").encode(texts, batch_size=32, convert_to_numpy=True)
@@ -229,8 +223,8 @@ def ensure_exported(models_dir: Path, *, fast: bool = True, force: bool = False)
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False
     ) as progress:
         task = progress.add_task(f"exporting {MODEL_NAME}", total=len(steps) + 1)
-        module = _pooled_encoder(source)
         if "fp32" in steps:
+            module = _pooled_encoder(source)
             progress.update(task, description=f"{MODEL_NAME}: torch → ONNX (fp32)")
             _atomic_write(model.fp32_path, lambda tmp: _export_fp32(module, tmp))
             progress.update(task, description=f"{MODEL_NAME}: torch → OpenVINO IR (fp32)")
@@ -241,7 +235,7 @@ def ensure_exported(models_dir: Path, *, fast: bool = True, force: bool = False)
         dev = _dev_sentences()
         texts, calibration = dev[:PARITY_SENTENCES], dev[PARITY_SENTENCES:]
         exact = _embed_onnx(model.fp32_path, model.tokenizer_path, texts)
-        manifest["exact_parity"] = round(_min_cosine(exact, _reference_vectors(source, texts)), 7)
+        manifest["exact_parity"] = round(min_cosine(exact, _reference_vectors(source, texts)), 7)
         progress.advance(task)
         if "fast" in steps:
             progress.update(task, description=f"{MODEL_NAME}: int8 layers chosen on dev")
