@@ -14,7 +14,7 @@ import onnx
 import onnxruntime as ort
 
 from services.common.errors import NotFound
-from services.earlyexit.core.adapters import LORA_INPUTS, StoredBackbone, TenantAdapter
+from services.earlyexit.core.adapters import LORA_INPUTS, StoredBackbone, TenantAdapter, zero_lora_inputs
 from services.earlyexit.core.bundle import StoredModel
 from services.earlyexit.core.policy import CascadeResult, ExitPolicy, run_cascade
 from services.earlyexit.core.ports import BackboneGraphs, EarlyExitBackend
@@ -144,11 +144,11 @@ class OnnxBackbone(BackboneGraphs):
         self.threads = threads or (os.cpu_count() or 1)
         self.num_layers = stored.manifest.num_layers
         self._embeddings = _session(stored.embeddings_graph, self.threads, arena=False)
+        # Only the LoRA form of each layer is loaded: a row without LoRA feeds it rank-0 updates,
+        # which add exactly nothing, so the layers' weights are held once, not twice.
         self._layers = [
-            _session(stored.layer_graph(i), self.threads, arena=False) for i in range(1, self.num_layers + 1)
+            _session(stored.lora_layer_graph(i), self.threads, arena=False) for i in range(1, self.num_layers + 1)
         ]
-        # Each LoRA graph holds its layer's weights again: loaded with the first LoRA batch.
-        self._lora_layers: list[ort.InferenceSession] = []
         self._fused: FusedLayers | None = None  # built with the first fast path
 
     def embed(self, input_ids: np.ndarray) -> np.ndarray:
@@ -162,17 +162,10 @@ class OnnxBackbone(BackboneGraphs):
         attention_mask: np.ndarray,
         row_lora: tuple[np.ndarray, ...] | None = None,
     ) -> np.ndarray:
-        feeds = {"hidden_in": hidden, "attention_mask": attention_mask}
         if row_lora is None:
-            (out,) = self._layers[layer - 1].run(None, feeds)
-            return out
-        if not self._lora_layers:
-            self._lora_layers = [
-                _session(self.stored.lora_layer_graph(i), self.threads, arena=False)
-                for i in range(1, self.num_layers + 1)
-            ]
-        feeds |= dict(zip(LORA_INPUTS, row_lora, strict=True))
-        (out,) = self._lora_layers[layer - 1].run(None, feeds)
+            row_lora = zero_lora_inputs(len(hidden), hidden.shape[2], 0)
+        feeds = {"hidden_in": hidden, "attention_mask": attention_mask} | dict(zip(LORA_INPUTS, row_lora, strict=True))
+        (out,) = self._layers[layer - 1].run(None, feeds)
         return out
 
     def merge_lora(self, adapter: TenantAdapter) -> MergedLoraLayers:

@@ -214,6 +214,14 @@ class LoraAdapter(TenantAdapter):
         return self._updates[layer]
 
 
+def zero_lora_inputs(rows: int, width: int, rank: int) -> tuple[np.ndarray, ...]:
+    """Per-row LoRA inputs (``LORA_INPUTS``) of ``rank``, all zero: A is width × rank, B rank × width."""
+    return tuple(
+        np.zeros((rows, width, rank) if name.endswith("_a") else (rows, rank, width), dtype=np.float32)
+        for name in LORA_INPUTS
+    )
+
+
 def load_adapter(stored: StoredAdapter) -> TenantAdapter:
     kinds = {AdaptMethod.LPT: LatePromptAdapter, AdaptMethod.LORA: LoraAdapter}
     return kinds[stored.manifest.method](stored)

@@ -39,6 +39,7 @@ from services.earlyexit.core.adapters import (
     adapters_root,
     backbones_root,
     load_adapter,
+    zero_lora_inputs,
 )
 from services.earlyexit.core.ports import BackboneGraphs, MergedLayers
 from services.earlyexit.core.scheduling import CostModel, DeadlineBatcher, SchedulingConfig, Shape
@@ -71,7 +72,7 @@ def probe_seconds(graphs: BackboneGraphs, rows: int, shape: Shape, repeats: int 
     for _ in range(repeats):
         began = time.perf_counter()
         hidden = graphs.embed(ids)
-        updates = _zero_updates(rows, hidden.shape[2], shape.rank) if shape.rank else None
+        updates = zero_lora_inputs(rows, hidden.shape[2], shape.rank) if shape.rank else None
         for layer in range(1, graphs.num_layers + 1):
             hidden = graphs.layer(layer, hidden, mask, updates)
         best = min(best, time.perf_counter() - began)
@@ -79,14 +80,14 @@ def probe_seconds(graphs: BackboneGraphs, rows: int, shape: Shape, repeats: int 
 
 
 def measure_costs(graphs: BackboneGraphs) -> CostModel:
-    probe_seconds(graphs, 2, Shape(16, 8), repeats=1)  # loads the LoRA graphs, warms the sessions
+    probe_seconds(graphs, 2, Shape(16, 8), repeats=1)  # warms the sessions
     return CostModel.fit([(rows, shape, probe_seconds(graphs, rows, shape)) for rows, shape in PROBES])
 
 
 def _row_updates(rows: int, width: int, groups: list[tuple[list[int], TenantAdapter]], layer: int) -> tuple[np.ndarray, ...]:
     """Each row's LoRA updates at ``layer``, zero-padded to the batch's highest rank (zero rows and
     columns add exactly nothing), and zero for rows without LoRA."""
-    stacked = _zero_updates(rows, width, max(adapter.rank for _, adapter in groups))
+    stacked = zero_lora_inputs(rows, width, max(adapter.rank for _, adapter in groups))
     for group, adapter in groups:
         for array, update in zip(stacked, adapter.lora(layer), strict=True):
             if array.shape[1] == width:
@@ -94,14 +95,6 @@ def _row_updates(rows: int, width: int, groups: list[tuple[list[int], TenantAdap
             else:
                 array[group, : adapter.rank] = update
     return stacked
-
-
-def _zero_updates(rows: int, width: int, rank: int) -> tuple[np.ndarray, ...]:
-    """Per-row LoRA inputs (``LORA_INPUTS``) of ``rank``, all zero: A is width × rank, B rank × width."""
-    return tuple(
-        np.zeros((rows, width, rank) if name.endswith("_a") else (rows, rank, width), dtype=np.float32)
-        for name in LORA_INPUTS
-    )
 
 
 def adapter_logits(
