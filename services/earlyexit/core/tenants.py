@@ -31,7 +31,6 @@ from services.common.errors import NotFound
 from services.common.model_versions import ModelVersions
 from services.common.tokens import EncodedText, TextEncoder, pad_batch
 from services.earlyexit.core.adapters import (
-    LORA_INPUTS,
     StoredAdapter,
     StoredBackbone,
     TenantAdapter,
