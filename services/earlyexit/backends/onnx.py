@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shutil
+import tempfile
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -89,7 +93,12 @@ class FusedLayers:
             graph.node.extend(part.node)
             previous = renamed(part.output[0].name)
         graph.output[0].name = previous
-        self.graph = model.SerializeToString()
+        # Sessions load it from a file: ONNX Runtime holds the GIL while it parses a graph passed
+        # as bytes (tens of milliseconds at a time, which stall the serving thread), not a path.
+        scratch = tempfile.mkdtemp(prefix="rosemesh-fused-layers-")
+        weakref.finalize(self, shutil.rmtree, scratch, ignore_errors=True)
+        self.path = Path(scratch) / "layers.onnx"
+        onnx.save(model, str(self.path))
 
 
 def _renamed(shared: dict[str, str], prefix: str, name: str) -> str:
@@ -129,7 +138,7 @@ class MergedLoraLayers:
             )
             options.add_initializer(name, merged)
             self._merged.append(merged)
-        self._session = ort.InferenceSession(fused.graph, options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(fused.path), options, providers=["CPUExecutionProvider"])
 
     def layers(self, hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         (out,) = self._session.run(None, {"hidden_in": hidden, "attention_mask": attention_mask})
