@@ -97,6 +97,22 @@ def test_the_served_adapter_matches_its_pytorch_model(tmp_path: Path, backbone: 
     assert np.abs(served - expected).max() < 1e-4
 
 
+def test_a_row_without_lora_gets_exactly_the_plain_layers_answer(backbone: StoredBackbone, texts: list[str]) -> None:
+    """The service loads only the LoRA form of each layer; rank-0 updates must add exactly nothing."""
+    import onnxruntime as ort
+
+    ids, mask = pad_batch(TextEncoder(backbone.tokenizer_path, 64).encode(texts))
+    served = OnnxBackbone(backbone)
+    hidden = served.embed(ids)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = served.threads  # the same kernels' partitioning on both sides
+    for layer in range(1, backbone.manifest.num_layers + 1):
+        plain = ort.InferenceSession(str(backbone.layer_graph(layer)), options, providers=["CPUExecutionProvider"])
+        (expected,) = plain.run(None, {"hidden_in": hidden, "attention_mask": mask})
+        hidden = served.layer(layer, hidden, mask)
+        assert np.array_equal(hidden, expected), f"layer {layer}"
+
+
 @pytest.mark.parametrize(
     "config", [LptConfig(insertion_layer=3, prompt_length=4), LoraTrainConfig(rank=4, target_modules=("value",))], ids=["lpt", "lora"]
 )

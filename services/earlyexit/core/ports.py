@@ -49,7 +49,8 @@ class BackboneGraphs(Protocol):
         row_lora: tuple[np.ndarray, ...] | None = None,
     ) -> np.ndarray:
         """1-based ``layer`` on (batch, positions, hidden) states under a 1/0 key mask; with
-        ``row_lora`` (``LORA_INPUTS``, a leading batch axis), each row's low-rank updates."""
+        ``row_lora`` (``LORA_INPUTS``, a leading batch axis), each row's low-rank updates; without,
+        none (the same answer as the frozen layer's)."""
 
     def merge_lora(self, adapter: TenantAdapter) -> MergedLayers:
         """``adapter``'s updates merged into every layer and compiled (seconds of CPU, not milliseconds)."""
