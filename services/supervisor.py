@@ -63,27 +63,36 @@ def make_bundle(request: BundleRequest, started: Callable[[subprocess.Popen[byte
         raise RuntimeError(f"making {request.bundle.what} failed (exit {code}): rosemesh {' '.join(request.command)}")
 
 
-class BundleMakers(threading.Thread):
-    """Makes bundles one at a time, cheapest first, in the background (two cores, one maker)."""
+class BundleMakers:
+    """Makes bundles in the background, cheapest first: one maker at a time on the cores (two
+    cores, one maker), and downloads one at a time beside them, so a long fetch holds up no build."""
 
     def __init__(self, requests: Sequence[BundleRequest]) -> None:
-        super().__init__(name="bundle-makers", daemon=True)
         self.requests = sorted(requests, key=lambda r: r.minutes)
+        lanes = [[r for r in self.requests if r.downloads], [r for r in self.requests if not r.downloads]]
+        self._lanes = [threading.Thread(target=self._run, args=(lane,), name="bundle-makers", daemon=True)
+                       for lane in lanes if lane]
         self.error: str | None = None
-        self._current: subprocess.Popen[bytes] | None = None
+        self._current: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
         self._stopped = False
 
-    def _begin(self, maker: subprocess.Popen[bytes]) -> None:
-        self._current = maker
+    def start(self) -> None:
+        for lane in self._lanes:
+            lane.start()
 
-    def run(self) -> None:
-        # A waiting service shows the queue until its own maker starts and reports.
-        for place, request in enumerate(self.requests):
+    def _begin(self, maker: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._current.add(maker)
+
+    def _run(self, lane: list[BundleRequest]) -> None:
+        # A waiting service shows its lane's queue until its own maker starts and reports.
+        for place, request in enumerate(lane):
             if place:
-                ahead = ", ".join(r.bundle.what for r in self.requests[:place])
+                ahead = ", ".join(r.bundle.what for r in lane[:place])
                 write_progress(progress_file(request.bundle.directory), f"queued behind {ahead}")
-        for request in self.requests:
-            if self._stopped:
+        for request in lane:
+            if self._stopped or self.error:
                 return
             try:
                 make_bundle(request, self._begin)
@@ -93,17 +102,20 @@ class BundleMakers(threading.Thread):
                 return
 
     def stop(self) -> None:
-        """Stop the maker that is running (its bundle stays unpublished) and start no other."""
+        """Stop the makers that are running (their bundles stay unpublished) and start no other."""
         self._stopped = True
-        if self._current is not None and self._current.poll() is None:
-            self._current.terminate()
-        self.join(timeout=30)
+        with self._lock:
+            running = [maker for maker in self._current if maker.poll() is None]
+        for maker in running:
+            maker.terminate()
+        for lane in self._lanes:
+            lane.join(timeout=30)
         for request in self.requests:
             clear_progress(progress_file(request.bundle.directory))
 
     @property
     def busy(self) -> bool:
-        return self.is_alive()
+        return any(lane.is_alive() for lane in self._lanes)
 
     def progress(self) -> list[str]:
         """What each unfinished maker reports: "<bundle>: <progress>", or that it is queued."""

@@ -68,6 +68,8 @@ class BundleRequest:
     command: list[str]
     #: Rough cost on two cores, so that cheap makers run first.
     minutes: float = 1.0
+    #: A download waits on the network, not on the cores: it runs beside the other makers.
+    downloads: bool = False
     #: Environment the maker needs beyond this process's own.
     env: dict[str, str] = field(default_factory=dict)
 

@@ -504,7 +504,7 @@ class CritiqueService(Service):
         requests = []
         judge = self._judge_bundle()
         if self._fetches_local_judge() and not judge.present():
-            requests.append(BundleRequest(judge, ["fetch", "judge", s.local_model], minutes=2, env=env))
+            requests.append(BundleRequest(judge, ["fetch", "judge", s.local_model], minutes=1, downloads=True, env=env))
         reward = self._reward_bundle()
         if s.train_reward_model and not reward.present():
             requests.append(BundleRequest(reward, ["train", "reward-model"], minutes=4, env=env))
