@@ -10,6 +10,8 @@ call succeeds.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -58,6 +60,42 @@ class ChatEndpoint:
             base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=self.max_retries
         )
 
+    async def _create(self, messages: list[dict[str, str]], **options: Any) -> Any:
+        assert self.breaker is not None
+        with self.breaker.guard():
+            try:
+                completion = await self.client.chat.completions.create(model=self.model, messages=messages, **options)
+            except openai.APITimeoutError as exc:
+                raise BackendUnavailable(
+                    f"LLM endpoint {self.base_url}: no answer within {self.timeout_s:g} s"
+                ) from exc
+            except openai.APIStatusError as exc:
+                raise BackendUnavailable(
+                    f"LLM endpoint {self.base_url}: HTTP {exc.status_code}: {exc.message}"[:1000]
+                ) from exc
+            except openai.APIConnectionError as exc:
+                raise BackendUnavailable(f"LLM endpoint {self.base_url}: cannot connect ({exc})") from exc
+        if not completion.choices:
+            raise BackendUnavailable(f"LLM endpoint {self.base_url}: the answer has no choices")
+        return completion
+
+    async def first_token_probabilities(
+        self, messages: list[dict[str, str]], options: Sequence[str], top: int = 20
+    ) -> dict[str, float]:
+        """How likely the answer's first token is each option (its text, spaces aside), among the
+        endpoint's ``top`` most likely tokens; an option outside them gets 0."""
+        completion = await self._create(
+            messages, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=top
+        )
+        logprobs = completion.choices[0].logprobs
+        if logprobs is None or not logprobs.content:
+            raise BackendUnavailable(f"LLM endpoint {self.base_url}: the answer has no logprobs")
+        found = dict.fromkeys(options, 0.0)
+        for candidate in logprobs.content[0].top_logprobs:
+            if (token := candidate.token.strip()) in found:
+                found[token] += math.exp(candidate.logprob)
+        return found
+
     async def complete(
         self,
         messages: list[dict[str, str]],
@@ -71,24 +109,7 @@ class ChatEndpoint:
         options: dict[str, Any] = {}
         if (fmt := response_format(schema, schema_mode)) is not None:
             options["response_format"] = fmt
-        assert self.breaker is not None
-        with self.breaker.guard():
-            try:
-                completion = await self.client.chat.completions.create(
-                    model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature, **options
-                )
-            except openai.APITimeoutError as exc:
-                raise BackendUnavailable(
-                    f"LLM endpoint {self.base_url}: no answer within {self.timeout_s:g} s"
-                ) from exc
-            except openai.APIStatusError as exc:
-                raise BackendUnavailable(
-                    f"LLM endpoint {self.base_url}: HTTP {exc.status_code}: {exc.message}"[:1000]
-                ) from exc
-            except openai.APIConnectionError as exc:
-                raise BackendUnavailable(f"LLM endpoint {self.base_url}: cannot connect ({exc})") from exc
-        if not completion.choices:
-            raise BackendUnavailable(f"LLM endpoint {self.base_url}: the answer has no choices")
+        completion = await self._create(messages, max_tokens=max_tokens, temperature=temperature, **options)
         return completion.choices[0].message.content or ""
 
     async def close(self) -> None:

@@ -67,13 +67,15 @@ async def test_the_local_judge_answers_every_rubric_within_the_schema_on_the_fir
     labels = {d.dimension: d.score for d in harmless.result.dimensions}
     assert set(labels) == {"fairness", "safety", "morality", "legality", "data_protection"}
     assert labels["legality"] in (1, 3) and all(v in (1, 2, 3) for v in labels.values())
-    # Both orders judged: two calls, each order's verdict reported, a disagreement made a tie.
+    # Both orders judged from the judge's probabilities of "A" and "B": two calls, each order's
+    # verdict reported, the verdict the average's.
     assert compared.parse_status == pb.PARSE_STATUS_OK and compared.attempts == 2
     assert compared.position in (pb.POSITION_CONSISTENT, pb.POSITION_INCONSISTENT)
     assert compared.winner_as_given != pb.WINNER_UNSPECIFIED and compared.winner_swapped != pb.WINNER_UNSPECIFIED
-    if compared.position == pb.POSITION_INCONSISTENT:
-        assert compared.winner == pb.WINNER_TIE
-    else:
+    assert compared.HasField("preference_a") and 0.0 <= compared.preference_a <= 1.0
+    expected = pb.WINNER_A if compared.preference_a > 0.5 else pb.WINNER_B if compared.preference_a < 0.5 else pb.WINNER_TIE
+    assert compared.winner == expected and f"{compared.preference_a:.2f}" in compared.critique
+    if compared.position == pb.POSITION_CONSISTENT:
         assert compared.winner == compared.winner_as_given == compared.winner_swapped
     failures = scrape(local_critique).get("rosemesh_critique_parse_failures", [])
     assert sum(s.value for s in failures if s.name.endswith("_total")) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from services.adapters.chat import ChatEndpoint, SchemaMode
@@ -28,6 +29,9 @@ class EndpointJudge:
             schema=schema,
             schema_mode=self.schema_mode,
         )
+
+    async def choose(self, messages: list[ChatMessage], options: Sequence[str]) -> dict[str, float]:
+        return await self.endpoint.first_token_probabilities(messages, options)
 
     async def close(self) -> None:
         await self.endpoint.close()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from services.adapters.chat import ChatEndpoint
 from services.adapters.local_llm import LocalLLMServer
@@ -17,6 +18,8 @@ from services.common.errors import BackendUnavailable
 from services.critique.core.prompts import ChatMessage
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _WATCH_S = 0.5
 _BACKOFF_S = (1.0, 2.0, 5.0, 15.0, 30.0)
@@ -83,16 +86,22 @@ class LocalJudge:
 
     async def complete(self, messages: list[ChatMessage], schema: dict[str, Any], max_tokens: int) -> str:
         async with self._turn:
-            return await self._complete(messages, schema, max_tokens)
+            return await self._call(
+                lambda endpoint: endpoint.complete(
+                    messages, max_tokens=max_tokens, temperature=self.temperature, schema=schema, schema_mode="json_object"
+                )
+            )
 
-    async def _complete(self, messages: list[ChatMessage], schema: dict[str, Any], max_tokens: int) -> str:
+    async def choose(self, messages: list[ChatMessage], options: Sequence[str]) -> dict[str, float]:
+        async with self._turn:
+            return await self._call(lambda endpoint: endpoint.first_token_probabilities(messages, options))
+
+    async def _call(self, ask: Callable[[ChatEndpoint], Awaitable[T]]) -> T:
         endpoint = self._endpoint
         if self._down is not None or endpoint is None:
             raise BackendUnavailable(f"local judge {self.model} {self._down}")
         try:
-            return await endpoint.complete(
-                messages, max_tokens=max_tokens, temperature=self.temperature, schema=schema, schema_mode="json_object"
-            )
+            return await ask(endpoint)
         except BackendUnavailable as exc:
             # A dropped connection is the child's death more often than not: say so.
             if (reason := await asyncio.to_thread(self.server.exit_reason, 2.0)) is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from services.common.errors import BackendUnavailable
@@ -19,6 +20,9 @@ class MissingJudge:
         self.reason = reason
 
     async def complete(self, messages: list[ChatMessage], schema: dict[str, Any], max_tokens: int) -> str:
+        raise BackendUnavailable(f"no LLM judge is available: {self.reason}")
+
+    async def choose(self, messages: list[ChatMessage], options: Sequence[str]) -> dict[str, float]:
         raise BackendUnavailable(f"no LLM judge is available: {self.reason}")
 
     async def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -17,7 +18,13 @@ from services.critique.core.parsing import (
     parse_judgement,
 )
 from services.critique.core.ports import Judge
-from services.critique.core.prompts import ChatMessage, compare_messages, repair_messages, score_messages
+from services.critique.core.prompts import (
+    ChatMessage,
+    choice_messages,
+    compare_messages,
+    repair_messages,
+    score_messages,
+)
 from services.critique.core.rubrics import COMPARE_SCHEMA, Rubric
 
 PARSE_FAILURES = Counter(
@@ -96,3 +103,18 @@ class Critic:
     ) -> Attempted[ComparisonVerdict]:
         messages = compare_messages(rubric, query, response_a, response_b, reference)
         return await self._ask(messages, COMPARE_SCHEMA, parse_comparison, rubric.name, "compare")
+
+    async def prefer(
+        self, rubric: Rubric, query: str, response_a: str, response_b: str, reference: str = ""
+    ) -> Attempted[float]:
+        """How likely the judge finds A, the response shown first, the better one: its probability
+        of answering "A" against "B". No text is parsed, so nothing needs repairing."""
+        messages = choice_messages(rubric, query, response_a, response_b, reference)
+        probabilities = await self.judge.choose(messages, ("A", "B"))
+        raw, mass = json.dumps(probabilities), sum(probabilities.values())
+        if mass <= 0:
+            PARSE_FAILURES.labels(rubric.name, "prefer").inc()
+            JUDGEMENTS.labels(rubric.name, "prefer", ParseStatus.FAILED.value).inc()
+            return Attempted(None, ParseStatus.FAILED, raw, 1, "neither A nor B is among the judge's likely answers")
+        JUDGEMENTS.labels(rubric.name, "prefer", ParseStatus.OK.value).inc()
+        return Attempted(probabilities["A"] / mass, ParseStatus.OK, raw, 1)

@@ -3,6 +3,7 @@ JSON) and sentence vectors for the creativity measures."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,6 +19,11 @@ class Judge(Protocol):
 
     async def complete(self, messages: list[ChatMessage], schema: dict[str, Any], max_tokens: int) -> str:
         """The judge's raw text answer; raises BackendUnavailable when the judge cannot answer."""
+        ...
+
+    async def choose(self, messages: list[ChatMessage], options: Sequence[str]) -> dict[str, float]:
+        """How likely the judge's answer starts with each option (e.g. "A", "B"), read from its token
+        probabilities, not from text it writes; raises BackendUnavailable when it cannot tell."""
         ...
 
     async def close(self) -> None: ...

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -75,6 +75,11 @@ def _measured(rubric: Rubric, measures: CreativityMeasures, pool_size: int) -> l
     return results
 
 
+#: How Compare reaches its verdict: from the judge's probabilities of answering "A" or "B", or from
+#: the scores it writes in a JSON critique.
+CompareVerdict = Literal["probability", "generated"]
+
+
 @dataclass
 class Scorer:
     critic: Critic
@@ -82,6 +87,7 @@ class Scorer:
     creativity: CreativityConfig = field(default_factory=CreativityConfig)
     #: Items judged at once in a batch (a local judge serialises them anyway).
     concurrency: int = 4
+    compare_by: CompareVerdict = "generated"
 
     async def _measure(self, rubric: Rubric, item: ScoreItem) -> list[DimensionResult]:
         if not rubric.measured:
@@ -146,8 +152,10 @@ class Scorer:
         *,
         both_orders: bool = True,
     ) -> Comparison:
-        """The judge's verdict; with ``both_orders`` it also judges B before A, and a verdict that
-        changes with the order is a tie."""
+        """The judge's verdict; with ``both_orders`` it also judges B before A. A generated verdict
+        that changes with the order is a tie; probabilities are averaged over the two orders."""
+        if self.compare_by == "probability":
+            return await self._compare_by_probability(rubric, query, response_a, response_b, reference, both_orders)
         if not both_orders:
             given = await self.critic.compare(rubric, query, response_a, response_b, reference)
             return _single(given)
@@ -156,6 +164,22 @@ class Scorer:
             self.critic.compare(rubric, query, response_b, response_a, reference),
         )
         return combine_orders(given, swapped)
+
+    async def _compare_by_probability(
+        self, rubric: Rubric, query: str, response_a: str, response_b: str, reference: str, both_orders: bool
+    ) -> Comparison:
+        if not both_orders:
+            given = await self.critic.prefer(rubric, query, response_a, response_b, reference)
+            verdict = _verdict(given.value) if given.value is not None else None
+            return Comparison(
+                verdict, _said(given.value) if given.value is not None else "", given.status,
+                Position.NOT_SWAPPED, verdict, None, given.raw_output, given.attempts, given.value,
+            )  # fmt: skip
+        given, swapped = await asyncio.gather(
+            self.critic.prefer(rubric, query, response_a, response_b, reference),
+            self.critic.prefer(rubric, query, response_b, response_a, reference),
+        )
+        return combine_preferences(given, swapped)
 
 
 class Position(StrEnum):
@@ -182,6 +206,39 @@ class Comparison:
     winner_swapped: Verdict | None
     raw_output: str
     attempts: int
+    #: With probability verdicts: how likely A is the better response.
+    preference_a: float | None = None
+
+
+def _verdict(preference_a: float) -> Verdict:
+    return "A" if preference_a > 0.5 else "B" if preference_a < 0.5 else "tie"
+
+
+def _said(preference_a: float, as_given: float | None = None, as_swapped: float | None = None) -> str:
+    said = f"The judge finds A the better response with probability {preference_a:.2f}"
+    if as_given is not None and as_swapped is not None:
+        said += f", both orders averaged ({as_given:.2f} with A shown first, {as_swapped:.2f} with B shown first)"
+    return said + "."
+
+
+def combine_preferences(given: Attempted[float], swapped: Attempted[float]) -> Comparison:
+    """Balanced position calibration (Wang et al. 2023): P(A better) is the mean of the two orders'
+    probabilities, so a judge that favours a position cancels out; the position is inconsistent
+    when the two orders alone would pick different responses."""
+    attempts = given.attempts + swapped.attempts
+    raw = f"{given.raw_output}\n{swapped.raw_output}"
+    as_given = _verdict(given.value) if given.value is not None else None
+    # The swapped run saw B first: its probability of "A" is the request's B.
+    as_swapped = _verdict(1.0 - swapped.value) if swapped.value is not None else None
+    if given.value is None or swapped.value is None:
+        return Comparison(None, "", ParseStatus.FAILED, Position.UNKNOWN, as_given, as_swapped, raw, attempts)
+    first, second = given.value, 1.0 - swapped.value
+    preference_a = (first + second) / 2
+    position = Position.CONSISTENT if as_given == as_swapped else Position.INCONSISTENT
+    return Comparison(
+        _verdict(preference_a), _said(preference_a, first, second), ParseStatus.OK, position,
+        as_given, as_swapped, raw, attempts, preference_a,
+    )  # fmt: skip
 
 
 def _single(given: Attempted[ComparisonVerdict]) -> Comparison:

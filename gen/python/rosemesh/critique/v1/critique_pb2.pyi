@@ -200,7 +200,7 @@ class CompareRequest(_message.Message):
     def __init__(self, rubric: _Optional[str] = ..., query: _Optional[str] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ..., reference: _Optional[str] = ..., single_order: _Optional[bool] = ..., scorer: _Optional[_Union[Scorer, str]] = ...) -> None: ...
 
 class CompareResponse(_message.Message):
-    __slots__ = ("rubric", "judge_model", "winner", "critique", "parse_status", "raw_output", "attempts", "position", "winner_as_given", "winner_swapped", "reward_a", "reward_b")
+    __slots__ = ("rubric", "judge_model", "winner", "critique", "parse_status", "raw_output", "attempts", "position", "winner_as_given", "winner_swapped", "reward_a", "reward_b", "preference_a")
     RUBRIC_FIELD_NUMBER: _ClassVar[int]
     JUDGE_MODEL_FIELD_NUMBER: _ClassVar[int]
     WINNER_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +213,7 @@ class CompareResponse(_message.Message):
     WINNER_SWAPPED_FIELD_NUMBER: _ClassVar[int]
     REWARD_A_FIELD_NUMBER: _ClassVar[int]
     REWARD_B_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_A_FIELD_NUMBER: _ClassVar[int]
     rubric: str
     judge_model: str
     winner: Winner
@@ -225,7 +226,8 @@ class CompareResponse(_message.Message):
     winner_swapped: Winner
     reward_a: float
     reward_b: float
-    def __init__(self, rubric: _Optional[str] = ..., judge_model: _Optional[str] = ..., winner: _Optional[_Union[Winner, str]] = ..., critique: _Optional[str] = ..., parse_status: _Optional[_Union[ParseStatus, str]] = ..., raw_output: _Optional[str] = ..., attempts: _Optional[int] = ..., position: _Optional[_Union[Position, str]] = ..., winner_as_given: _Optional[_Union[Winner, str]] = ..., winner_swapped: _Optional[_Union[Winner, str]] = ..., reward_a: _Optional[float] = ..., reward_b: _Optional[float] = ...) -> None: ...
+    preference_a: float
+    def __init__(self, rubric: _Optional[str] = ..., judge_model: _Optional[str] = ..., winner: _Optional[_Union[Winner, str]] = ..., critique: _Optional[str] = ..., parse_status: _Optional[_Union[ParseStatus, str]] = ..., raw_output: _Optional[str] = ..., attempts: _Optional[int] = ..., position: _Optional[_Union[Position, str]] = ..., winner_as_given: _Optional[_Union[Winner, str]] = ..., winner_swapped: _Optional[_Union[Winner, str]] = ..., reward_a: _Optional[float] = ..., reward_b: _Optional[float] = ..., preference_a: _Optional[float] = ...) -> None: ...
 
 class PreferencePair(_message.Message):
     __slots__ = ("chosen_index", "rejected_index", "margin")
