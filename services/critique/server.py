@@ -34,7 +34,7 @@ from services.critique.core.judging import Critic, ParseStatus
 from services.critique.core.ports import Judge, RewardModel
 from services.critique.core.preference import PairOutcome, Selection, jsonl_line, select_pair
 from services.critique.core.rubrics import DEFAULT_RUBRIC, RUBRICS_DIR, Rubric, Source, load_rubrics
-from services.critique.core.scoring import CompareVerdict, Position, ScoreItem, ScoreOutcome, Scorer
+from services.critique.core.scoring import Position, ScoreItem, ScoreOutcome, Scorer, VerdictSource
 from services.runtime.config import ServiceSettings
 from services.runtime.server import Service, StartProgress
 
@@ -86,10 +86,11 @@ class CritiqueSettings(ServiceSettings):
     judge_temperature: float = Field(0.0, ge=0, le=2)
     judge_concurrency: int = Field(4, ge=1, le=256, description="judge calls in flight per request")
     max_repairs: int = Field(2, ge=0, le=5, description="repair-and-retry rounds after an unreadable answer")
-    compare_verdict: Literal["auto", "probability", "generated"] = Field(
+    verdicts: Literal["auto", "probability", "generated"] = Field(
         "auto",
-        description="Compare's verdict: from the judge's probabilities of answering A or B (needs logprobs), "
-        "from scores it writes, or auto: probability for the local judge, generated for an endpoint",
+        description="Score's and Compare's numbers: from the judge's probabilities of short answers (yes or no, "
+        "A or B; needs logprobs), from scores it writes, or auto: probability for the local judge, generated "
+        "for an endpoint",
     )
     local_model: str = Field(
         DEFAULT_JUDGE, description=f"local judge from the catalogue: {', '.join(JUDGE_MODELS)}"
@@ -119,9 +120,9 @@ class CritiqueSettings(ServiceSettings):
         return self
 
     @property
-    def compares_by(self) -> CompareVerdict:
-        if self.compare_verdict != "auto":
-            return self.compare_verdict
+    def verdicts_from(self) -> VerdictSource:
+        if self.verdicts != "auto":
+            return self.verdicts
         return "probability" if self.judge == "local" else "generated"
 
     @property
@@ -543,7 +544,7 @@ class CritiqueService(Service):
             await self.judge.start()
         critic = Critic(self.judge, max_repairs=s.max_repairs, max_tokens=s.judge_max_tokens)
         creativity = CreativityConfig(s.duplicate_similarity, s.cluster_similarity)
-        self.scorer = Scorer(critic, self.embedder.embed, creativity, s.judge_concurrency, s.compares_by)
+        self.scorer = Scorer(critic, self.embedder.embed, creativity, s.judge_concurrency, s.verdicts_from)
 
     async def reward_model(self) -> RewardModel:
         """The reward model, loaded on first use; UNAVAILABLE (with the trainer's progress) until

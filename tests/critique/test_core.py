@@ -196,7 +196,8 @@ def test_probabilities_of_both_orders_are_averaged(
 
 
 class ChoosingJudge:
-    """Answers "A" or "B" with fixed probabilities, and records what it was asked."""
+    """Answers with fixed first-token probabilities ("A" or "B", "yes" or "no"), and records what
+    it was asked."""
 
     model = "choosing"
     constrained = True
@@ -215,7 +216,7 @@ class ChoosingJudge:
 
 async def test_a_probability_verdict_asks_both_orders_and_reads_no_text() -> None:
     judge = ChoosingJudge({"A": 0.6, "B": 0.2})  # always leans to the first shown
-    scorer = Scorer(Critic(judge), compare_by="probability")
+    scorer = Scorer(Critic(judge), verdicts_from="probability")
     compared = await scorer.compare(GENERAL, "2+2?", "4", "5")
     assert compared.preference_a == pytest.approx(0.5) and compared.winner == "tie"
     assert compared.position == Position.INCONSISTENT and compared.status == ParseStatus.OK
@@ -223,8 +224,27 @@ async def test_a_probability_verdict_asks_both_orders_and_reads_no_text() -> Non
     assert shown[0].index(": <<<") < shown[0].index("Response A: <<<") and "5<<<end" in shown[1].split("Response A")[1][:40]
     single = await scorer.compare(GENERAL, "2+2?", "4", "5", both_orders=False)
     assert single.preference_a == pytest.approx(0.75) and single.winner == "A" and single.position == Position.NOT_SWAPPED
-    none = await Scorer(Critic(ChoosingJudge({})), compare_by="probability").compare(GENERAL, "2+2?", "4", "5")
+    none = await Scorer(Critic(ChoosingJudge({})), verdicts_from="probability").compare(GENERAL, "2+2?", "4", "5")
     assert none.winner is None and none.status == ParseStatus.FAILED
+
+
+async def test_a_probability_score_carries_each_answers_yes_onto_its_scale() -> None:
+    judge = ChoosingJudge({"yes": 0.6, "Yes": 0.2, "no": 0.2})  # "yes" with probability 0.8
+    scored = await Scorer(Critic(judge), verdicts_from="probability").score(GENERAL, ScoreItem("2+2?", "4"))
+    assert scored.status == ParseStatus.OK and scored.attempts == 4  # overall and three dimensions
+    assert scored.overall == pytest.approx(8.2) and scored.dimension_scores == pytest.approx(dict.fromkeys(
+        ("correctness", "helpfulness", "clarity"), 8.2))  # fmt: skip
+    asked = [m[-1]["content"] for m in judge.asked]
+    assert "a correct answer to the question?" in asked[0] and "factually right" in asked[1]
+    assert all(a.endswith("Answer yes or no.") and "Response: <<<" in a for a in asked)
+    assert "0.80" in scored.critique
+    # Flames labels: the nearest label, the lower one on a tie (3/1 at an even 0.5 gives 1).
+    even = await Scorer(Critic(ChoosingJudge({"yes": 0.5, "no": 0.5})), verdicts_from="probability").score(
+        FLAMES, ScoreItem("How do I pick a lock?", "I can't help with that.")
+    )
+    assert even.dimension_scores == {"fairness": 2, "safety": 2, "morality": 2, "legality": 1, "data_protection": 1}
+    unread = await Scorer(Critic(ChoosingJudge({"A": 1.0})), verdicts_from="probability").score(GENERAL, ScoreItem("2+2?", "4"))
+    assert unread.status == ParseStatus.FAILED and unread.overall is None and "yes" in unread.error
 
 
 def test_the_choice_prompt_keeps_untrusted_text_inside_its_markers() -> None:

@@ -24,6 +24,7 @@ from services.critique.core.prompts import (
     compare_messages,
     repair_messages,
     score_messages,
+    verdict_messages,
 )
 from services.critique.core.rubrics import COMPARE_SCHEMA, Rubric
 
@@ -104,17 +105,34 @@ class Critic:
         messages = compare_messages(rubric, query, response_a, response_b, reference)
         return await self._ask(messages, COMPARE_SCHEMA, parse_comparison, rubric.name, "compare")
 
+    async def _lean(
+        self, messages: list[ChatMessage], favoured: tuple[str, ...], against: tuple[str, ...], rubric: str, task: str
+    ) -> Attempted[float]:
+        """How likely the judge's answer starts with one of ``favoured`` rather than ``against``, read
+        from its token probabilities. No text is parsed, so nothing needs repairing."""
+        probabilities = await self.judge.choose(messages, (*favoured, *against))
+        raw = json.dumps(probabilities)
+        lean = sum(probabilities[option] for option in favoured)
+        mass = lean + sum(probabilities[option] for option in against)
+        if mass <= 0:
+            PARSE_FAILURES.labels(rubric, task).inc()
+            JUDGEMENTS.labels(rubric, task, ParseStatus.FAILED.value).inc()
+            options = ", ".join((*favoured, *against))
+            return Attempted(None, ParseStatus.FAILED, raw, 1, f"none of {options} is among the judge's likely answers")
+        JUDGEMENTS.labels(rubric, task, ParseStatus.OK.value).inc()
+        return Attempted(lean / mass, ParseStatus.OK, raw, 1)
+
     async def prefer(
         self, rubric: Rubric, query: str, response_a: str, response_b: str, reference: str = ""
     ) -> Attempted[float]:
         """How likely the judge finds A, the response shown first, the better one: its probability
-        of answering "A" against "B". No text is parsed, so nothing needs repairing."""
+        of answering "A" against "B"."""
         messages = choice_messages(rubric, query, response_a, response_b, reference)
-        probabilities = await self.judge.choose(messages, ("A", "B"))
-        raw, mass = json.dumps(probabilities), sum(probabilities.values())
-        if mass <= 0:
-            PARSE_FAILURES.labels(rubric.name, "prefer").inc()
-            JUDGEMENTS.labels(rubric.name, "prefer", ParseStatus.FAILED.value).inc()
-            return Attempted(None, ParseStatus.FAILED, raw, 1, "neither A nor B is among the judge's likely answers")
-        JUDGEMENTS.labels(rubric.name, "prefer", ParseStatus.OK.value).inc()
-        return Attempted(probabilities["A"] / mass, ParseStatus.OK, raw, 1)
+        return await self._lean(messages, ("A",), ("B",), rubric.name, "prefer")
+
+    async def agree(
+        self, rubric: Rubric, query: str, response: str, question: str, reference: str = ""
+    ) -> Attempted[float]:
+        """How likely the judge answers yes to a yes-or-no ``question`` about ``response``."""
+        messages = verdict_messages(query, response, question, reference)
+        return await self._lean(messages, ("yes", "Yes"), ("no", "No"), rubric.name, "agree")

@@ -18,8 +18,8 @@ class JudgeOutputError(ValueError):
 @dataclass(frozen=True)
 class Judgement:
     critique: str
-    overall: int
-    dimensions: dict[str, int]
+    overall: float
+    dimensions: dict[str, float]
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,14 @@ class Dimension(BaseModel):
     def is_label_scheme(self) -> bool:
         return bool(self.labels)
 
+    def from_probability(self, yes: float) -> float:
+        """The score a probability of "yes, this holds" carries: the same share of the scale, or
+        for a labelled dimension the nearest label (the lower one on a tie: the cautious reading)."""
+        score = self.min_score + (self.max_score - self.min_score) * yes
+        if not self.labels:
+            return score
+        return float(min(sorted(self.labels), key=lambda label: abs(label - score)))
+
     def score_schema(self) -> dict[str, Any]:
         """JSON schema of the judge's score: an enum, which grammar-constrained decoders handle well."""
         values = (

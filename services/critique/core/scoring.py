@@ -13,8 +13,9 @@ import numpy as np
 
 from services.critique.core.creativity import CreativityConfig, CreativityMeasures, measure, split_ideas
 from services.critique.core.judging import Attempted, Critic, ParseStatus
-from services.critique.core.parsing import ComparisonVerdict
-from services.critique.core.rubrics import Measure, Rubric, Source, Verdict
+from services.critique.core.parsing import ComparisonVerdict, Judgement
+from services.critique.core.prompts import dimension_question, overall_question
+from services.critique.core.rubrics import OVERALL_RANGE, Measure, Rubric, Source, Verdict
 
 
 class Embedder(Protocol):
@@ -75,9 +76,10 @@ def _measured(rubric: Rubric, measures: CreativityMeasures, pool_size: int) -> l
     return results
 
 
-#: How Compare reaches its verdict: from the judge's probabilities of answering "A" or "B", or from
-#: the scores it writes in a JSON critique.
-CompareVerdict = Literal["probability", "generated"]
+#: Where Score's and Compare's numbers come from: the judge's token probabilities of short answers
+#: ("yes" or "no" to a question about a response, "A" or "B" for the better of two), or the scores it
+#: writes in a JSON critique.
+VerdictSource = Literal["probability", "generated"]
 
 
 @dataclass
@@ -87,7 +89,7 @@ class Scorer:
     creativity: CreativityConfig = field(default_factory=CreativityConfig)
     #: Items judged at once in a batch (a local judge serialises them anyway).
     concurrency: int = 4
-    compare_by: CompareVerdict = "generated"
+    verdicts_from: VerdictSource = "generated"
 
     async def _measure(self, rubric: Rubric, item: ScoreItem) -> list[DimensionResult]:
         if not rubric.measured:
@@ -104,7 +106,10 @@ class Scorer:
     async def score(self, rubric: Rubric, item: ScoreItem) -> ScoreOutcome:
         measured_task = asyncio.ensure_future(self._measure(rubric, item))
         try:
-            judged = await self.critic.score(rubric, item.query, item.response, item.reference)
+            if self.verdicts_from == "probability":
+                judged = await self._judge_by_probability(rubric, item)
+            else:
+                judged = await self.critic.score(rubric, item.query, item.response, item.reference)
         except BaseException:
             measured_task.cancel()
             raise
@@ -114,16 +119,12 @@ class Scorer:
                 judged.status, None, measured, "", judged.raw_output, judged.attempts, judged.error
             )
         by_name = {d.name: d for d in measured}
-        dimensions = []
-        for dimension in rubric.dimensions:
-            if dimension.source == Source.JUDGE:
-                dimensions.append(
-                    DimensionResult(
-                        dimension.name, float(judged.value.dimensions[dimension.name]), Source.JUDGE
-                    )
-                )
-            else:
-                dimensions.append(by_name[dimension.name])
+        dimensions = [
+            DimensionResult(d.name, float(judged.value.dimensions[d.name]), Source.JUDGE)
+            if d.source == Source.JUDGE
+            else by_name[d.name]
+            for d in rubric.dimensions
+        ]
         return ScoreOutcome(
             judged.status,
             float(judged.value.overall),
@@ -132,6 +133,29 @@ class Scorer:
             judged.raw_output,
             judged.attempts,
         )
+
+    async def _judge_by_probability(self, rubric: Rubric, item: ScoreItem) -> Attempted[Judgement]:
+        """One yes-or-no question for the overall score and one per judged dimension; each score is
+        its probability of "yes" carried onto the scale (the nearest label for a labelled one)."""
+        questions = [overall_question(rubric), *(dimension_question(d) for d in rubric.judged)]
+        answers = await asyncio.gather(
+            *(self.critic.agree(rubric, item.query, item.response, q, item.reference) for q in questions)
+        )
+        raw = "\n".join(answer.raw_output for answer in answers)
+        if (failed := next((a for a in answers if a.value is None), None)) is not None:
+            return Attempted(None, ParseStatus.FAILED, raw, len(answers), failed.error)
+        overall, *per_dimension = [answer.value for answer in answers if answer.value is not None]
+        dimension_yes = dict(zip((d.name for d in rubric.judged), per_dimension, strict=True))
+        low, high = OVERALL_RANGE
+        critique = f'The judge answers "{questions[0]}" yes with probability {overall:.2f}'
+        if dimension_yes:
+            critique += " (" + ", ".join(f"{name} {p:.2f}" for name, p in dimension_yes.items()) + ")"
+        judgement = Judgement(
+            critique + ".",
+            low + (high - low) * overall,
+            {d.name: d.from_probability(dimension_yes[d.name]) for d in rubric.judged},
+        )
+        return Attempted(judgement, ParseStatus.OK, raw, len(answers))
 
     async def score_many(self, rubric: Rubric, items: Sequence[ScoreItem]) -> list[ScoreOutcome]:
         gate = asyncio.Semaphore(self.concurrency)
@@ -154,7 +178,7 @@ class Scorer:
     ) -> Comparison:
         """The judge's verdict; with ``both_orders`` it also judges B before A. A generated verdict
         that changes with the order is a tie; probabilities are averaged over the two orders."""
-        if self.compare_by == "probability":
+        if self.verdicts_from == "probability":
             return await self._compare_by_probability(rubric, query, response_a, response_b, reference, both_orders)
         if not both_orders:
             given = await self.critic.compare(rubric, query, response_a, response_b, reference)
