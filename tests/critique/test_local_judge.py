@@ -50,7 +50,7 @@ def judge_processes(service: RunningService) -> list[int]:
     return [int(pid) for pid in found.stdout.split()]
 
 
-async def test_the_local_judge_answers_every_rubric_within_the_schema_on_the_first_try(
+async def test_the_local_judge_scores_every_rubric_and_compares_from_its_probabilities(
     local_critique: RunningService,
 ) -> None:
     async with CritiqueClient(local_critique.address, timeout_s=600, max_attempts=1) as client:
